@@ -1,0 +1,2 @@
+//! Wire codec benchmark (being written).
+fn main() {}
