@@ -14,3 +14,31 @@ pub mod handshake;
 pub mod msgpack;
 pub mod pickle;
 pub mod value;
+
+/// The two message encodings of ZEO 5.1+ (§2.1, §3.3, §3.4), named by the handshake letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Encoding {
+    /// Pickle protocol 3, letter `Z` (the stock default).
+    Pickle,
+    /// msgpack, letter `M`.
+    Msgpack,
+}
+
+impl Encoding {
+    /// The handshake letter: `b'Z'` or `b'M'`.
+    pub const fn letter(self) -> u8 {
+        match self {
+            Encoding::Pickle => b'Z',
+            Encoding::Msgpack => b'M',
+        }
+    }
+
+    /// The encoding a handshake letter names, if any.
+    pub const fn from_letter(letter: u8) -> Option<Encoding> {
+        match letter {
+            b'Z' => Some(Encoding::Pickle),
+            b'M' => Some(Encoding::Msgpack),
+            _ => None,
+        }
+    }
+}
