@@ -9,10 +9,19 @@
 //!   call, result, push and error reply, for both the server and the client side.
 //! * [`codec`]: the one entry point that turns a frame payload into a typed message and back.
 
+#[cfg(any(test, feature = "arbitrary"))]
+pub mod arbitrary;
+pub mod codec;
+pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod message;
 pub mod msgpack;
 pub mod pickle;
+pub mod push;
+pub mod reply;
+pub mod request;
+pub mod types;
 pub mod value;
 
 /// The two message encodings of ZEO 5.1+ (§2.1, §3.3, §3.4), named by the handshake letter.

@@ -1,0 +1,319 @@
+//! Small typed values that ZEO messages carry, and the checked readers that pull them out of
+//! [`Value`]s. Every conversion from a `Value` checks its shape and says what it expected.
+
+use super::value::{SeqKind, Text, Value};
+use crate::ids::{Oid, Tid};
+use bytes::Bytes;
+use thiserror::Error;
+
+/// A value had the wrong shape for the typed message it was meant to be.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TypedError {
+    /// A call or push had the wrong number of arguments.
+    #[error("{method}() takes {expected} arguments ({got} given)")]
+    ArgCount {
+        /// Method name.
+        method: &'static str,
+        /// What the method accepts, e.g. `"2"` or `"1 to 2"`.
+        expected: &'static str,
+        /// How many arrived.
+        got: usize,
+    },
+    /// One argument or field had the wrong type or value.
+    #[error("{context}: expected {expected}, got {got}")]
+    Field {
+        /// Which method argument or result field, e.g. `storea arg 0` or `get_info.length`.
+        context: String,
+        /// What was expected.
+        expected: &'static str,
+        /// What arrived (a Python type name or a short description).
+        got: String,
+    },
+    /// A map lacked a required key.
+    #[error("{context}: missing key {key:?}")]
+    MissingKey {
+        /// Which result or payload.
+        context: &'static str,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// The message envelope was not `(msgid, flag, name, args)`.
+    #[error("malformed message: {0}")]
+    Envelope(&'static str),
+}
+
+/// Shorthand for a [`TypedError::Field`].
+pub(crate) fn field_err(context: impl Into<String>, expected: &'static str, got: &Value) -> TypedError {
+    TypedError::Field { context: context.into(), expected, got: got.type_name().to_owned() }
+}
+
+/// The client's opaque transaction handle (`txid`): any scalar, compared by equality. The
+/// Python client sends `id(txn)`, an int.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnId(pub Value);
+
+/// An iterator id (`iterator_start`, `iterator_record_start`), a per-connection counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IterId(pub i64);
+
+/// An opaque undo id from `undoLog`/`undoInfo` (FileStorage uses base64 of the tid).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UndoId(pub Bytes);
+
+/// A transaction status character: `' '` normal, `'p'` packed, `'u'` undone, `'c'` checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnStatus(pub char);
+
+impl TxnStatus {
+    /// A normal committed transaction.
+    pub const NORMAL: TxnStatus = TxnStatus(' ');
+    /// A transaction whose history before it was packed away.
+    pub const PACKED: TxnStatus = TxnStatus('p');
+}
+
+/// A transaction's extension: a dict (normally str-keyed), in wire order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Extension(pub Vec<(Value, Value)>);
+
+/// Reads typed fields out of an argument tuple or a result tuple, in order.
+pub(crate) struct Args<'a> {
+    context: &'static str,
+    items: &'a [Value],
+    pos: usize,
+}
+
+impl<'a> Args<'a> {
+    /// Checks the count is within `min..=max` (`expected` spells it for the error).
+    pub(crate) fn new(
+        context: &'static str,
+        items: &'a [Value],
+        min: usize,
+        max: usize,
+        expected: &'static str,
+    ) -> Result<Args<'a>, TypedError> {
+        if items.len() < min || items.len() > max {
+            return Err(TypedError::ArgCount { method: context, expected, got: items.len() });
+        }
+        Ok(Args { context, items, pos: 0 })
+    }
+
+    /// Arguments of a sequence value (a result tuple, say) with an exact count.
+    pub(crate) fn of_seq(
+        context: &'static str,
+        v: &'a Value,
+        n: usize,
+        expected: &'static str,
+    ) -> Result<Args<'a>, TypedError> {
+        let items = v.as_seq().ok_or_else(|| field_err(context, "a tuple", v))?;
+        Args::new(context, items, n, n, expected)
+    }
+
+    fn ctx(&self) -> String {
+        format!("{} arg {}", self.context, self.pos)
+    }
+
+    /// The next value, or `None` past the end (an omitted optional argument).
+    pub(crate) fn next_opt(&mut self) -> Option<&'a Value> {
+        let v = self.items.get(self.pos);
+        self.pos += 1;
+        v
+    }
+
+    fn next(&mut self) -> Result<&'a Value, TypedError> {
+        let ctx = self.ctx();
+        self.next_opt().ok_or(TypedError::Field { context: ctx, expected: "a value", got: "nothing".into() })
+    }
+
+    pub(crate) fn value(&mut self) -> Result<Value, TypedError> {
+        self.next().cloned()
+    }
+
+    pub(crate) fn oid(&mut self) -> Result<Oid, TypedError> {
+        let ctx = self.ctx();
+        oid_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn tid(&mut self) -> Result<Tid, TypedError> {
+        let ctx = self.ctx();
+        tid_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn opt_tid(&mut self) -> Result<Option<Tid>, TypedError> {
+        let ctx = self.ctx();
+        opt_tid_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, TypedError> {
+        let ctx = self.ctx();
+        bytes_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn opt_bytes(&mut self) -> Result<Option<Bytes>, TypedError> {
+        let ctx = self.ctx();
+        match self.next()? {
+            Value::None => Ok(None),
+            v => bytes_of(v, ctx).map(Some),
+        }
+    }
+
+    pub(crate) fn text(&mut self) -> Result<Text, TypedError> {
+        let ctx = self.ctx();
+        text_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn int(&mut self) -> Result<i64, TypedError> {
+        let ctx = self.ctx();
+        int_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn float(&mut self) -> Result<f64, TypedError> {
+        let ctx = self.ctx();
+        float_of(self.next()?, ctx)
+    }
+
+    pub(crate) fn truthy(&mut self) -> Result<bool, TypedError> {
+        let ctx = self.ctx();
+        match self.next()? {
+            v @ (Value::Bool(_) | Value::Int(_) | Value::None) => Ok(v.is_truthy()),
+            v => Err(field_err(ctx, "a bool or int", v)),
+        }
+    }
+
+    pub(crate) fn txn(&mut self) -> Result<TxnId, TypedError> {
+        let ctx = self.ctx();
+        match self.next()? {
+            v @ (Value::Int(_) | Value::BigInt(_) | Value::Str(_) | Value::Bytes(_) | Value::None | Value::Bool(_)) => {
+                Ok(TxnId(v.clone()))
+            }
+            v => Err(field_err(ctx, "a scalar transaction id", v)),
+        }
+    }
+
+    pub(crate) fn iter_id(&mut self) -> Result<IterId, TypedError> {
+        self.int().map(IterId)
+    }
+}
+
+pub(crate) fn oid_of(v: &Value, ctx: impl Into<String>) -> Result<Oid, TypedError> {
+    match v {
+        Value::Bytes(b) => Oid::from_slice(b).ok_or_else(|| TypedError::Field {
+            context: ctx.into(),
+            expected: "an 8-byte oid",
+            got: format!("{} bytes", b.len()),
+        }),
+        v => Err(field_err(ctx, "an 8-byte oid", v)),
+    }
+}
+
+pub(crate) fn tid_of(v: &Value, ctx: impl Into<String>) -> Result<Tid, TypedError> {
+    match v {
+        Value::Bytes(b) => Tid::from_slice(b).ok_or_else(|| TypedError::Field {
+            context: ctx.into(),
+            expected: "an 8-byte tid",
+            got: format!("{} bytes", b.len()),
+        }),
+        v => Err(field_err(ctx, "an 8-byte tid", v)),
+    }
+}
+
+pub(crate) fn opt_tid_of(v: &Value, ctx: impl Into<String>) -> Result<Option<Tid>, TypedError> {
+    match v {
+        Value::None => Ok(None),
+        v => tid_of(v, ctx).map(Some),
+    }
+}
+
+pub(crate) fn bytes_of(v: &Value, ctx: impl Into<String>) -> Result<Bytes, TypedError> {
+    match v {
+        Value::Bytes(b) => Ok(b.clone()),
+        v => Err(field_err(ctx, "bytes", v)),
+    }
+}
+
+pub(crate) fn text_of(v: &Value, ctx: impl Into<String>) -> Result<Text, TypedError> {
+    match v {
+        Value::Str(t) => Ok(t.clone()),
+        v => Err(field_err(ctx, "a str", v)),
+    }
+}
+
+pub(crate) fn int_of(v: &Value, ctx: impl Into<String>) -> Result<i64, TypedError> {
+    match v {
+        Value::Int(i) => i64::try_from(*i).map_err(|_| TypedError::Field {
+            context: ctx.into(),
+            expected: "a 64-bit int",
+            got: "a larger int".into(),
+        }),
+        Value::Bool(b) => Ok(i64::from(*b)),
+        v => Err(field_err(ctx, "an int", v)),
+    }
+}
+
+pub(crate) fn float_of(v: &Value, ctx: impl Into<String>) -> Result<f64, TypedError> {
+    match v {
+        Value::Float(f) => Ok(*f),
+        // Python accepts ints where floats are expected (pack time, say).
+        Value::Int(i) => Ok(*i as f64),
+        v => Err(field_err(ctx, "a float", v)),
+    }
+}
+
+pub(crate) fn bool_of(v: &Value, ctx: impl Into<String>) -> Result<bool, TypedError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Int(i) => Ok(*i != 0),
+        v => Err(field_err(ctx, "a bool", v)),
+    }
+}
+
+pub(crate) fn status_of(v: &Value, ctx: impl Into<String>) -> Result<TxnStatus, TypedError> {
+    let ctx = ctx.into();
+    let t = match v {
+        Value::Str(t) => t.as_str(),
+        // Some storages hand the status over as a 1-byte bytes.
+        Value::Bytes(b) if b.len() == 1 && b[0].is_ascii() => {
+            return Ok(TxnStatus(char::from(b[0])));
+        }
+        v => return Err(field_err(ctx, "a 1-character status", v)),
+    };
+    let mut chars = t.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Ok(TxnStatus(c)),
+        _ => Err(TypedError::Field { context: ctx, expected: "a 1-character status", got: format!("{t:?}") }),
+    }
+}
+
+pub(crate) fn map_of<'a>(v: &'a Value, ctx: &'static str) -> Result<&'a [(Value, Value)], TypedError> {
+    match v {
+        Value::Map(m) => Ok(m),
+        v => Err(field_err(ctx, "a dict", v)),
+    }
+}
+
+pub(crate) fn seq_of<'a>(v: &'a Value, ctx: impl Into<String>) -> Result<&'a [Value], TypedError> {
+    v.as_seq().ok_or_else(|| field_err(ctx, "a tuple or list", v))
+}
+
+pub(crate) fn oid_value(oid: Oid) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(&oid.to_bytes()))
+}
+
+pub(crate) fn tid_value(tid: Tid) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(&tid.to_bytes()))
+}
+
+pub(crate) fn opt_tid_value(tid: Option<Tid>) -> Value {
+    tid.map_or(Value::None, tid_value)
+}
+
+pub(crate) fn status_value(s: TxnStatus) -> Value {
+    Value::Str(Text::from(s.0.to_string()))
+}
+
+pub(crate) fn oid_list(oids: &[Oid]) -> Value {
+    Value::Seq(SeqKind::List, oids.iter().copied().map(oid_value).collect())
+}
+
+pub(crate) fn oids_of(v: &Value, ctx: &'static str) -> Result<Vec<Oid>, TypedError> {
+    seq_of(v, ctx)?.iter().map(|o| oid_of(o, ctx)).collect()
+}
