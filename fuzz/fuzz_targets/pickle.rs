@@ -1,0 +1,6 @@
+//! Fuzz target: see `zeoraid_core::wire::fuzz::pickle_message` for the properties checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    zeoraid_core::wire::fuzz::pickle_message(data);
+});
