@@ -11,36 +11,21 @@ use zeoraid_core::wire::value::{Limits, SeqKind, Text, Value};
 /// exactly the recorded bytes (Python's encoder is canonical and so is ours).
 #[test]
 fn recorded_frames_decode_and_reencode_identically() {
-    let frames: Vec<_> = common::frames(".msgpack.jsonl")
-        .into_iter()
-        .filter(|f| f.encoding == "msgpack")
-        .collect();
-    assert!(
-        frames.len() > 400,
-        "only {} msgpack frames found",
-        frames.len()
-    );
+    let frames: Vec<_> =
+        common::frames(".msgpack.jsonl").into_iter().filter(|f| f.encoding == "msgpack").collect();
+    assert!(frames.len() > 400, "only {} msgpack frames found", frames.len());
     let limits = Limits::default();
     for frame in &frames {
         let payload = Bytes::from(frame.payload.clone());
-        let value = decode(&payload, &limits)
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", frame.name(), frame.repr));
-        value
-            .check(&limits)
-            .unwrap_or_else(|e| panic!("{}: {e}", frame.name()));
-        let msg = frame
-            .msg
-            .as_ref()
-            .unwrap_or_else(|| panic!("{}: no msg", frame.name()));
+        let value =
+            decode(&payload, &limits).unwrap_or_else(|e| panic!("{}: {e}\n{}", frame.name(), frame.repr));
+        value.check(&limits).unwrap_or_else(|e| panic!("{}: {e}", frame.name()));
+        let msg = frame.msg.as_ref().unwrap_or_else(|| panic!("{}: no msg", frame.name()));
         common::check_message(&value, msg)
             .unwrap_or_else(|e| panic!("{}: {e}\n{}", frame.name(), frame.repr));
         let mut out = Vec::new();
         encode(&value, &mut out).unwrap_or_else(|e| panic!("{}: {e}", frame.name()));
-        assert!(
-            out == frame.payload,
-            "{} does not re-encode identically",
-            frame.name()
-        );
+        assert!(out == frame.payload, "{} does not re-encode identically", frame.name());
     }
 }
 
@@ -155,7 +140,10 @@ proptest! {
     #[test]
     fn mutated_encodings_never_panic(
         v in msgpack_value(),
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        edits in proptest::collection::vec(
+            (any::<prop::sample::Index>(), any::<u8>(), 0u8..3),
+            1..4,
+        ),
     ) {
         let mut raw = encoded(&v);
         for (at, byte, op) in edits {

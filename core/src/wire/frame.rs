@@ -54,12 +54,7 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder that refuses payloads longer than `max_frame` bytes.
     pub fn new(max_frame: u32) -> FrameDecoder {
-        FrameDecoder {
-            buf: BytesMut::new(),
-            max_frame,
-            offset: 0,
-            failed: None,
-        }
+        FrameDecoder { buf: BytesMut::new(), max_frame, offset: 0, failed: None }
     }
 
     /// The largest payload this decoder accepts.
@@ -85,11 +80,7 @@ impl FrameDecoder {
         };
         let len = u32::from_be_bytes(*header);
         if len > self.max_frame {
-            let e = FrameError::TooLarge {
-                offset: self.offset,
-                len,
-                max: self.max_frame,
-            };
+            let e = FrameError::TooLarge { offset: self.offset, len, max: self.max_frame };
             self.failed = Some(e.clone());
             // Nothing buffered is of any further use.
             self.buf = BytesMut::new();
@@ -115,9 +106,7 @@ impl FrameDecoder {
 /// The 4-byte length prefix for a payload of `len` bytes, for writers that send header and
 /// payload separately (vectored writes of big records).
 pub fn frame_header(len: usize) -> Result<[u8; 4], FrameError> {
-    u32::try_from(len)
-        .map(u32::to_be_bytes)
-        .map_err(|_| FrameError::PayloadTooLong { len })
+    u32::try_from(len).map(u32::to_be_bytes).map_err(|_| FrameError::PayloadTooLong { len })
 }
 
 /// Appends one frame (length prefix and payload) to `out`.
@@ -183,22 +172,13 @@ mod tests {
         d.push(&[0, 0, 0]);
         assert_eq!(d.next_frame(), Ok(None));
         d.push(&[11]);
-        let e = FrameError::TooLarge {
-            offset: 14,
-            len: 11,
-            max: 10,
-        };
+        let e = FrameError::TooLarge { offset: 14, len: 11, max: 10 };
         assert_eq!(d.next_frame(), Err(e.clone()));
         d.push(&[0; 100]);
         assert_eq!(d.buffered(), 0);
         assert_eq!(d.next_frame(), Err(e));
         assert_eq!(
-            FrameError::TooLarge {
-                offset: 14,
-                len: 11,
-                max: 10
-            }
-            .to_string(),
+            FrameError::TooLarge { offset: 14, len: 11, max: 10 }.to_string(),
             "frame at stream byte 14 claims 11 bytes, more than the maximum of 10"
         );
     }
@@ -228,7 +208,10 @@ mod tests {
 
         #[test]
         fn any_chunking_reproduces_the_payloads(
-            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            payloads in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..300),
+                0..8,
+            ),
             chunks in proptest::collection::vec(1usize..64, 1..20),
         ) {
             let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();

@@ -29,10 +29,7 @@ impl Received {
     pub const KEPT: usize = 32;
 
     fn of(frame: &[u8]) -> Received {
-        Received {
-            head: frame[..frame.len().min(Self::KEPT)].to_vec(),
-            len: frame.len(),
-        }
+        Received { head: frame[..frame.len().min(Self::KEPT)].to_vec(), len: frame.len() }
     }
 }
 
@@ -57,9 +54,7 @@ pub enum HandshakeError {
         received: Received,
     },
     /// The client's handshake asks for a protocol other than `5` (bytes 1…).
-    #[error(
-        "client handshake {received} asks for an unsupported protocol: bytes 1.. must be \"5\""
-    )]
+    #[error("client handshake {received} asks for an unsupported protocol: bytes 1.. must be \"5\"")]
     ClientVersion {
         /// The frame received.
         received: Received,
@@ -71,17 +66,13 @@ pub enum HandshakeError {
         received: Received,
     },
     /// The server's announced protocol (bytes 1…) is older than `5`.
-    #[error(
-        "server announcement {received} offers no protocol we speak: bytes 1.. sort below \"5\""
-    )]
+    #[error("server announcement {received} offers no protocol we speak: bytes 1.. sort below \"5\"")]
     ServerVersion {
         /// The frame received.
         received: Received,
     },
     /// A value in a status map that JSON (or Python's `json.dumps`) cannot render.
-    #[error(
-        "status of storage {storage:?}: {found} at JSON byte {offset} cannot be rendered as JSON"
-    )]
+    #[error("status of storage {storage:?}: {found} at JSON byte {offset} cannot be rendered as JSON")]
     JsonUnsupported {
         /// The storage whose status holds it.
         storage: Text,
@@ -156,19 +147,13 @@ pub fn parse_client_handshake(frame: &[u8]) -> Result<ClientHello, HandshakeErro
         return Ok(ClientHello::Ruok);
     }
     let Some((&letter, version)) = frame.split_first() else {
-        return Err(HandshakeError::ClientLetter {
-            received: Received::of(frame),
-        });
+        return Err(HandshakeError::ClientLetter { received: Received::of(frame) });
     };
     let Some(enc) = Encoding::from_letter(letter) else {
-        return Err(HandshakeError::ClientLetter {
-            received: Received::of(frame),
-        });
+        return Err(HandshakeError::ClientLetter { received: Received::of(frame) });
     };
     if version != VERSION {
-        return Err(HandshakeError::ClientVersion {
-            received: Received::of(frame),
-        });
+        return Err(HandshakeError::ClientVersion { received: Received::of(frame) });
     }
     Ok(ClientHello::Protocol(enc))
 }
@@ -179,19 +164,14 @@ pub fn parse_client_handshake(frame: &[u8]) -> Result<ClientHello, HandshakeErro
 /// byte 0 must be `Z` or `M`; it names the encoding to use (answer with [`client_reply`]).
 pub fn parse_server_announcement(frame: &[u8]) -> Result<Encoding, HandshakeError> {
     let Some((&letter, version)) = frame.split_first() else {
-        return Err(HandshakeError::ServerLetter {
-            received: Received::of(frame),
-        });
+        return Err(HandshakeError::ServerLetter { received: Received::of(frame) });
     };
     // min(version, b"5") == b"5" exactly when version >= b"5" (slices compare bytewise).
     if version < VERSION {
-        return Err(HandshakeError::ServerVersion {
-            received: Received::of(frame),
-        });
+        return Err(HandshakeError::ServerVersion { received: Received::of(frame) });
     }
-    Encoding::from_letter(letter).ok_or_else(|| HandshakeError::ServerLetter {
-        received: Received::of(frame),
-    })
+    Encoding::from_letter(letter)
+        .ok_or_else(|| HandshakeError::ServerLetter { received: Received::of(frame) })
 }
 
 /// The client's answer to a server announcement: the server's letter followed by `5`.
@@ -206,10 +186,11 @@ pub fn client_reply(enc: Encoding) -> [u8; 2] {
 /// Renders the `ruok` answer (§2.3): a JSON object keyed by storage name whose values are the
 /// `server_status` maps (§4.3), byte for byte as Python's `json.dumps` does by default:
 /// separators `", "` and `": "`; `null`, `true`, `false`; ints in decimal; floats as Python's
-/// `repr` (shortest round-trip digits with dtoa's ties-to-even, `.0` on integral values, exponent form `1e+16` /
-/// `1e-05` outside `1e-4 <= |x| < 1e16`), NaN and infinities as `NaN`, `Infinity`,
-/// `-Infinity`; strings ASCII-only with `\uXXXX` escapes (lowercase hex, surrogate pairs above
-/// the BMP); tuples and lists as arrays; dicts in their order.
+/// `repr` (shortest round-trip digits, exact ties to the even digit as dtoa does, `.0` on
+/// integral values, exponent form `1e+16` / `1e-05` outside `1e-4 <= |x| < 1e16`), NaN and
+/// infinities as `NaN`, `Infinity`, `-Infinity`; strings ASCII-only with `\uXXXX` escapes
+/// (lowercase hex, surrogate pairs above the BMP); tuples and lists as arrays; dicts in their
+/// order.
 ///
 /// Map keys must be str. Bytes, big ints and pickle-only values are errors (Python's
 /// `json.dumps` raises `TypeError` for bytes; the others never occur in a status map).
@@ -376,9 +357,7 @@ fn write_python_float(f: f64, out: &mut Vec<u8>) {
                 out.extend_from_slice(rest);
             }
         }
-        out.extend_from_slice(
-            format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()).as_bytes(),
-        );
+        out.extend_from_slice(format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()).as_bytes());
     } else if decpt <= 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', (-decpt) as usize));
@@ -478,14 +457,8 @@ fn increment(digits: &mut Vec<u8>, exp: &mut i32) {
 /// lists, objects [`Value::Map`]s with str keys in order. Strings must be valid UTF-8 without
 /// raw control characters, and `\u` escapes must not leave a lone surrogate. The outer object
 /// counts towards `limits.max_depth`; keys and values count towards `limits.max_nodes`.
-pub fn parse_ruok_json(
-    frame: &[u8],
-    limits: &Limits,
-) -> Result<Vec<(Text, Value)>, HandshakeError> {
-    let mut p = JsonParser {
-        data: frame,
-        pos: 0,
-    };
+pub fn parse_ruok_json(frame: &[u8], limits: &Limits) -> Result<Vec<(Text, Value)>, HandshakeError> {
+    let mut p = JsonParser { data: frame, pos: 0 };
     p.skip_ws();
     if p.peek() != Some(b'{') {
         return Err(p.error("the top level must be an object"));
@@ -518,10 +491,7 @@ struct JsonParser<'a> {
 
 impl JsonParser<'_> {
     fn error(&self, reason: &'static str) -> HandshakeError {
-        HandshakeError::JsonSyntax {
-            offset: self.pos,
-            reason,
-        }
+        HandshakeError::JsonSyntax { offset: self.pos, reason }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -536,10 +506,7 @@ impl JsonParser<'_> {
 
     /// Consumes `lit` if the input continues with it.
     fn eat(&mut self, lit: &[u8]) -> bool {
-        let hit = self
-            .data
-            .get(self.pos..)
-            .is_some_and(|rest| rest.starts_with(lit));
+        let hit = self.data.get(self.pos..).is_some_and(|rest| rest.starts_with(lit));
         if hit {
             self.pos += lit.len();
         }
@@ -555,17 +522,11 @@ impl JsonParser<'_> {
             let offset = self.pos;
             nodes += 1;
             if nodes > limits.max_nodes {
-                return Err(HandshakeError::JsonTooManyNodes {
-                    offset,
-                    max: limits.max_nodes,
-                });
+                return Err(HandshakeError::JsonTooManyNodes { offset, max: limits.max_nodes });
             }
             let opens = matches!(self.peek(), Some(b'[' | b'{'));
             if opens && stack.len() >= limits.max_depth as usize {
-                return Err(HandshakeError::JsonTooDeep {
-                    offset,
-                    max: limits.max_depth,
-                });
+                return Err(HandshakeError::JsonTooDeep { offset, max: limits.max_depth });
             }
             let mut value = match self.peek() {
                 Some(b'[') => {
@@ -639,10 +600,7 @@ impl JsonParser<'_> {
         let offset = self.pos;
         *nodes += 1;
         if *nodes > limits.max_nodes {
-            return Err(HandshakeError::JsonTooManyNodes {
-                offset,
-                max: limits.max_nodes,
-            });
+            return Err(HandshakeError::JsonTooManyNodes { offset, max: limits.max_nodes });
         }
         if self.peek() != Some(b'"') {
             return Err(self.error("expected a string key"));
@@ -691,8 +649,7 @@ impl JsonParser<'_> {
             }
         }
         let mut is_int = true;
-        if self.peek() == Some(b'.') && self.data.get(self.pos + 1).is_some_and(u8::is_ascii_digit)
-        {
+        if self.peek() == Some(b'.') && self.data.get(self.pos + 1).is_some_and(u8::is_ascii_digit) {
             self.pos += 1;
             self.digits();
             is_int = false;
@@ -715,19 +672,14 @@ impl JsonParser<'_> {
         // The scanned bytes are ASCII digits and signs, hence valid UTF-8.
         let text = std::str::from_utf8(&self.data[start..self.pos]).unwrap_or_default();
         if is_int {
-            text.parse::<i128>()
-                .map(Value::Int)
-                .map_err(|_| HandshakeError::JsonSyntax {
-                    offset: start,
-                    reason: "integer outside the supported range",
-                })
+            text.parse::<i128>().map(Value::Int).map_err(|_| HandshakeError::JsonSyntax {
+                offset: start,
+                reason: "integer outside the supported range",
+            })
         } else {
             text.parse::<f64>()
                 .map(Value::Float)
-                .map_err(|_| HandshakeError::JsonSyntax {
-                    offset: start,
-                    reason: "bad number",
-                })
+                .map_err(|_| HandshakeError::JsonSyntax { offset: start, reason: "bad number" })
         }
     }
 
@@ -744,10 +696,7 @@ impl JsonParser<'_> {
         loop {
             // Copy the run up to the next quote, backslash or control character in one go.
             let run_start = self.pos;
-            while self
-                .peek()
-                .is_some_and(|b| b != b'"' && b != b'\\' && b >= 0x20)
-            {
+            while self.peek().is_some_and(|b| b != b'"' && b != b'\\' && b >= 0x20) {
                 self.pos += 1;
             }
             let run = &self.data[run_start..self.pos];
@@ -796,33 +745,22 @@ impl JsonParser<'_> {
                 let code = match first {
                     0xd800..=0xdbff => {
                         if !self.eat(b"\\u") {
-                            return Err(HandshakeError::JsonSyntax {
-                                offset: at,
-                                reason: "lone surrogate",
-                            });
+                            return Err(HandshakeError::JsonSyntax { offset: at, reason: "lone surrogate" });
                         }
                         let second = self.hex4()?;
                         if !(0xdc00..=0xdfff).contains(&second) {
-                            return Err(HandshakeError::JsonSyntax {
-                                offset: at,
-                                reason: "lone surrogate",
-                            });
+                            return Err(HandshakeError::JsonSyntax { offset: at, reason: "lone surrogate" });
                         }
                         0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
                     }
                     0xdc00..=0xdfff => {
-                        return Err(HandshakeError::JsonSyntax {
-                            offset: at,
-                            reason: "lone surrogate",
-                        })
+                        return Err(HandshakeError::JsonSyntax { offset: at, reason: "lone surrogate" })
                     }
                     other => other,
                 };
                 // Surrogates were handled above, so every remaining code is a char.
-                char::from_u32(code).ok_or(HandshakeError::JsonSyntax {
-                    offset: at,
-                    reason: "lone surrogate",
-                })?
+                char::from_u32(code)
+                    .ok_or(HandshakeError::JsonSyntax { offset: at, reason: "lone surrogate" })?
             }
             _ => {
                 self.pos -= 1;
@@ -855,10 +793,7 @@ mod tests {
     fn rendered(v: Value) -> String {
         let out = encode_ruok_json(&[(Text::from("s"), v)]).expect("renderable");
         let s = String::from_utf8(out).expect("ascii");
-        s.strip_prefix("{\"s\": ")
-            .and_then(|s| s.strip_suffix('}'))
-            .expect("wrapper")
-            .to_owned()
+        s.strip_prefix("{\"s\": ").and_then(|s| s.strip_suffix('}')).expect("wrapper").to_owned()
     }
 
     #[test]
@@ -871,63 +806,33 @@ mod tests {
 
     #[test]
     fn client_handshakes() {
-        assert_eq!(
-            parse_client_handshake(b"Z5"),
-            Ok(ClientHello::Protocol(Encoding::Pickle))
-        );
-        assert_eq!(
-            parse_client_handshake(b"M5"),
-            Ok(ClientHello::Protocol(Encoding::Msgpack))
-        );
+        assert_eq!(parse_client_handshake(b"Z5"), Ok(ClientHello::Protocol(Encoding::Pickle)));
+        assert_eq!(parse_client_handshake(b"M5"), Ok(ClientHello::Protocol(Encoding::Msgpack)));
         assert_eq!(parse_client_handshake(b"ruok"), Ok(ClientHello::Ruok));
     }
 
     #[test]
     fn client_handshake_refusals() {
-        let version = |f: &[u8]| HandshakeError::ClientVersion {
-            received: Received::of(f),
-        };
-        let letter = |f: &[u8]| HandshakeError::ClientLetter {
-            received: Received::of(f),
-        };
-        for f in [
-            &b"Z4"[..],
-            b"M4",
-            b"Z3101",
-            b"Z309",
-            b"Z55",
-            b"Z",
-            b"M",
-            b"Z6",
-            b"Z5\0",
-            b"Z 5",
-        ] {
+        let version = |f: &[u8]| HandshakeError::ClientVersion { received: Received::of(f) };
+        let letter = |f: &[u8]| HandshakeError::ClientLetter { received: Received::of(f) };
+        for f in [&b"Z4"[..], b"M4", b"Z3101", b"Z309", b"Z55", b"Z", b"M", b"Z6", b"Z5\0", b"Z 5"] {
             assert_eq!(parse_client_handshake(f), Err(version(f)), "{f:?}");
         }
-        for f in [
-            &b""[..],
-            b"X5",
-            b"z5",
-            b"m5",
-            b"5",
-            b"RUOK",
-            b"ruok\n",
-            b"ruo",
-        ] {
+        for f in [&b""[..], b"X5", b"z5", b"m5", b"5", b"RUOK", b"ruok\n", b"ruo"] {
             assert_eq!(parse_client_handshake(f), Err(letter(f)), "{f:?}");
         }
         assert_eq!(
             parse_client_handshake(b"Z4").map_err(|e| e.to_string()),
-            Err("client handshake b\"Z4\" asks for an unsupported protocol: bytes 1.. must be \"5\"".into())
+            Err("client handshake b\"Z4\" asks for an unsupported protocol: \
+                 bytes 1.. must be \"5\""
+                .into())
         );
         assert_eq!(
             parse_client_handshake(b"").map_err(|e| e.to_string()),
             Err("client handshake b\"\" names no encoding: byte 0 must be 'Z' or 'M'".into())
         );
         let long = vec![b'Q'; 100];
-        let e = parse_client_handshake(&long)
-            .expect_err("refused")
-            .to_string();
+        let e = parse_client_handshake(&long).expect_err("refused").to_string();
         assert!(e.contains("... (100 bytes)"), "{e}");
     }
 
@@ -938,28 +843,17 @@ mod tests {
         // Python's min(frame[1:], b"5") == b"5" accepts anything sorting at or after "5".
         assert_eq!(parse_server_announcement(b"Z6"), Ok(Encoding::Pickle));
         assert_eq!(parse_server_announcement(b"M51"), Ok(Encoding::Msgpack));
-        for f in [
-            &b"Z4"[..],
-            b"M4",
-            b"Z3101",
-            b"Z",
-            b"Z\xff"[..1].as_ref(),
-            b"Z0",
-        ] {
+        for f in [&b"Z4"[..], b"M4", b"Z3101", b"Z", b"Z\xff"[..1].as_ref(), b"Z0"] {
             assert_eq!(
                 parse_server_announcement(f),
-                Err(HandshakeError::ServerVersion {
-                    received: Received::of(f)
-                }),
+                Err(HandshakeError::ServerVersion { received: Received::of(f) }),
                 "{f:?}"
             );
         }
         for f in [&b""[..], b"X5", b"z5", b"ruok"] {
             assert_eq!(
                 parse_server_announcement(f),
-                Err(HandshakeError::ServerLetter {
-                    received: Received::of(f)
-                }),
+                Err(HandshakeError::ServerLetter { received: Received::of(f) }),
                 "{f:?}"
             );
         }
@@ -1021,22 +915,14 @@ mod tests {
     #[test]
     fn containers_render_with_python_separators() {
         let v = Value::Map(vec![
-            (
-                Value::str_static("a"),
-                Value::tuple(vec![Value::Int(1), Value::None, Value::Bool(true)]),
-            ),
+            (Value::str_static("a"), Value::tuple(vec![Value::Int(1), Value::None, Value::Bool(true)])),
             (Value::str_static("b"), Value::Map(vec![])),
             (Value::str_static("c"), Value::list(vec![])),
             (Value::str_static("d"), Value::Int(-(1 << 70))),
         ]);
-        assert_eq!(
-            rendered(v),
-            r#"{"a": [1, null, true], "b": {}, "c": [], "d": -1180591620717411303424}"#
-        );
-        let two = encode_ruok_json(&[
-            (Text::from("1"), Value::Map(vec![])),
-            (Text::from("2"), Value::Bool(false)),
-        ]);
+        assert_eq!(rendered(v), r#"{"a": [1, null, true], "b": {}, "c": [], "d": -1180591620717411303424}"#);
+        let two =
+            encode_ruok_json(&[(Text::from("1"), Value::Map(vec![])), (Text::from("2"), Value::Bool(false))]);
         assert_eq!(two.as_deref(), Ok(&br#"{"1": {}, "2": false}"#[..]));
         assert_eq!(encode_ruok_json(&[]).as_deref(), Ok(&b"{}"[..]));
     }
@@ -1047,20 +933,12 @@ mod tests {
         let bytes = Value::Map(vec![(Value::str_static("k"), Value::bytes(&b"x"[..]))]);
         assert_eq!(
             encode_ruok_json(&[(storage.clone(), bytes)]),
-            Err(HandshakeError::JsonUnsupported {
-                storage: storage.clone(),
-                offset: 12,
-                found: "bytes"
-            })
+            Err(HandshakeError::JsonUnsupported { storage: storage.clone(), offset: 12, found: "bytes" })
         );
         let key = Value::Map(vec![(Value::Int(1), Value::None)]);
         assert_eq!(
             encode_ruok_json(&[(storage.clone(), key)]),
-            Err(HandshakeError::JsonKey {
-                storage,
-                offset: 7,
-                found: "int"
-            })
+            Err(HandshakeError::JsonKey { storage, offset: 7, found: "int" })
         );
     }
 
@@ -1072,7 +950,8 @@ mod tests {
     fn parses_json() {
         let got = parse(
             r#" {"1": {"a": [1, -0, 2.5, -1e3, 1E+2, null, true, false, NaN, Infinity, -Infinity],
-                 "s": "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00é", "e": {}, "l": [], "big": -170141183460469231731687303715884105728}} "#,
+                 "s": "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00é", "e": {}, "l": [],
+                 "big": -170141183460469231731687303715884105728}} "#,
         )
         .expect("valid");
         assert_eq!(got.len(), 1);
@@ -1094,10 +973,7 @@ mod tests {
                     Value::Float(f64::NEG_INFINITY),
                 ]),
             ),
-            (
-                Value::str_static("s"),
-                Value::str_static("x\"\\/\u{8}\u{c}\n\r\té😀é"),
-            ),
+            (Value::str_static("s"), Value::str_static("x\"\\/\u{8}\u{c}\n\r\té😀é")),
             (Value::str_static("e"), Value::Map(vec![])),
             (Value::str_static("l"), Value::list(vec![])),
             (Value::str_static("big"), Value::Int(i128::MIN)),
@@ -1118,25 +994,16 @@ mod tests {
         assert_eq!(syntax("{\"a\": }"), (6, "expected a value"));
         assert_eq!(syntax("{\"a\": 1,}"), (8, "expected a string key"));
         assert_eq!(syntax("{\"a\": [1 2]}"), (9, "expected ',' or ']'"));
-        assert_eq!(
-            syntax("{\"a\": 1} x"),
-            (9, "unexpected data after the JSON value")
-        );
+        assert_eq!(syntax("{\"a\": 1} x"), (9, "unexpected data after the JSON value"));
         assert_eq!(syntax("{\"a\": 01}"), (7, "expected ',' or '}'"));
         assert_eq!(syntax("{\"a\": 1.}"), (7, "expected ',' or '}'"));
         assert_eq!(syntax("{\"a\": 1e}"), (7, "expected ',' or '}'"));
         assert_eq!(syntax("{\"a\": -}"), (6, "expected a value"));
         assert_eq!(syntax("{\"a\": tru}"), (6, "expected a value"));
         assert_eq!(syntax("{\"a\": \"x"), (8, "unterminated string"));
-        assert_eq!(
-            syntax("{\"a\": \"\n\"}"),
-            (7, "control character in a string")
-        );
+        assert_eq!(syntax("{\"a\": \"\n\"}"), (7, "control character in a string"));
         assert_eq!(syntax("{\"a\": \"\\x\"}"), (8, "invalid escape"));
-        assert_eq!(
-            syntax("{\"a\": \"\\u12\"}"),
-            (11, "expected 4 hex digits after \\u")
-        );
+        assert_eq!(syntax("{\"a\": \"\\u12\"}"), (11, "expected 4 hex digits after \\u"));
         assert_eq!(syntax("{\"a\": \"\\ud800\"}"), (7, "lone surrogate"));
         assert_eq!(syntax("{\"a\": \"\\ud800\\u0041\"}"), (7, "lone surrogate"));
         assert_eq!(syntax("{\"a\": \"\\udc00\"}"), (7, "lone surrogate"));
@@ -1146,19 +1013,13 @@ mod tests {
         );
         assert_eq!(
             parse_ruok_json(b"{\"a\": \"\xff\"}", &Limits::default()),
-            Err(HandshakeError::JsonSyntax {
-                offset: 7,
-                reason: "invalid UTF-8 in a string"
-            })
+            Err(HandshakeError::JsonSyntax { offset: 7, reason: "invalid UTF-8 in a string" })
         );
     }
 
     #[test]
     fn json_limits() {
-        let limits = Limits {
-            max_depth: 3,
-            max_nodes: 100,
-        };
+        let limits = Limits { max_depth: 3, max_nodes: 100 };
         assert!(parse_ruok_json(b"{\"a\": [[]]}", &limits).is_ok());
         assert_eq!(
             parse_ruok_json(b"{\"a\": [[[]]]}", &limits),
@@ -1169,10 +1030,7 @@ mod tests {
             parse_ruok_json(deep.as_bytes(), &Limits::default()),
             Err(HandshakeError::JsonTooDeep { .. })
         ));
-        let few = Limits {
-            max_depth: 10,
-            max_nodes: 4,
-        };
+        let few = Limits { max_depth: 10, max_nodes: 4 };
         assert!(parse_ruok_json(b"{\"a\": [1]}", &few).is_ok());
         assert_eq!(
             parse_ruok_json(b"{\"a\": [1, 2]}", &few),
@@ -1196,11 +1054,8 @@ mod tests {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::list),
-                proptest::collection::vec(
-                    (".{0,4}".prop_map(|s| Value::Str(s.into())), inner),
-                    0..4
-                )
-                .prop_map(Value::Map),
+                proptest::collection::vec((".{0,4}".prop_map(|s| Value::Str(s.into())), inner), 0..4)
+                    .prop_map(Value::Map),
             ]
         })
     }

@@ -20,7 +20,8 @@ use rmp::Marker;
 pub enum MsgpackError {
     /// The payload ended in the middle of a value.
     #[error(
-        "msgpack input ends early: {what} at byte {offset} needs {needed} bytes, only {available} left"
+        "msgpack input ends early: {what} at byte {offset} needs {needed} bytes, \
+         only {available} left"
     )]
     Truncated {
         /// Where the incomplete part starts.
@@ -157,12 +158,7 @@ pub enum MsgpackEncodeError {
 /// than `limits.max_depth`, more than `limits.max_nodes` values, and trailing bytes.
 /// Never panics.
 pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, MsgpackError> {
-    Decoder {
-        payload,
-        data: payload.as_ref(),
-        pos: 0,
-    }
-    .run(limits)
+    Decoder { payload, data: payload.as_ref(), pos: 0 }.run(limits)
 }
 
 /// A container being filled.
@@ -170,11 +166,7 @@ enum Open {
     /// An array: its items so far and how many are still to come.
     Seq { items: Vec<Value>, left: usize },
     /// A map: its entries so far, a key waiting for its value, and entries still to come.
-    Map {
-        entries: Vec<(Value, Value)>,
-        key: Option<Value>,
-        left: usize,
-    },
+    Map { entries: Vec<(Value, Value)>, key: Option<Value>, left: usize },
 }
 
 impl Open {
@@ -212,12 +204,7 @@ impl Decoder<'_> {
                 self.pos += n;
                 Ok((start, self.pos))
             }
-            _ => Err(MsgpackError::Truncated {
-                offset: self.pos,
-                what,
-                needed: n,
-                available,
-            }),
+            _ => Err(MsgpackError::Truncated { offset: self.pos, what, needed: n, available }),
         }
     }
 
@@ -249,10 +236,7 @@ impl Decoder<'_> {
         let (start, end) = self.take(len, "str data")?;
         Text::from_utf8(self.payload.slice(start..end))
             .map(Value::Str)
-            .map_err(|e| MsgpackError::InvalidUtf8 {
-                offset,
-                bad_offset: start + e.valid_up_to(),
-            })
+            .map_err(|e| MsgpackError::InvalidUtf8 { offset, bad_offset: start + e.valid_up_to() })
     }
 
     /// A bin body of `len` bytes.
@@ -276,16 +260,10 @@ impl Decoder<'_> {
             pending = pending.saturating_sub(usize::from(!stack.is_empty()));
             nodes += 1;
             if nodes > limits.max_nodes {
-                return Err(MsgpackError::TooManyNodes {
-                    offset,
-                    max: limits.max_nodes,
-                });
+                return Err(MsgpackError::TooManyNodes { offset, max: limits.max_nodes });
             }
             if wants_key && !is_str_or_bin(marker) {
-                return Err(MsgpackError::MapKey {
-                    offset,
-                    found: marker_type(marker),
-                });
+                return Err(MsgpackError::MapKey { offset, found: marker_type(marker) });
             }
             let step = self.scalar_or_open(marker, offset, limits, &mut stack, &mut pending)?;
             let Step::Value(mut value) = step else {
@@ -297,10 +275,7 @@ impl Decoder<'_> {
                     return if self.remaining() == 0 {
                         Ok(value)
                     } else {
-                        Err(MsgpackError::TrailingBytes {
-                            offset: self.pos,
-                            len: self.remaining(),
-                        })
+                        Err(MsgpackError::TrailingBytes { offset: self.pos, len: self.remaining() })
                     };
                 };
                 let complete = match top {
@@ -386,9 +361,7 @@ impl Decoder<'_> {
                 let n = self.u32("bin32 length")?;
                 self.bin(u64::from(n))?
             }
-            Marker::FixArray(n) => {
-                return self.open(false, u32::from(n), offset, limits, stack, pending)
-            }
+            Marker::FixArray(n) => return self.open(false, u32::from(n), offset, limits, stack, pending),
             Marker::Array16 => {
                 let n = self.u16("array16 length")?;
                 return self.open(false, u32::from(n), offset, limits, stack, pending);
@@ -397,9 +370,7 @@ impl Decoder<'_> {
                 let n = self.u32("array32 length")?;
                 return self.open(false, n, offset, limits, stack, pending);
             }
-            Marker::FixMap(n) => {
-                return self.open(true, u32::from(n), offset, limits, stack, pending)
-            }
+            Marker::FixMap(n) => return self.open(true, u32::from(n), offset, limits, stack, pending),
             Marker::Map16 => {
                 let n = self.u16("map16 length")?;
                 return self.open(true, u32::from(n), offset, limits, stack, pending);
@@ -416,12 +387,7 @@ impl Decoder<'_> {
             | Marker::FixExt16
             | Marker::Ext8
             | Marker::Ext16
-            | Marker::Ext32 => {
-                return Err(MsgpackError::Extension {
-                    offset,
-                    marker: marker.to_u8(),
-                })
-            }
+            | Marker::Ext32 => return Err(MsgpackError::Extension { offset, marker: marker.to_u8() }),
         };
         Ok(Step::Value(value))
     }
@@ -438,24 +404,15 @@ impl Decoder<'_> {
     ) -> Result<Step, MsgpackError> {
         // A container has depth 1 + its deepest child, so the innermost of `stack.len() + 1`
         // nested containers already makes the message that deep (even if it is empty).
-        let depth = u32::try_from(stack.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(1);
+        let depth = u32::try_from(stack.len()).unwrap_or(u32::MAX).saturating_add(1);
         if depth > limits.max_depth {
-            return Err(MsgpackError::TooDeep {
-                offset,
-                max: limits.max_depth,
-            });
+            return Err(MsgpackError::TooDeep { offset, max: limits.max_depth });
         }
         let kind = if is_map { "map" } else { "array" };
         // u32 → usize cannot fail on the 32/64-bit targets zeoraid supports; saturating keeps
         // the check conservative (and panic-free) anywhere else.
         let count = usize::try_from(count).unwrap_or(usize::MAX);
-        let slots = if is_map {
-            count.saturating_mul(2)
-        } else {
-            count
-        };
+        let slots = if is_map { count.saturating_mul(2) } else { count };
         let available = self.remaining();
         if pending.saturating_add(slots) > available {
             return Err(MsgpackError::CountTooLarge {
@@ -477,16 +434,9 @@ impl Decoder<'_> {
         // the bytes still unread, so total reservations stay proportional to the input size.
         *pending += slots;
         stack.push(if is_map {
-            Open::Map {
-                entries: Vec::with_capacity(count),
-                key: None,
-                left: count,
-            }
+            Open::Map { entries: Vec::with_capacity(count), key: None, left: count }
         } else {
-            Open::Seq {
-                items: Vec::with_capacity(count),
-                left: count,
-            }
+            Open::Seq { items: Vec::with_capacity(count), left: count }
         });
         Ok(Step::Opened)
     }
@@ -563,12 +513,7 @@ fn marker_type(marker: Marker) -> &'static str {
 /// Never recurses, so any nesting depth is fine. On error `out` is left as it was.
 pub fn encode(value: &Value, out: &mut Vec<u8>) -> Result<(), MsgpackEncodeError> {
     let start = out.len();
-    let result = Encoder {
-        out,
-        start,
-        stack: Vec::new(),
-    }
-    .run(value);
+    let result = Encoder { out, start, stack: Vec::new() }.run(value);
     if result.is_err() {
         out.truncate(start);
     }
@@ -581,11 +526,7 @@ enum Rest<'a> {
     Items(std::slice::Iter<'a, Value>),
     /// The entries of a map; `skip_args` drops `'args'` keys (a lowered exception state);
     /// `value` is the value of the entry whose key was just written.
-    Entries {
-        iter: std::slice::Iter<'a, (Value, Value)>,
-        skip_args: bool,
-        value: Option<&'a Value>,
-    },
+    Entries { iter: std::slice::Iter<'a, (Value, Value)>, skip_args: bool, value: Option<&'a Value> },
 }
 
 struct Encoder<'o, 'a> {
@@ -611,11 +552,7 @@ impl<'a> Encoder<'_, 'a> {
             };
             next = match top {
                 Rest::Items(iter) => iter.next(),
-                Rest::Entries {
-                    iter,
-                    skip_args,
-                    value,
-                } => match value.take() {
+                Rest::Entries { iter, skip_args, value } => match value.take() {
                     Some(v) => Some(v),
                     None => {
                         let skip = *skip_args;
@@ -641,11 +578,7 @@ impl<'a> Encoder<'_, 'a> {
             Value::Bool(false) => self.out.push(Marker::False.to_u8()),
             Value::Bool(true) => self.out.push(Marker::True.to_u8()),
             Value::Int(i) => self.int(*i)?,
-            Value::BigInt(_) => {
-                return Err(MsgpackEncodeError::BigInt {
-                    offset: self.offset(),
-                })
-            }
+            Value::BigInt(_) => return Err(MsgpackEncodeError::BigInt { offset: self.offset() }),
             Value::Float(f) => {
                 self.out.push(Marker::F64.to_u8());
                 self.out.extend_from_slice(&f.to_bits().to_be_bytes());
@@ -670,34 +603,21 @@ impl<'a> Encoder<'_, 'a> {
             }
             Value::Map(entries) => {
                 self.map_header(entries.len())?;
-                self.stack.push(Rest::Entries {
-                    iter: entries.iter(),
-                    skip_args: false,
-                    value: None,
-                });
+                self.stack.push(Rest::Entries { iter: entries.iter(), skip_args: false, value: None });
             }
             Value::Exception(e) => return self.exception(e),
             Value::Global(..) => {
-                return Err(MsgpackEncodeError::PickleOnly {
-                    offset: self.offset(),
-                    kind: "global",
-                })
+                return Err(MsgpackEncodeError::PickleOnly { offset: self.offset(), kind: "global" })
             }
             Value::Reduce(_) => {
-                return Err(MsgpackEncodeError::PickleOnly {
-                    offset: self.offset(),
-                    kind: "reduce",
-                })
+                return Err(MsgpackEncodeError::PickleOnly { offset: self.offset(), kind: "reduce" })
             }
         }
         Ok(None)
     }
 
     /// Lowers an exception to `[class_path, payload]` (see [`encode`]).
-    fn exception(
-        &mut self,
-        e: &'a ExceptionValue,
-    ) -> Result<Option<&'a Value>, MsgpackEncodeError> {
+    fn exception(&mut self, e: &'a ExceptionValue) -> Result<Option<&'a Value>, MsgpackEncodeError> {
         self.array_header(2)?;
         self.str(&e.class_path)?;
         let Value::Map(entries) = &e.state else {
@@ -706,11 +626,7 @@ impl<'a> Encoder<'_, 'a> {
         let dict_len = entries.iter().filter(|(k, _)| !is_args_key(k)).count();
         if dict_len > 0 {
             self.map_header(dict_len)?;
-            self.stack.push(Rest::Entries {
-                iter: entries.iter(),
-                skip_args: true,
-                value: None,
-            });
+            self.stack.push(Rest::Entries { iter: entries.iter(), skip_args: true, value: None });
             return Ok(None);
         }
         match entries.iter().find(|(k, _)| is_args_key(k)) {
@@ -755,10 +671,7 @@ impl<'a> Encoder<'_, 'a> {
                 self.out.extend_from_slice(&s.to_be_bytes());
             }
         } else {
-            return Err(MsgpackEncodeError::IntOutOfRange {
-                offset: self.offset(),
-                value: i,
-            });
+            return Err(MsgpackEncodeError::IntOutOfRange { offset: self.offset(), value: i });
         }
         Ok(())
     }
@@ -810,11 +723,7 @@ impl<'a> Encoder<'_, 'a> {
     }
 
     fn len32(&self, kind: &'static str, len: usize) -> Result<u32, MsgpackEncodeError> {
-        u32::try_from(len).map_err(|_| MsgpackEncodeError::TooLong {
-            offset: self.offset(),
-            kind,
-            len,
-        })
+        u32::try_from(len).map_err(|_| MsgpackEncodeError::TooLong { offset: self.offset(), kind, len })
     }
 }
 
@@ -839,10 +748,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test hex"))
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test hex")).collect()
     }
 
     /// Encodes to exactly `want` and decodes back to `v`.
@@ -908,49 +814,23 @@ mod tests {
     #[test]
     fn ints_out_of_range_are_refused() {
         let mut out = vec![7];
-        for i in [
-            u64::MAX as i128 + 1,
-            i64::MIN as i128 - 1,
-            i128::MAX,
-            i128::MIN,
-        ] {
+        for i in [u64::MAX as i128 + 1, i64::MIN as i128 - 1, i128::MAX, i128::MIN] {
             let err = encode(&Value::Int(i), &mut out);
-            assert_eq!(
-                err,
-                Err(MsgpackEncodeError::IntOutOfRange {
-                    offset: 0,
-                    value: i
-                })
-            );
+            assert_eq!(err, Err(MsgpackEncodeError::IntOutOfRange { offset: 0, value: i }));
             assert_eq!(out, [7], "out is left unchanged on error");
         }
         let big = Value::BigInt(Bytes::from(vec![0u8; 17]));
-        assert_eq!(
-            encode(&big, &mut out),
-            Err(MsgpackEncodeError::BigInt { offset: 0 })
-        );
+        assert_eq!(encode(&big, &mut out), Err(MsgpackEncodeError::BigInt { offset: 0 }));
     }
 
     #[test]
     fn pickle_only_values_are_refused() {
         let mut out = Vec::new();
         let g = Value::tuple(vec![Value::Int(1), Value::Global("a".into(), "b".into())]);
-        assert_eq!(
-            encode(&g, &mut out),
-            Err(MsgpackEncodeError::PickleOnly {
-                offset: 2,
-                kind: "global"
-            })
-        );
+        assert_eq!(encode(&g, &mut out), Err(MsgpackEncodeError::PickleOnly { offset: 2, kind: "global" }));
         assert!(out.is_empty());
         let r = Value::Reduce(Box::new((Value::None, Value::tuple(vec![]))));
-        assert_eq!(
-            encode(&r, &mut out),
-            Err(MsgpackEncodeError::PickleOnly {
-                offset: 0,
-                kind: "reduce"
-            })
-        );
+        assert_eq!(encode(&r, &mut out), Err(MsgpackEncodeError::PickleOnly { offset: 0, kind: "reduce" }));
     }
 
     #[test]
@@ -958,38 +838,17 @@ mod tests {
         both(Value::str_static(""), "a0");
         both(Value::str_static("é"), "a2 c3a9");
         let s31 = "x".repeat(31);
-        both(
-            Value::Str(s31.as_str().into()),
-            &format!("bf{}", "78".repeat(31)),
-        );
+        both(Value::Str(s31.as_str().into()), &format!("bf{}", "78".repeat(31)));
         let s32 = "x".repeat(32);
-        both(
-            Value::Str(s32.as_str().into()),
-            &format!("d920{}", "78".repeat(32)),
-        );
+        both(Value::Str(s32.as_str().into()), &format!("d920{}", "78".repeat(32)));
         let s256 = "x".repeat(256);
-        both(
-            Value::Str(s256.as_str().into()),
-            &format!("da0100{}", "78".repeat(256)),
-        );
+        both(Value::Str(s256.as_str().into()), &format!("da0100{}", "78".repeat(256)));
         let s65536 = "x".repeat(65536);
-        both(
-            Value::Str(s65536.as_str().into()),
-            &format!("db00010000{}", "78".repeat(65536)),
-        );
+        both(Value::Str(s65536.as_str().into()), &format!("db00010000{}", "78".repeat(65536)));
         both(Value::bytes(&b""[..]), "c400");
-        both(
-            Value::bytes(vec![1u8; 255]),
-            &format!("c4ff{}", "01".repeat(255)),
-        );
-        both(
-            Value::bytes(vec![1u8; 256]),
-            &format!("c50100{}", "01".repeat(256)),
-        );
-        both(
-            Value::bytes(vec![1u8; 65536]),
-            &format!("c600010000{}", "01".repeat(65536)),
-        );
+        both(Value::bytes(vec![1u8; 255]), &format!("c4ff{}", "01".repeat(255)));
+        both(Value::bytes(vec![1u8; 256]), &format!("c50100{}", "01".repeat(256)));
+        both(Value::bytes(vec![1u8; 65536]), &format!("c600010000{}", "01".repeat(65536)));
     }
 
     #[test]
@@ -1006,16 +865,11 @@ mod tests {
         assert_eq!(enc(&Value::list(vec![Value::Int(1)])), hex("91 01"));
         both(Value::Map(vec![]), "80");
         both(
-            Value::Map(vec![
-                (Value::str_static("b"), Value::Int(1)),
-                (Value::bytes(&b"a"[..]), Value::None),
-            ]),
+            Value::Map(vec![(Value::str_static("b"), Value::Int(1)), (Value::bytes(&b"a"[..]), Value::None)]),
             "82 a162 01 c40161 c0",
         );
         let entries = |n: usize| {
-            (0..n)
-                .map(|i| (Value::Str(format!("{i:05}").into()), Value::None))
-                .collect::<Vec<_>>()
+            (0..n).map(|i| (Value::Str(format!("{i:05}").into()), Value::None)).collect::<Vec<_>>()
         };
         let m16 = enc(&Value::Map(entries(16)));
         assert_eq!(m16[..3], hex("de0010")[..]);
@@ -1036,12 +890,8 @@ mod tests {
         ]);
         both(register, "9401c2a8726567697374657292a131c2");
         // §1.4: the heartbeat.
-        let heartbeat = Value::tuple(vec![
-            Value::Int(-1),
-            Value::Int(0),
-            Value::str_static(".reply"),
-            Value::None,
-        ]);
+        let heartbeat =
+            Value::tuple(vec![Value::Int(-1), Value::Int(0), Value::str_static(".reply"), Value::None]);
         both(heartbeat, "94 ff 00 a6 2e7265706c79 c0");
     }
 
@@ -1100,30 +950,15 @@ mod tests {
     fn truncated_input() {
         assert_eq!(
             dec(&[]),
-            Err(MsgpackError::Truncated {
-                offset: 0,
-                what: "marker",
-                needed: 1,
-                available: 0
-            })
+            Err(MsgpackError::Truncated { offset: 0, what: "marker", needed: 1, available: 0 })
         );
         assert_eq!(
             dec(&hex("cd01")),
-            Err(MsgpackError::Truncated {
-                offset: 1,
-                what: "uint16",
-                needed: 2,
-                available: 1
-            })
+            Err(MsgpackError::Truncated { offset: 1, what: "uint16", needed: 2, available: 1 })
         );
         assert_eq!(
             dec(&hex("a3 6162")),
-            Err(MsgpackError::Truncated {
-                offset: 1,
-                what: "str data",
-                needed: 3,
-                available: 2
-            })
+            Err(MsgpackError::Truncated { offset: 1, what: "str data", needed: 3, available: 2 })
         );
         assert_eq!(
             dec(&hex("c6 ffffffff 00")),
@@ -1137,21 +972,11 @@ mod tests {
         // Inside containers whose claimed counts do fit.
         assert_eq!(
             dec(&hex("91 91 91 a3 6162")),
-            Err(MsgpackError::Truncated {
-                offset: 4,
-                what: "str data",
-                needed: 3,
-                available: 2
-            })
+            Err(MsgpackError::Truncated { offset: 4, what: "str data", needed: 3, available: 2 })
         );
         assert_eq!(
             dec(&hex("91 cd")),
-            Err(MsgpackError::Truncated {
-                offset: 2,
-                what: "uint16",
-                needed: 2,
-                available: 0
-            })
+            Err(MsgpackError::Truncated { offset: 2, what: "uint16", needed: 2, available: 0 })
         );
     }
 
@@ -1173,128 +998,62 @@ mod tests {
         // A map claims two slots per entry.
         assert_eq!(
             dec(&hex("81 c0")),
-            Err(MsgpackError::CountTooLarge {
-                offset: 0,
-                kind: "map",
-                count: 2,
-                available: 1,
-                pending: 0
-            })
+            Err(MsgpackError::CountTooLarge { offset: 0, kind: "map", count: 2, available: 1, pending: 0 })
         );
         // Slots owed to the outer array count too: the inner claim of 2 plus 1 more outer item
         // cannot fit in 2 bytes.
         assert_eq!(
             dec(&hex("92 92 01 02")),
-            Err(MsgpackError::CountTooLarge {
-                offset: 1,
-                kind: "array",
-                count: 2,
-                available: 2,
-                pending: 1
-            })
+            Err(MsgpackError::CountTooLarge { offset: 1, kind: "array", count: 2, available: 2, pending: 1 })
         );
     }
 
     #[test]
     fn bad_markers() {
-        assert_eq!(
-            dec(&hex("c1")),
-            Err(MsgpackError::ReservedMarker { offset: 0 })
-        );
+        assert_eq!(dec(&hex("c1")), Err(MsgpackError::ReservedMarker { offset: 0 }));
         for m in [0xc7u8, 0xc8, 0xc9, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8] {
             assert_eq!(
                 dec(&[0x91, m, 0, 0, 0, 0, 0, 0]),
-                Err(MsgpackError::Extension {
-                    offset: 1,
-                    marker: m
-                })
+                Err(MsgpackError::Extension { offset: 1, marker: m })
             );
         }
     }
 
     #[test]
     fn invalid_utf8() {
-        assert_eq!(
-            dec(&hex("a3 61 ff 62")),
-            Err(MsgpackError::InvalidUtf8 {
-                offset: 0,
-                bad_offset: 2
-            })
-        );
+        assert_eq!(dec(&hex("a3 61 ff 62")), Err(MsgpackError::InvalidUtf8 { offset: 0, bad_offset: 2 }));
         // The same bytes as bin are fine.
         assert_eq!(dec(&hex("c403 61 ff 62")), Ok(Value::bytes(&b"a\xffb"[..])));
     }
 
     #[test]
     fn map_keys_must_be_str_or_bin() {
-        assert_eq!(
-            dec(&hex("81 01 02")),
-            Err(MsgpackError::MapKey {
-                offset: 1,
-                found: "int"
-            })
-        );
-        assert_eq!(
-            dec(&hex("81 c0 02")),
-            Err(MsgpackError::MapKey {
-                offset: 1,
-                found: "nil"
-            })
-        );
-        assert_eq!(
-            dec(&hex("81 90 02")),
-            Err(MsgpackError::MapKey {
-                offset: 1,
-                found: "array"
-            })
-        );
-        assert_eq!(
-            dec(&hex("82 a161 01 80 02")),
-            Err(MsgpackError::MapKey {
-                offset: 4,
-                found: "map"
-            })
-        );
+        assert_eq!(dec(&hex("81 01 02")), Err(MsgpackError::MapKey { offset: 1, found: "int" }));
+        assert_eq!(dec(&hex("81 c0 02")), Err(MsgpackError::MapKey { offset: 1, found: "nil" }));
+        assert_eq!(dec(&hex("81 90 02")), Err(MsgpackError::MapKey { offset: 1, found: "array" }));
+        assert_eq!(dec(&hex("82 a161 01 80 02")), Err(MsgpackError::MapKey { offset: 4, found: "map" }));
         // Values may be anything.
         assert!(dec(&hex("81 a161 80")).is_ok());
     }
 
     #[test]
     fn depth_limit() {
-        let limits = Limits {
-            max_depth: 3,
-            max_nodes: 100,
-        };
+        let limits = Limits { max_depth: 3, max_nodes: 100 };
         let ok = Bytes::from(hex("91 91 90"));
         assert_eq!(decode(&ok, &limits).map(|v| v.depth()), Ok(3));
         let deep = Bytes::from(hex("91 91 91 90"));
-        assert_eq!(
-            decode(&deep, &limits),
-            Err(MsgpackError::TooDeep { offset: 3, max: 3 })
-        );
+        assert_eq!(decode(&deep, &limits), Err(MsgpackError::TooDeep { offset: 3, max: 3 }));
         let deep_map = Bytes::from(hex("91 91 91 81 a161 c0"));
-        assert_eq!(
-            decode(&deep_map, &limits),
-            Err(MsgpackError::TooDeep { offset: 3, max: 3 })
-        );
+        assert_eq!(decode(&deep_map, &limits), Err(MsgpackError::TooDeep { offset: 3, max: 3 }));
         // A million nested arrays: an error, not a stack overflow.
         let mut million = vec![0x91u8; 1_000_000];
         million.push(0xc0);
         assert_eq!(
             dec(&million),
-            Err(MsgpackError::TooDeep {
-                offset: 64,
-                max: Limits::default().max_depth
-            })
+            Err(MsgpackError::TooDeep { offset: 64, max: Limits::default().max_depth })
         );
-        let scalar_only = Limits {
-            max_depth: 0,
-            max_nodes: 10,
-        };
-        assert_eq!(
-            decode(&Bytes::from_static(b"\x01"), &scalar_only),
-            Ok(Value::Int(1))
-        );
+        let scalar_only = Limits { max_depth: 0, max_nodes: 10 };
+        assert_eq!(decode(&Bytes::from_static(b"\x01"), &scalar_only), Ok(Value::Int(1)));
         assert_eq!(
             decode(&Bytes::from_static(b"\x90"), &scalar_only),
             Err(MsgpackError::TooDeep { offset: 0, max: 0 })
@@ -1303,10 +1062,7 @@ mod tests {
 
     #[test]
     fn node_limit() {
-        let limits = Limits {
-            max_depth: 10,
-            max_nodes: 3,
-        };
+        let limits = Limits { max_depth: 10, max_nodes: 3 };
         assert!(decode(&Bytes::from(hex("92 01 02")), &limits).is_ok());
         assert_eq!(
             decode(&Bytes::from(hex("93 01 02 03")), &limits),
@@ -1316,14 +1072,8 @@ mod tests {
 
     #[test]
     fn trailing_bytes() {
-        assert_eq!(
-            dec(&hex("c0 c0 c0")),
-            Err(MsgpackError::TrailingBytes { offset: 1, len: 2 })
-        );
-        assert_eq!(
-            dec(&hex("91 01 02")),
-            Err(MsgpackError::TrailingBytes { offset: 2, len: 1 })
-        );
+        assert_eq!(dec(&hex("c0 c0 c0")), Err(MsgpackError::TrailingBytes { offset: 1, len: 2 }));
+        assert_eq!(dec(&hex("91 01 02")), Err(MsgpackError::TrailingBytes { offset: 2, len: 1 }));
     }
 
     #[test]
