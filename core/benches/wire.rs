@@ -19,12 +19,15 @@ use zeoraid_core::wire::types::TxnId;
 use zeoraid_core::wire::value::{Text, Value};
 use zeoraid_core::wire::Encoding;
 
+type EncodeFn = Box<dyn Fn(&Codec, &mut Vec<u8>)>;
+type DecodeFn = Box<dyn Fn(&Codec, &Bytes)>;
+
 struct Case {
     name: &'static str,
     /// Bytes of object data the message carries (for throughput), 0 for small messages.
     data_len: usize,
-    encode: Box<dyn Fn(&Codec, &mut Vec<u8>)>,
-    decode: Box<dyn Fn(&Codec, &Bytes)>,
+    encode: EncodeFn,
+    decode: DecodeFn,
 }
 
 fn load_before_reply(len: usize) -> ServerMessage {
@@ -138,7 +141,8 @@ fn human_rate(ops: f64) -> String {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (budget, rounds) = if quick { (Duration::from_millis(100), 2) } else { (Duration::from_millis(500), 5) };
+    let (budget, rounds) =
+        if quick { (Duration::from_millis(100), 2) } else { (Duration::from_millis(500), 5) };
     println!("| message | encoding | op | frame bytes | rate | data throughput |");
     println!("|---|---|---|---:|---:|---:|");
     for case in cases() {
@@ -164,7 +168,12 @@ fn main() {
                 } else {
                     "–".into()
                 };
-                println!("| {} | {enc_name} | {op} | {} | {} | {tput} |", case.name, payload.len(), human_rate(rate));
+                println!(
+                    "| {} | {enc_name} | {op} | {} | {} | {tput} |",
+                    case.name,
+                    payload.len(),
+                    human_rate(rate)
+                );
             }
         }
     }

@@ -25,9 +25,8 @@ fn run(suffix: &str, encoding: Encoding) -> BTreeMap<String, usize> {
         let payload = Bytes::from(f.payload.clone());
         let mut out = Vec::new();
         if f.dir == "c2s" {
-            let msg = codec
-                .decode_client(&payload)
-                .unwrap_or_else(|e| panic!("{}: {e}\n{}", f.name(), f.repr));
+            let msg =
+                codec.decode_client(&payload).unwrap_or_else(|e| panic!("{}: {e}\n{}", f.name(), f.repr));
             match &msg {
                 ClientMessage::Call { msgid, request } => {
                     let method = request.method().unwrap_or_else(|| panic!("{}: unknown method", f.name()));
@@ -47,13 +46,13 @@ fn run(suffix: &str, encoding: Encoding) -> BTreeMap<String, usize> {
             }
             codec.encode_client(&msg, &mut out).unwrap_or_else(|e| panic!("{}: encode: {e}", f.name()));
         } else {
-            let msg = codec
-                .decode_server(&payload)
-                .unwrap_or_else(|e| panic!("{}: {e}\n{}", f.name(), f.repr));
+            let msg =
+                codec.decode_server(&payload).unwrap_or_else(|e| panic!("{}: {e}\n{}", f.name(), f.repr));
             let rebuilt = match &msg {
                 ServerMessage::Reply { msgid, result } => {
                     let key = (f.file.clone(), f.conn, format!("{:?}", msgid.0));
-                    let method = *pending.get(&key).unwrap_or_else(|| panic!("{}: reply to no call", f.name()));
+                    let method =
+                        *pending.get(&key).unwrap_or_else(|| panic!("{}: reply to no call", f.name()));
                     let typed = Reply::from_value(method, result)
                         .unwrap_or_else(|e| panic!("{}: {} reply: {e}\n{}", f.name(), method.name(), f.repr));
                     if let Reply::Raw(_) = typed {

@@ -10,8 +10,8 @@ use super::error::{ConflictDetails, PosKeyDetails, StorageTxnDetails, UndoError,
 use super::message::{ClientMessage, MsgId, ServerMessage};
 use super::push::Push;
 use super::reply::{
-    DataRecord, HistoryEntry, Invalidations, LoadBeforeResult, RecordIternextResult, Reply,
-    ServerStatus, StorageInfo, TxnHeader, UndoEntry, VoteItem,
+    DataRecord, HistoryEntry, Invalidations, LoadBeforeResult, RecordIternextResult, Reply, ServerStatus,
+    StorageInfo, TxnHeader, UndoEntry, VoteItem,
 };
 use super::request::{Method, Request};
 use super::types::{Extension, IterId, TxnId, TxnStatus, UndoId};
@@ -38,10 +38,7 @@ pub fn data() -> impl Strategy<Value = Bytes> {
 }
 
 pub fn text() -> impl Strategy<Value = Text> {
-    prop_oneof![
-        "[a-z0-9 ._-]{0,12}".prop_map(Text::from),
-        any::<String>().prop_map(Text::from),
-    ]
+    prop_oneof!["[a-z0-9 ._-]{0,12}".prop_map(Text::from), any::<String>().prop_map(Text::from),]
 }
 
 /// A text that no typed map parses as a known key.
@@ -102,27 +99,37 @@ fn iid() -> impl Strategy<Value = IterId> {
 }
 
 pub fn request() -> impl Strategy<Value = Request> {
-    let a = prop_oneof![
-        (text(), any::<bool>()).prop_map(|(storage, read_only)| Request::Register { storage, read_only }),
-        Just(Request::GetInfo),
-        Just(Request::LastTransaction),
-        tid().prop_map(|tid| Request::GetInvalidations { tid }),
-        option::of(any::<i64>()).prop_map(|n| Request::NewOids { n }),
-        Just(Request::NewOid),
-        (finite(), any::<bool>()).prop_map(|(time, wait)| Request::Pack { time, wait }),
-        (oid(), tid()).prop_map(|(oid, before)| Request::LoadBefore { oid, before }),
-        (oid(), tid(), data(), txn_id()).prop_map(|(oid, serial, data, txn)| Request::Storea { oid, serial, data, txn }),
-        (oid(), tid(), txn_id())
-            .prop_map(|(oid, serial, txn)| Request::CheckCurrentSerialInTransaction { oid, serial, txn }),
-        (oid(), tid(), option::of(data()), option::of(tid()), txn_id()).prop_map(
-            |(oid, serial, data, prev_txn, txn)| Request::Restorea { oid, serial, data, prev_txn, txn }
-        ),
-        Just(Request::StoreBlobStart),
-        data().prop_map(|chunk| Request::StoreBlobChunk { chunk }),
-    ];
+    let a =
+        prop_oneof![
+            (text(), any::<bool>()).prop_map(|(storage, read_only)| Request::Register { storage, read_only }),
+            Just(Request::GetInfo),
+            Just(Request::LastTransaction),
+            tid().prop_map(|tid| Request::GetInvalidations { tid }),
+            option::of(any::<i64>()).prop_map(|n| Request::NewOids { n }),
+            Just(Request::NewOid),
+            (finite(), any::<bool>()).prop_map(|(time, wait)| Request::Pack { time, wait }),
+            (oid(), tid()).prop_map(|(oid, before)| Request::LoadBefore { oid, before }),
+            (oid(), tid(), data(), txn_id()).prop_map(|(oid, serial, data, txn)| Request::Storea {
+                oid,
+                serial,
+                data,
+                txn
+            }),
+            (oid(), tid(), txn_id())
+                .prop_map(|(oid, serial, txn)| Request::CheckCurrentSerialInTransaction { oid, serial, txn }),
+            (oid(), tid(), option::of(data()), option::of(tid()), txn_id()).prop_map(
+                |(oid, serial, data, prev_txn, txn)| Request::Restorea { oid, serial, data, prev_txn, txn }
+            ),
+            Just(Request::StoreBlobStart),
+            data().prop_map(|chunk| Request::StoreBlobChunk { chunk }),
+        ];
     let b = prop_oneof![
-        (oid(), tid(), data(), txn_id())
-            .prop_map(|(oid, serial, data, txn)| Request::StoreBlobEnd { oid, serial, data, txn }),
+        (oid(), tid(), data(), txn_id()).prop_map(|(oid, serial, data, txn)| Request::StoreBlobEnd {
+            oid,
+            serial,
+            data,
+            txn
+        }),
         (oid(), tid(), data(), text(), txn_id()).prop_map(|(oid, serial, data, filename, txn)| {
             Request::StoreBlobShared { oid, serial, data, filename, txn }
         }),
@@ -149,9 +156,14 @@ pub fn request() -> impl Strategy<Value = Request> {
     let c = prop_oneof![
         (data(), txn_id()).prop_map(|(id, txn)| Request::Undoa { undo_id: UndoId(id), txn }),
         (any::<i64>(), any::<i64>()).prop_map(|(first, last)| Request::UndoLog { first, last }),
-        (any::<i64>(), any::<i64>(), option::of(vec((text().prop_map(Value::Str), value()), 0..3).prop_map(Value::Map)))
+        (
+            any::<i64>(),
+            any::<i64>(),
+            option::of(vec((text().prop_map(Value::Str), value()), 0..3).prop_map(Value::Map))
+        )
             .prop_map(|(first, last, spec)| Request::UndoInfo { first, last, spec }),
-        (option::of(tid()), option::of(tid())).prop_map(|(start, stop)| Request::IteratorStart { start, stop }),
+        (option::of(tid()), option::of(tid()))
+            .prop_map(|(start, stop)| Request::IteratorStart { start, stop }),
         iid().prop_map(|iid| Request::IteratorNext { iid }),
         (iid(), tid()).prop_map(|(txn_iid, tid)| Request::IteratorRecordStart { txn_iid, tid }),
         iid().prop_map(|riid| Request::IteratorRecordNext { riid }),
@@ -194,14 +206,8 @@ pub fn storage_info() -> impl Strategy<Value = StorageInfo> {
         option::of(vec((text(), text()), 0..4)),
         vec((extra_key(), value()), 0..2),
     )
-        .prop_map(|(length, size, name, supports_undo, supports_record_iternext, interfaces, extra)| StorageInfo {
-            length,
-            size,
-            name,
-            supports_undo,
-            supports_record_iternext,
-            interfaces,
-            extra,
+        .prop_map(|(length, size, name, supports_undo, supports_record_iternext, interfaces, extra)| {
+            StorageInfo { length, size, name, supports_undo, supports_record_iternext, interfaces, extra }
         })
 }
 
@@ -285,8 +291,12 @@ pub fn reply() -> impl Strategy<Value = (Method, Reply)> {
         vec(
             prop_oneof![
                 oid().prop_map(VoteItem::Oid),
-                (oid(), tid(), tid(), data())
-                    .prop_map(|(oid, committed, read, data)| VoteItem::Conflict { oid, committed, read, data }),
+                (oid(), tid(), tid(), data()).prop_map(|(oid, committed, read, data)| VoteItem::Conflict {
+                    oid,
+                    committed,
+                    read,
+                    data
+                }),
             ],
             0..4
         )
@@ -297,12 +307,19 @@ pub fn reply() -> impl Strategy<Value = (Method, Reply)> {
         iid().prop_map(|i| (Method::IteratorStart, Reply::IterId(i))),
         iid().prop_map(|i| (Method::IteratorRecordStart, Reply::IterId(i))),
         option::of((tid(), status(), data(), data(), extension()).prop_map(
-            |(tid, status, user, description, extension)| TxnHeader { tid, status, user, description, extension }
+            |(tid, status, user, description, extension)| TxnHeader {
+                tid,
+                status,
+                user,
+                description,
+                extension
+            }
         ))
         .prop_map(|h| (Method::IteratorNext, Reply::IteratorNext(h))),
-        option::of((oid(), tid(), option::of(data()), option::of(tid())).prop_map(
-            |(oid, tid, data, data_txn)| DataRecord { oid, tid, data, data_txn }
-        ))
+        option::of(
+            (oid(), tid(), option::of(data()), option::of(tid()))
+                .prop_map(|(oid, tid, data, data_txn)| DataRecord { oid, tid, data, data_txn })
+        )
         .prop_map(|r| (Method::IteratorRecordNext, Reply::IteratorRecordNext(r))),
         server_status().prop_map(|s| (Method::ServerStatus, Reply::ServerStatus(Box::new(s)))),
         prop_oneof![Just(Method::Ping), Just(Method::TpcAbort), Just(Method::SendBlob), Just(Method::Pack)]
@@ -312,7 +329,13 @@ pub fn reply() -> impl Strategy<Value = (Method, Reply)> {
 }
 
 fn conflict_details() -> impl Strategy<Value = ConflictDetails> {
-    (text(), option::of(oid()), option::of(text()), option::of((tid(), tid())), vec((extra_key(), value()), 0..2))
+    (
+        text(),
+        option::of(oid()),
+        option::of(text()),
+        option::of((tid(), tid())),
+        vec((extra_key(), value()), 0..2),
+    )
         .prop_map(|(message, oid, class_name, serials, extra)| ConflictDetails {
             message,
             oid,
@@ -367,7 +390,11 @@ pub fn push() -> impl Strategy<Value = Push> {
             .prop_filter("a known push", |(n, _)| {
                 !matches!(
                     n.as_str(),
-                    "invalidateTransaction" | "info" | "receiveBlobStart" | "receiveBlobChunk" | "receiveBlobStop"
+                    "invalidateTransaction"
+                        | "info"
+                        | "receiveBlobStart"
+                        | "receiveBlobChunk"
+                        | "receiveBlobStop"
                 )
             })
             .prop_map(|(name, args)| Push::Unknown { name: Text::from(name), args }),

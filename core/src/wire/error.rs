@@ -166,10 +166,9 @@ impl ZeoError {
                 Value::tuple(vec![Value::Str(message.clone()), oid_value(*oid), tid_value(*serial)])
             }
             ZeoError::ReadOnly => Value::tuple(vec![]),
-            ZeoError::StorageTransaction(StorageTxnDetails::Mismatch { current, given }) => Value::tuple(vec![
-                current.as_ref().map_or(Value::None, |t| t.0.clone()),
-                given.0.clone(),
-            ]),
+            ZeoError::StorageTransaction(StorageTxnDetails::Mismatch { current, given }) => {
+                Value::tuple(vec![current.as_ref().map_or(Value::None, |t| t.0.clone()), given.0.clone()])
+            }
             ZeoError::StorageTransaction(StorageTxnDetails::Message(m)) => one(m),
             ZeoError::Undo(u) => undo_dict(u),
             ZeoError::MultipleUndo(errs) => multiple_undo_value(errs),
@@ -267,7 +266,13 @@ fn typed(class_path: &str, payload: &Value) -> Option<ZeoError> {
 
 fn conflict_details(payload: &Value) -> Option<ConflictDetails> {
     let Value::Map(m) = payload else { return None };
-    let mut d = ConflictDetails { message: Text::default(), oid: None, class_name: None, serials: None, extra: vec![] };
+    let mut d = ConflictDetails {
+        message: Text::default(),
+        oid: None,
+        class_name: None,
+        serials: None,
+        extra: vec![],
+    };
     let mut has_message = false;
     for (k, v) in m {
         match (k.as_str(), v) {
@@ -275,7 +280,9 @@ fn conflict_details(payload: &Value) -> Option<ConflictDetails> {
                 d.message = t.clone();
                 has_message = true;
             }
-            (Some("oid"), Value::None) | (Some("class_name"), Value::None) | (Some("serials"), Value::None) => {
+            (Some("oid"), Value::None)
+            | (Some("class_name"), Value::None)
+            | (Some("serials"), Value::None) => {
                 // Python's default attribute values. We write them back, see conflict_value.
             }
             (Some("oid"), v) => d.oid = Some(oid_of(v, "").ok()?),
@@ -360,10 +367,7 @@ fn multiple_undo_value(errs: &[(Oid, UndoError)]) -> Value {
         Some((o, e)) => (oid_value(*o), undo_exception(e)),
         None => (Value::None, Value::None),
     };
-    let list = errs
-        .iter()
-        .map(|(o, e)| Value::tuple(vec![oid_value(*o), undo_exception(e)]))
-        .collect();
+    let list = errs.iter().map(|(o, e)| Value::tuple(vec![oid_value(*o), undo_exception(e)])).collect();
     Value::Map(vec![
         (Value::str_static("_reason"), reason),
         (Value::str_static("_oid"), oid),

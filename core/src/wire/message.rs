@@ -9,7 +9,7 @@ use super::error::ZeoError;
 use super::push::Push;
 use super::reply::Reply;
 use super::request::Request;
-use super::types::{TypedError, field_err, text_of};
+use super::types::{field_err, text_of, TypedError};
 use super::value::{Text, Value};
 use crate::ids::{Oid, Tid};
 
@@ -111,7 +111,8 @@ impl ServerMessage {
 fn envelope(v: &Value) -> Result<(&Value, &Value, Text, &Value), TypedError> {
     match v.as_seq() {
         Some([msgid, flag, name, args]) => {
-            let name = text_of(name, "message name").map_err(|_| TypedError::Envelope("name is not a str"))?;
+            let name =
+                text_of(name, "message name").map_err(|_| TypedError::Envelope("name is not a str"))?;
             Ok((msgid, flag, name, args))
         }
         _ => Err(TypedError::Envelope("not a 4-tuple")),
@@ -144,15 +145,18 @@ impl ClientMessage {
     /// The 4-tuple, as the Python client writes it (bool flags).
     pub fn to_value(&self) -> Value {
         match self {
-            ClientMessage::Call { msgid, request } => call_value(msgid, false, request.name(), request.to_args()),
-            ClientMessage::Async { msgid, request } => call_value(msgid, true, request.name(), request.to_args()),
-            ClientMessage::Heartbeat => Value::tuple(vec![
-                Value::Int(-1),
-                Value::Int(0),
-                Value::str_static(REPLY),
-                Value::None,
-            ]),
-            ClientMessage::BadCall { msgid, is_async, name, .. } => call_value(msgid, *is_async, name.clone(), vec![]),
+            ClientMessage::Call { msgid, request } => {
+                call_value(msgid, false, request.name(), request.to_args())
+            }
+            ClientMessage::Async { msgid, request } => {
+                call_value(msgid, true, request.name(), request.to_args())
+            }
+            ClientMessage::Heartbeat => {
+                Value::tuple(vec![Value::Int(-1), Value::Int(0), Value::str_static(REPLY), Value::None])
+            }
+            ClientMessage::BadCall { msgid, is_async, name, .. } => {
+                call_value(msgid, *is_async, name.clone(), vec![])
+            }
         }
     }
 }
@@ -173,7 +177,9 @@ impl ServerMessage {
             let error = match payload.as_seq() {
                 Some([Value::Str(class_path), p]) => ZeoError::from_reply(class_path, p),
                 // ZEO 4 style or garbage: keep it, typed as an unknown error.
-                _ => ZeoError::Other { class_path: Text::from_static("<malformed>"), payload: payload.clone() },
+                _ => {
+                    ZeoError::Other { class_path: Text::from_static("<malformed>"), payload: payload.clone() }
+                }
             };
             return Ok(ServerMessage::Error { msgid, error });
         }
@@ -197,9 +203,12 @@ impl ServerMessage {
                     Value::tuple(vec![Value::Str(class_path), payload]),
                 ])
             }
-            ServerMessage::Push(p) => {
-                Value::tuple(vec![Value::Int(0), Value::Bool(true), Value::Str(p.name()), Value::tuple(p.to_args())])
-            }
+            ServerMessage::Push(p) => Value::tuple(vec![
+                Value::Int(0),
+                Value::Bool(true),
+                Value::Str(p.name()),
+                Value::tuple(p.to_args()),
+            ]),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod arbitrary;
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod fuzz;
 pub mod handshake;
 pub mod message;
 pub mod msgpack;

@@ -7,5 +7,9 @@ pub struct PickleError;
 #[derive(Debug, thiserror::Error)]
 #[error("x")]
 pub struct PickleEncodeError;
-pub fn decode(_p: &bytes::Bytes, _l: &Limits) -> Result<Value, PickleError> { Err(PickleError) }
-pub fn encode(_v: &Value, _o: &mut Vec<u8>) -> Result<(), PickleEncodeError> { Err(PickleEncodeError) }
+pub fn decode(_p: &bytes::Bytes, _l: &Limits) -> Result<Value, PickleError> {
+    Err(PickleError)
+}
+pub fn encode(_v: &Value, _o: &mut Vec<u8>) -> Result<(), PickleEncodeError> {
+    Err(PickleEncodeError)
+}

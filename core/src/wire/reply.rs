@@ -6,9 +6,9 @@
 
 use super::request::Method;
 use super::types::{
-    bool_of, bytes_of, field_err, float_of, int_of, map_of, oid_list, oid_of, oid_value, oids_of,
-    opt_tid_of, opt_tid_value, seq_of, status_of, status_value, text_of, tid_of, tid_value, Args,
-    Extension, IterId, TxnStatus, TypedError, UndoId,
+    bool_of, bytes_of, field_err, float_of, int_of, map_of, oid_list, oid_of, oid_value, oids_of, opt_tid_of,
+    opt_tid_value, seq_of, status_of, status_value, text_of, tid_of, tid_value, Args, Extension, IterId,
+    TxnStatus, TypedError, UndoId,
 };
 use super::value::{SeqKind, Text, Value};
 use crate::ids::{Oid, Tid};
@@ -381,9 +381,9 @@ impl Reply {
             }),
             Method::LoadSerial => Reply::LoadSerial(bytes_of(v, ctx)?),
             Method::GetTid => Reply::GetTid(tid_of(v, ctx)?),
-            Method::History => Reply::History(
-                seq_of(v, ctx)?.iter().map(history_entry).collect::<Result<_, _>>()?,
-            ),
+            Method::History => {
+                Reply::History(seq_of(v, ctx)?.iter().map(history_entry).collect::<Result<_, _>>()?)
+            }
             Method::RecordIternext => {
                 let mut a = Args::of_seq(ctx, v, 4, "4")?;
                 Reply::RecordIternext(RecordIternextResult {
@@ -418,7 +418,12 @@ impl Reply {
                 Value::None => None,
                 v => {
                     let mut a = Args::of_seq(ctx, v, 4, "4")?;
-                    Some(DataRecord { oid: a.oid()?, tid: a.tid()?, data: a.opt_bytes()?, data_txn: a.opt_tid()? })
+                    Some(DataRecord {
+                        oid: a.oid()?,
+                        tid: a.tid()?,
+                        data: a.opt_bytes()?,
+                        data_txn: a.opt_tid()?,
+                    })
                 }
             }),
             Method::ServerStatus => Reply::ServerStatus(Box::new(ServerStatus::from_value(v)?)),

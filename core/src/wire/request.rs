@@ -5,8 +5,8 @@
 //! client sends, so that re-encoding a decoded call reproduces its bytes.
 
 use super::types::{
-    field_err, oid_value, opt_tid_value, status_value, tid_value, Args, Extension,
-    IterId, TxnId, TxnStatus, TypedError, UndoId,
+    field_err, oid_value, opt_tid_value, status_value, tid_value, Args, Extension, IterId, TxnId, TxnStatus,
+    TypedError, UndoId,
 };
 use super::value::{SeqKind, Text, Value};
 use crate::ids::{Oid, Tid};
@@ -479,7 +479,9 @@ impl Request {
             Method::GetInvalidations => Request::GetInvalidations { tid: exact(1, "1")?.tid()? },
             Method::NewOids => {
                 let mut a = Args::new(n, args, 0, 1, "0 to 1")?;
-                Request::NewOids { n: a.next_opt().map(|v| super::types::int_of(v, "new_oids arg 0")).transpose()? }
+                Request::NewOids {
+                    n: a.next_opt().map(|v| super::types::int_of(v, "new_oids arg 0")).transpose()?,
+                }
             }
             Method::NewOid => Request::NewOid,
             Method::Pack => {
@@ -588,14 +590,24 @@ impl Request {
             }
             Method::UndoLog => {
                 let mut a = Args::new(n, args, 0, 2, "0 to 2")?;
-                let first = a.next_opt().map(|v| super::types::int_of(v, "undoLog arg 0")).transpose()?.unwrap_or(0);
-                let last = a.next_opt().map(|v| super::types::int_of(v, "undoLog arg 1")).transpose()?.unwrap_or(-20);
+                let first =
+                    a.next_opt().map(|v| super::types::int_of(v, "undoLog arg 0")).transpose()?.unwrap_or(0);
+                let last = a
+                    .next_opt()
+                    .map(|v| super::types::int_of(v, "undoLog arg 1"))
+                    .transpose()?
+                    .unwrap_or(-20);
                 Request::UndoLog { first, last }
             }
             Method::UndoInfo => {
                 let mut a = Args::new(n, args, 0, 3, "0 to 3")?;
-                let first = a.next_opt().map(|v| super::types::int_of(v, "undoInfo arg 0")).transpose()?.unwrap_or(0);
-                let last = a.next_opt().map(|v| super::types::int_of(v, "undoInfo arg 1")).transpose()?.unwrap_or(-20);
+                let first =
+                    a.next_opt().map(|v| super::types::int_of(v, "undoInfo arg 0")).transpose()?.unwrap_or(0);
+                let last = a
+                    .next_opt()
+                    .map(|v| super::types::int_of(v, "undoInfo arg 1"))
+                    .transpose()?
+                    .unwrap_or(-20);
                 let spec = match a.next_opt() {
                     None | Some(Value::None) => None,
                     Some(v @ Value::Map(_)) => Some(v.clone()),
@@ -605,8 +617,16 @@ impl Request {
             }
             Method::IteratorStart => {
                 let mut a = Args::new(n, args, 0, 2, "0 to 2")?;
-                let start = a.next_opt().map(|v| super::types::opt_tid_of(v, "iterator_start arg 0")).transpose()?.flatten();
-                let stop = a.next_opt().map(|v| super::types::opt_tid_of(v, "iterator_start arg 1")).transpose()?.flatten();
+                let start = a
+                    .next_opt()
+                    .map(|v| super::types::opt_tid_of(v, "iterator_start arg 0"))
+                    .transpose()?
+                    .flatten();
+                let stop = a
+                    .next_opt()
+                    .map(|v| super::types::opt_tid_of(v, "iterator_start arg 1"))
+                    .transpose()?
+                    .flatten();
                 Request::IteratorStart { start, stop }
             }
             Method::IteratorNext => Request::IteratorNext { iid: exact(1, "1")?.iter_id()? },
@@ -690,7 +710,9 @@ impl Request {
             }
             Request::GetTid { oid } => vec![oid_value(*oid)],
             Request::Undoa { undo_id, txn: t } => vec![Value::Bytes(undo_id.0.clone()), txn(t)],
-            Request::UndoLog { first, last } => vec![Value::Int(i128::from(*first)), Value::Int(i128::from(*last))],
+            Request::UndoLog { first, last } => {
+                vec![Value::Int(i128::from(*first)), Value::Int(i128::from(*last))]
+            }
             Request::UndoInfo { first, last, spec } => vec![
                 Value::Int(i128::from(*first)),
                 Value::Int(i128::from(*last)),
@@ -702,10 +724,9 @@ impl Request {
                 vec![Value::Int(i128::from(txn_iid.0)), tid_value(*tid)]
             }
             Request::IteratorRecordNext { riid } => vec![Value::Int(i128::from(riid.0))],
-            Request::IteratorGc { iids } => vec![Value::Seq(
-                SeqKind::List,
-                iids.iter().map(|i| Value::Int(i128::from(i.0))).collect(),
-            )],
+            Request::IteratorGc { iids } => {
+                vec![Value::Seq(SeqKind::List, iids.iter().map(|i| Value::Int(i128::from(i.0))).collect())]
+            }
             Request::SetClientLabel { label } => vec![Value::Str(label.clone())],
             Request::Unknown { args, .. } => args.clone(),
         }

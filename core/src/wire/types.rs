@@ -182,9 +182,12 @@ impl<'a> Args<'a> {
     pub(crate) fn txn(&mut self) -> Result<TxnId, TypedError> {
         let ctx = self.ctx();
         match self.next()? {
-            v @ (Value::Int(_) | Value::BigInt(_) | Value::Str(_) | Value::Bytes(_) | Value::None | Value::Bool(_)) => {
-                Ok(TxnId(v.clone()))
-            }
+            v @ (Value::Int(_)
+            | Value::BigInt(_)
+            | Value::Str(_)
+            | Value::Bytes(_)
+            | Value::None
+            | Value::Bool(_)) => Ok(TxnId(v.clone())),
             v => Err(field_err(ctx, "a scalar transaction id", v)),
         }
     }
@@ -290,7 +293,7 @@ pub(crate) fn map_of<'a>(v: &'a Value, ctx: &'static str) -> Result<&'a [(Value,
     }
 }
 
-pub(crate) fn seq_of<'a>(v: &'a Value, ctx: impl Into<String>) -> Result<&'a [Value], TypedError> {
+pub(crate) fn seq_of(v: &Value, ctx: impl Into<String>) -> Result<&[Value], TypedError> {
     v.as_seq().ok_or_else(|| field_err(ctx, "a tuple or list", v))
 }
 
