@@ -153,9 +153,7 @@ impl Tid {
     pub fn to_unix_f64(self) -> f64 {
         let t = self.to_utc();
         let days = days_from_civil(i64::from(t.year), u32::from(t.month), u32::from(t.day));
-        let secs = days * 86_400
-            + i64::from(t.hour) * 3600
-            + i64::from(t.minute) * 60;
+        let secs = days * 86_400 + i64::from(t.hour) * 3600 + i64::from(t.minute) * 60;
         let lo = (self.0 & 0xffff_ffff) as f64;
         secs as f64 + lo * 60.0 / 4_294_967_296.0
     }
