@@ -1,16 +1,9 @@
-//! The pickle decoder: a stack machine over untrusted bytes.
-//!
-//! Python's memo gives *references*: a list stored with `PUT` and read back with `GET` after
-//! more `APPEND`s is the same, now longer, list. To keep that meaning without shared mutable
-//! values, the machine first builds a flat arena of nodes whose children are arena indices; the
-//! stack and the memo hold indices. After `STOP` the root is expanded into a [`Value`] tree,
-//! copying shared nodes, under the node budget and the depth limit. The arena is flat, so no
-//! input can make building or dropping it recurse; the expansion recurses at most
-//! `max_depth` levels.
+//! The pickle decoder: a stack machine over untrusted bytes. It builds an [`arena`](super::arena)
+//! (which see for how the memo's references are kept), then expands it into a [`Value`].
 
-use super::arena::{Expander, MapNode, Node, NodeId, Slot};
+use super::arena::{expand, Item, Node, NodeId, Slot};
 use super::int::{int_from_le, parse_decimal};
-use super::keys::key_repr;
+use super::keys::KeyWalk;
 use super::PickleError;
 use crate::wire::value::{Limits, SeqKind, Text, Value};
 use bytes::Bytes;
@@ -29,7 +22,9 @@ use std::ops::Range;
 ///
 /// Dicts follow Python: a key must be hashable (`None`, bool, int, float, bytes, str, a global,
 /// or a tuple of those), keys compare as Python compares them (`1 == 1.0 == True`), and a
-/// repeated key keeps its first position and first key object and takes the last value.
+/// repeated key keeps its first position and first key object and takes the last value. One
+/// deviation: a NaN key never equals another, even the same NaN object read twice from the
+/// memo, which Python would merge.
 pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
     let budget = limits.max_nodes.min(payload.len().saturating_mul(16).saturating_add(1024));
     let mut machine = Machine {
@@ -40,11 +35,10 @@ pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: BTreeMap::new(),
-        key_work_left: budget,
-        budget,
+        keys: KeyWalk::new(budget),
     };
     let root = machine.run()?;
-    Expander::new(&machine.nodes, budget, limits.max_depth).expand(root, 0)
+    expand(machine.nodes, root, budget, limits.max_depth)
 }
 
 struct Machine<'a> {
@@ -53,19 +47,17 @@ struct Machine<'a> {
     pos: usize,
     max_depth: u32,
     nodes: Vec<Slot>,
-    stack: Vec<NodeId>,
+    stack: Vec<Item>,
     /// Stack heights at each `MARK`, innermost last. Values below the innermost mark cannot be
     /// popped by single-value opcodes (as in CPython's unpickler).
     marks: Vec<usize>,
-    memo: BTreeMap<u64, NodeId>,
-    /// Budget for walking dict keys (a memoised tuple can be used as a key many times).
-    key_work_left: usize,
-    budget: usize,
+    memo: BTreeMap<u64, Item>,
+    keys: KeyWalk,
 }
 
 impl Machine<'_> {
-    /// Runs opcodes up to `STOP` and returns the root node.
-    fn run(&mut self) -> Result<NodeId, PickleError> {
+    /// Runs opcodes up to `STOP` and returns the one value left.
+    fn run(&mut self) -> Result<Item, PickleError> {
         loop {
             let offset = self.pos;
             let Some(&op) = self.payload.get(offset) else {
@@ -79,12 +71,16 @@ impl Machine<'_> {
         }
     }
 
-    fn stop(&mut self, offset: usize) -> Result<NodeId, PickleError> {
-        match (self.stack.as_slice(), self.marks.len()) {
-            ([root], 0) if self.pos == self.payload.len() => Ok(*root),
-            ([_], 0) => Err(PickleError::TrailingBytes { offset: self.pos }),
-            (values, marks) => Err(PickleError::BadStop { offset, values: values.len(), marks }),
+    fn stop(&mut self, offset: usize) -> Result<Item, PickleError> {
+        if self.marks.is_empty() && self.stack.len() == 1 {
+            if self.pos < self.payload.len() {
+                return Err(PickleError::TrailingBytes { offset: self.pos });
+            }
+            if let Some(root) = self.stack.pop() {
+                return Ok(root);
+            }
         }
+        Err(PickleError::BadStop { offset, values: self.stack.len(), marks: self.marks.len() })
     }
 
     fn step(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
@@ -165,28 +161,40 @@ impl Machine<'_> {
         self.marks.last().copied().unwrap_or(0)
     }
 
-    fn pop(&mut self, offset: usize) -> Result<NodeId, PickleError> {
+    fn pop(&mut self, offset: usize) -> Result<Item, PickleError> {
         if self.stack.len() <= self.fence() {
             return Err(PickleError::StackUnderflow { offset });
         }
         self.stack.pop().ok_or(PickleError::StackUnderflow { offset })
     }
 
-    fn top(&self, offset: usize) -> Result<NodeId, PickleError> {
+    fn top(&self, offset: usize) -> Result<&Item, PickleError> {
         match self.stack.last() {
-            Some(&id) if self.stack.len() > self.fence() => Ok(id),
+            Some(item) if self.stack.len() > self.fence() => Ok(item),
             _ => Err(PickleError::StackUnderflow { offset }),
         }
     }
 
+    /// The node on top of the stack, which an opcode is about to modify in place; `expected`
+    /// names what it must be, for the error if it is a scalar.
+    fn top_node(&self, offset: usize, expected: &'static str) -> Result<NodeId, PickleError> {
+        match self.top(offset)? {
+            Item::Node(id) => Ok(*id),
+            Item::Leaf(v) => Err(PickleError::WrongType { offset, expected, found: v.type_name() }),
+        }
+    }
+
     /// Pops everything above the innermost mark, and the mark.
-    fn pop_mark(&mut self, offset: usize) -> Result<Vec<NodeId>, PickleError> {
+    fn pop_mark(&mut self, offset: usize) -> Result<Vec<Item>, PickleError> {
         let mark = self.marks.pop().ok_or(PickleError::MarkMissing { offset })?;
         Ok(self.stack.split_off(mark))
     }
 
-    fn depth(&self, id: NodeId) -> u32 {
-        self.nodes[id].depth
+    fn depth(&self, item: &Item) -> u32 {
+        match item {
+            Item::Leaf(_) => 0,
+            Item::Node(id) => self.nodes[*id].depth,
+        }
     }
 
     /// Adds a node to the arena, refusing it if it is already too deep.
@@ -198,24 +206,25 @@ impl Machine<'_> {
         Ok(self.nodes.len() - 1)
     }
 
-    fn push(&mut self, node: Node, depth: u32) -> Result<(), PickleError> {
+    fn push_node(&mut self, node: Node, depth: u32) -> Result<(), PickleError> {
         let id = self.add(node, depth)?;
-        self.stack.push(id);
+        self.stack.push(Item::Node(id));
         Ok(())
     }
 
     fn push_leaf(&mut self, value: Value) -> Result<(), PickleError> {
-        self.push(Node::Leaf(value), 0)
+        self.stack.push(Item::Leaf(value));
+        Ok(())
     }
 
     /// Depth of a container holding `children`.
-    fn container_depth(&self, children: &[NodeId]) -> u32 {
-        1 + children.iter().map(|&c| self.depth(c)).max().unwrap_or(0)
+    fn container_depth<'i>(&self, children: impl IntoIterator<Item = &'i Item>) -> u32 {
+        1 + children.into_iter().map(|c| self.depth(c)).max().unwrap_or(0)
     }
 
-    /// Raises a container's depth bound after it gained a child of depth `child`.
-    fn grow_depth(&mut self, id: NodeId, child: u32) -> Result<(), PickleError> {
-        let depth = self.depth(id).max(child.saturating_add(1));
+    /// Raises a container's depth bound after it gained children that need `depth`.
+    fn grow_depth(&mut self, id: NodeId, depth: u32) -> Result<(), PickleError> {
+        let depth = self.nodes[id].depth.max(depth);
         if depth > self.max_depth {
             return Err(PickleError::TooDeep { limit: self.max_depth });
         }
@@ -304,32 +313,46 @@ impl Machine<'_> {
                 }
                 (SeqKind::Tuple, self.stack.split_off(self.stack.len() - n))
             }
-            b'}' => return self.push(Node::Map(MapNode::default()), 1),
+            b'}' => return self.push_node(Node::Map(Box::default()), 1),
             _ => {
                 // DICT: `MARK k v k v … d`.
                 let items = self.pop_mark(offset)?;
-                let id = self.add(Node::Map(MapNode::default()), 1)?;
-                self.insert_pairs(id, &items, offset)?;
-                self.stack.push(id);
+                let id = self.add(Node::Map(Box::default()), 1)?;
+                self.insert_pairs(id, items, offset)?;
+                self.stack.push(Item::Node(id));
                 return Ok(());
             }
         };
         let depth = self.container_depth(&items);
-        self.push(Node::Seq(kind, items), depth)
+        self.push_node(Node::Seq(kind, items), depth)
     }
 
     fn append(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
-        let items = if op == b'a' { vec![self.pop(offset)?] } else { self.pop_mark(offset)? };
-        let list = self.top(offset)?;
-        let child_depth = items.iter().map(|&c| self.depth(c)).max().unwrap_or(0);
-        match &mut self.nodes[list].node {
-            Node::Seq(SeqKind::List, existing) => existing.extend(items),
-            other => {
-                let found = other.type_name();
-                return Err(PickleError::WrongType { offset, expected: "list", found });
-            }
+        // The items are the top value (APPEND) or everything above the mark (APPENDS); the list
+        // sits just below them. They move from the stack straight into the list.
+        let from = if op == b'a' {
+            self.top(offset)?;
+            self.stack.len() - 1
+        } else {
+            self.marks.pop().ok_or(PickleError::MarkMissing { offset })?
+        };
+        if from <= self.fence() {
+            return Err(PickleError::StackUnderflow { offset });
         }
-        self.grow_depth(list, child_depth)
+        let list = match self.stack.get(from - 1) {
+            Some(Item::Node(id)) => *id,
+            Some(Item::Leaf(v)) => {
+                return Err(PickleError::WrongType { offset, expected: "list", found: v.type_name() })
+            }
+            None => return Err(PickleError::StackUnderflow { offset }),
+        };
+        let depth = self.container_depth(self.stack.get(from..).unwrap_or_default());
+        let Node::Seq(SeqKind::List, existing) = &mut self.nodes[list].node else {
+            let found = self.nodes[list].node.type_name();
+            return Err(PickleError::WrongType { offset, expected: "list", found });
+        };
+        existing.extend(self.stack.drain(from..));
+        self.grow_depth(list, depth)
     }
 
     fn set_items(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
@@ -340,12 +363,12 @@ impl Machine<'_> {
         } else {
             self.pop_mark(offset)?
         };
-        let map = self.top(offset)?;
-        self.insert_pairs(map, &items, offset)
+        let map = self.top_node(offset, "dict")?;
+        self.insert_pairs(map, items, offset)
     }
 
     /// Inserts `k v k v …` into the dict `map` with Python's rules for repeated keys.
-    fn insert_pairs(&mut self, map: NodeId, items: &[NodeId], offset: usize) -> Result<(), PickleError> {
+    fn insert_pairs(&mut self, map: NodeId, items: Vec<Item>, offset: usize) -> Result<(), PickleError> {
         if items.len() % 2 != 0 {
             return Err(PickleError::OddSetItems { offset });
         }
@@ -353,44 +376,40 @@ impl Machine<'_> {
             let found = self.nodes[map].node.type_name();
             return Err(PickleError::WrongType { offset, expected: "dict", found });
         }
-        for pair in items.chunks_exact(2) {
-            let &[key, value] = pair else { continue };
-            let repr = key_repr(&self.nodes, key, &mut self.key_work_left)
-                .map_err(|e| e.into_error(offset, self.budget))?;
-            let child_depth = self.depth(key).max(self.depth(value));
-            if let Node::Map(m) = &mut self.nodes[map].node {
-                match m.index.get(&repr) {
-                    Some(&i) => {
-                        if let Some(entry) = m.entries.get_mut(i) {
-                            entry.1 = value;
-                        }
-                    }
-                    None => {
-                        m.index.insert(repr, m.entries.len());
-                        m.entries.push((key, value));
+        let depth = self.container_depth(&items);
+        let mut items = items.into_iter();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            let repr = self.keys.key(&self.nodes, &key, offset)?;
+            let Node::Map(m) = &mut self.nodes[map].node else { break };
+            match m.index.get(&repr) {
+                Some(&i) => {
+                    if let Some(entry) = m.entries.get_mut(i) {
+                        entry.1 = value;
                     }
                 }
+                None => {
+                    m.index.insert(repr, m.entries.len());
+                    m.entries.push((key, value));
+                }
             }
-            self.grow_depth(map, child_depth)?;
         }
-        Ok(())
+        self.grow_depth(map, depth)
     }
 
     fn memo_put(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
         let index = self.memo_index(op, offset)?;
-        let id = self.top(offset)?;
-        self.memo.insert(index, id);
+        let item = self.top(offset)?.clone();
+        self.memo.insert(index, item);
         Ok(())
     }
 
     fn memo_get(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
         let index = self.memo_index(op, offset)?;
-        let id = *self.memo.get(&index).ok_or(PickleError::MemoMissing { index, offset })?;
-        self.stack.push(id);
+        let item = self.memo.get(&index).ok_or(PickleError::MemoMissing { index, offset })?.clone();
+        self.stack.push(item);
         Ok(())
     }
 
-    /// The memo index argument: text line (`p`/`g`), one byte (`q`/`h`) or u32 LE (`r`/`j`).
     fn memo_index(&mut self, op: u8, offset: usize) -> Result<u64, PickleError> {
         match op {
             b'p' | b'g' => {
@@ -419,8 +438,8 @@ impl Machine<'_> {
                 self.pop_mark(offset)?;
             }
             _ => {
-                let id = self.top(offset)?;
-                self.stack.push(id);
+                let item = self.top(offset)?.clone();
+                self.stack.push(item);
             }
         }
         Ok(())
@@ -445,37 +464,31 @@ impl Machine<'_> {
     fn reduce(&mut self, offset: usize) -> Result<(), PickleError> {
         let args = self.pop(offset)?;
         let callable = self.pop(offset)?;
-        if let Some((class_path, state)) = self.recon(callable, args) {
-            let depth = self.depth(state).saturating_add(1);
-            return self.push(Node::Exception(class_path, state), depth);
+        if let Some((class_path, state)) = self.recon(&callable, &args) {
+            let depth = self.container_depth([&state]);
+            return self.push_node(Node::Exception(Box::new((class_path, state))), depth);
         }
-        let depth = self.container_depth(&[callable, args]);
-        self.push(Node::Reduce(callable, args), depth)
+        let depth = self.container_depth([&callable, &args]);
+        self.push_node(Node::Reduce(Box::new((callable, args))), depth)
     }
 
     /// Recognises `ZODB.POSException._recon((module.Class, state))`, the form ZEO pickles
-    /// nested exceptions in (§3.6). A class name holding a dot stays a plain reduce, so that
-    /// splitting the class path at its last dot gives the same global back.
-    fn recon(&self, callable: NodeId, args: NodeId) -> Option<(Text, NodeId)> {
-        let Node::Leaf(Value::Global(m, n)) = &self.nodes[callable].node else {
-            return None;
-        };
+    /// nested exceptions in (§3.6), and returns the class path and the state. A class name
+    /// holding a dot stays a plain reduce, so that splitting the class path at its last dot
+    /// gives the same global back.
+    fn recon(&self, callable: &Item, args: &Item) -> Option<(Text, Item)> {
+        let Item::Leaf(Value::Global(m, n)) = callable else { return None };
         if m.as_str() != "ZODB.POSException" || n.as_str() != "_recon" {
             return None;
         }
-        let Node::Seq(SeqKind::Tuple, items) = &self.nodes[args].node else {
-            return None;
-        };
-        let &[class, state] = items.as_slice() else {
-            return None;
-        };
-        let Node::Leaf(Value::Global(module, name)) = &self.nodes[class].node else {
-            return None;
-        };
+        let Item::Node(args) = args else { return None };
+        let Node::Seq(SeqKind::Tuple, items) = &self.nodes[*args].node else { return None };
+        let [Item::Leaf(Value::Global(module, name)), state] = items.as_slice() else { return None };
         if name.as_str().contains('.') {
             return None;
         }
-        Some((Text::from(format!("{module}.{name}")), state))
+        // The tuple may be in the memo too, so its state is shared, not taken.
+        Some((Text::from(format!("{module}.{name}")), state.clone()))
     }
 }
 
