@@ -508,3 +508,37 @@ fn make_fs_is_deterministic_in_content() {
     let second = normalized(&dump(&dir.join("Data.fs"), Some(&dir.join("blobs"))));
     assert_eq!(first, second);
 }
+
+#[test]
+fn bench_fs_runs_and_reports_every_figure() {
+    // A smoke test with tiny figures; the real runs are `python bench_fs.py [--quick]`.
+    let scratch = ScratchDir::new("bench");
+    let out = PythonEnv::get()
+        .run_script(
+            Path::new("bench_fs.py"),
+            &[
+                OsStr::new("2000"),
+                OsStr::new("--seconds"),
+                OsStr::new("0.1"),
+                OsStr::new("--lookups"),
+                OsStr::new("1000"),
+                OsStr::new("--dir"),
+                scratch.path().as_os_str(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = stdout_json(&out);
+    let commits = array(&report, "commits");
+    assert_eq!(commits.len(), 4);
+    for c in commits {
+        assert!(c["commits_per_s"].as_f64().expect("a rate") > 0.0, "{c}");
+        if c["fsync"] == true {
+            assert_eq!(c["fsync_calls"], c["commits"], "one fsync per commit: {c}");
+        }
+    }
+    assert_eq!(report["read_db"]["objects"], 2000);
+    assert!(report["load_before"]["per_s"].as_f64().expect("a rate") > 0.0);
+    assert_eq!(report["open"]["with_index"]["used_index"], true);
+    assert_eq!(report["open"]["without_index"]["used_index"], false);
+    assert_eq!(report["open"]["without_index"]["len"], 2000);
+}
