@@ -7,7 +7,7 @@ FileStorage always does) and prints the document below on stdout. zeoraid's own 
 produces the same document from the same file, so that the two can be compared as parsed JSON
 values (not as text). Nothing is written to PATH, PATH.index or the blob directory.
 
-Schema "zeoraid-fsdump/1" (all keys are always present unless marked optional):
+Schema "zeoraid-fsdump/1" (every key shown is always present):
 
   TID, OID   16 lowercase hex digits (the 8 raw bytes)
   HEX        lowercase hex of raw bytes ("" for none)
