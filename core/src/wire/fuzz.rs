@@ -165,3 +165,17 @@ mod tests {
         fn fuzz_handshake(data in input(HANDSHAKE_SEEDS)) { handshake(&data); }
     }
 }
+
+#[cfg(test)]
+mod regressions {
+    /// Inputs the fuzzers found; each once broke a property of [`super::message`].
+    #[test]
+    fn recorded_fuzz_findings_hold() {
+        // undoInfo(0, 110, 100): a bad call whose arguments were dropped on re-encoding.
+        super::msgpack_message(b"\x94\x0a\xc2\xa8undoInfo\x93\x00\x6e\x64");
+        // undoLog(False, 'uoL', 0, b'..'): same, in pickle.
+        super::pickle_message(
+            b"\x80\x03(K\x0d\x89X\x07\x00\x00\x00undoLog\x89X\x07\x00\x00\x00uoLK\x00C\x0a\x86t.",
+        );
+    }
+}

@@ -75,6 +75,8 @@ pub enum ClientMessage {
         is_async: bool,
         /// The method name.
         name: Text,
+        /// The arguments as sent.
+        args: Vec<Value>,
         /// What was wrong.
         error: TypedError,
     },
@@ -138,7 +140,7 @@ impl ClientMessage {
         match Request::from_call(&name, args) {
             Ok(request) if is_async => Ok(ClientMessage::Async { msgid, request }),
             Ok(request) => Ok(ClientMessage::Call { msgid, request }),
-            Err(error) => Ok(ClientMessage::BadCall { msgid, is_async, name, error }),
+            Err(error) => Ok(ClientMessage::BadCall { msgid, is_async, name, args: args.to_vec(), error }),
         }
     }
 
@@ -154,8 +156,8 @@ impl ClientMessage {
             ClientMessage::Heartbeat => {
                 Value::tuple(vec![Value::Int(-1), Value::Int(0), Value::str_static(REPLY), Value::None])
             }
-            ClientMessage::BadCall { msgid, is_async, name, .. } => {
-                call_value(msgid, *is_async, name.clone(), vec![])
+            ClientMessage::BadCall { msgid, is_async, name, args, .. } => {
+                call_value(msgid, *is_async, name.clone(), args.clone())
             }
         }
     }
