@@ -732,7 +732,7 @@ pub(crate) fn check_data_header(h: &DataHeaderRec, at: u64, limit: u64, oid: Opt
 pub(crate) struct Window<'a, F> {
     file: &'a F,
     path: &'a str,
-    limit: u64,
+    pub(crate) limit: u64,
     start: u64,
     buf: Vec<u8>,
 }
@@ -808,6 +808,13 @@ pub(crate) fn check_txn<F: StorageFile>(
             h.tlen.to_string(),
         )
     })?;
+    if tend.checked_add(8).is_none_or(|e| e > w.limit) {
+        return Err(StorageError::corrupt(
+            pos + 8,
+            format!("a transaction length that fits in the file ({} bytes left)", w.limit - pos),
+            h.tlen.to_string(),
+        ));
+    }
     let trailer = w.u64_at(tend, "the transaction's redundant length")?;
     if h.tid <= last_tid {
         return Err(StorageError::corrupt(pos, format!("a tid after {last_tid}"), h.tid.to_string()));

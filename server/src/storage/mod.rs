@@ -45,6 +45,8 @@
 
 mod cache;
 mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 pub mod file;
 pub mod format;
