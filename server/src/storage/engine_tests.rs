@@ -506,3 +506,36 @@ fn restore_copies_history_with_back_pointers_and_packed_status() {
     assert!(matches!(dst.restore(o(1), t(49), Some(b"x"), None), Err(StorageError::RestoreSerial { .. })));
     dst.abort().expect("abort");
 }
+
+#[test]
+fn extensions_are_pickled_and_merged_into_history_and_undo_log() {
+    use zeoraid_core::wire::types::Extension;
+    use zeoraid_core::wire::value::Value;
+    let d = MemDir::new();
+    let (s, _) = open(&d);
+    let ext = Extension(vec![
+        (Value::str_static("k"), Value::str_static("v")),
+        (Value::str_static("time"), Value::Float(1.5)),
+    ]);
+    let m = TxnMeta::new(Bytes::from_static(b"u"), Bytes::from_static(b"d"), &ext).expect("pickle");
+    assert_eq!(&m.extension[..2], &[0x80, 3], "protocol 3");
+    s.begin(m, BeginTid::Exactly(t(1)), TxnStatus::NORMAL).expect("begin");
+    s.store(o(0), Tid::ZERO, b"root").expect("store");
+    s.vote().expect("vote");
+    s.finish().expect("finish");
+    let (txn, _) = s.iterator(None, None).next().expect("one").expect("txn");
+    assert_eq!(txn.header.extension, ext);
+    // history: standard keys win over the extension's.
+    let h = s.history(o(0), 1).expect("history");
+    assert_eq!(h[0].extension.0, vec![(Value::str_static("k"), Value::str_static("v"))]);
+    assert_eq!(h[0].time, t(1).to_unix_f64());
+    // undoLog: the extension's keys win.
+    let u = s.undo_log(0, 1).expect("log");
+    assert_eq!(u[0].time, 1.5);
+    assert_eq!(u[0].extension.0, vec![(Value::str_static("k"), Value::str_static("v"))]);
+    // An empty extension is stored as no bytes at all.
+    assert!(TxnMeta::new(Bytes::new(), Bytes::new(), &Extension::default())
+        .expect("empty")
+        .extension
+        .is_empty());
+}
