@@ -16,8 +16,8 @@ use super::cache;
 use super::error::{OpenError, Result, StorageError};
 use super::file::{OpenMode, RealDir, StorageDir, StorageFile};
 use super::format::{
-    be64, show_status, DataHeaderRec, TxnHeaderRec, DATA_HEADER_LEN, MAGIC, MAGIC_LEN, STATUS_CHECKPOINT,
-    STATUS_NORMAL, STATUS_PACKED, STATUS_UNDONE, TXN_HEADER_LEN,
+    be64, show_status, DataHeaderRec, TxnHeaderRec, DATA_HEADER_LEN, MAGIC, MAGIC_LEN, MAGIC_PY2,
+    STATUS_CHECKPOINT, STATUS_NORMAL, STATUS_PACKED, STATUS_UNDONE, TXN_HEADER_LEN,
 };
 use super::index::Index;
 use super::txn::Writer;
@@ -48,11 +48,22 @@ pub struct Options {
     /// Before cutting a torn or uncommitted tail, save its bytes to `Data.fs.tr<N>` as
     /// FileStorage does. Default: on.
     pub save_tail: bool,
+    /// Also open files with the Python 2 magic `FS21` (the layout is the same, the pickles are
+    /// protocol 2). Default: off, as Python 3's FileStorage refuses them: serving one to
+    /// Python 3 clients hands them Python 2 pickles.
+    pub allow_python2_magic: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { fsync: true, read_only: false, create: true, index_cache: true, save_tail: true }
+        Options {
+            fsync: true,
+            read_only: false,
+            create: true,
+            index_cache: true,
+            save_tail: true,
+            allow_python2_magic: false,
+        }
     }
 }
 
@@ -189,7 +200,7 @@ impl<D: StorageDir> Storage<D> {
                 file.sync().map_err(io_err("sync"))?;
                 dir.sync().map_err(io_err("sync directory of"))?;
             }
-        } else if &head != MAGIC {
+        } else if &head != MAGIC && !(opts.allow_python2_magic && &head == MAGIC_PY2) {
             return Err(OpenError::NotFileStorage {
                 path,
                 found: format!("{:?}", Bytes::copy_from_slice(&head[..have])),

@@ -85,10 +85,24 @@ fn with_file(data: Vec<u8>) -> MemDir {
 }
 
 #[test]
+fn python2_files_open_only_when_allowed() {
+    let (d, _) = three_txns();
+    let mut data = bytes_of(&d);
+    data[..4].copy_from_slice(b"FS21");
+    assert!(matches!(
+        Storage::open(with_file(data.clone()), NAME, opts()),
+        Err(OpenError::NotFileStorage { .. })
+    ));
+    let (s, _) = Storage::open(with_file(data), NAME, Options { allow_python2_magic: true, ..opts() })
+        .expect("allowed");
+    assert_eq!(s.last_transaction(), t(30));
+}
+
+#[test]
 fn a_file_that_is_not_filestorage_is_refused() {
-    let d = with_file(b"FS30xxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec());
+    let d = with_file(b"FS99xxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec());
     match Storage::open(d, NAME, opts()) {
-        Err(OpenError::NotFileStorage { found, .. }) => assert!(found.contains("FS30"), "{found}"),
+        Err(OpenError::NotFileStorage { found, .. }) => assert!(found.contains("FS99"), "{found}"),
         other => panic!("{other:?}"),
     }
 }
@@ -101,7 +115,7 @@ fn a_new_storage_is_created_and_reopens() {
     assert_eq!((s.last_transaction(), s.len(), s.size()), (Tid::ZERO, 0, 4));
     assert!(matches!(s.load_before(o(0), Tid::MAX), Err(StorageError::PosKey { .. })));
     drop(s);
-    assert_eq!(bytes_of(&d), b"FS21");
+    assert_eq!(bytes_of(&d), b"FS30");
     // A creation torn inside the magic is finished.
     let d = with_file(b"FS".to_vec());
     let (s, r) = open(&d);

@@ -173,8 +173,8 @@ impl StorageError {
 /// Opening a storage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The file does not start with `FS21`.
-    #[error("{path} is not a FileStorage: expected magic \"FS21\" at offset 0, found {found}")]
+    /// The file does not start with `FS30` (or `FS21` when allowed).
+    #[error("{path} is not a FileStorage: expected magic \"FS30\" at offset 0, found {found} (\"FS21\" is a Python 2 FileStorage: convert it with zodbupdate, or allow it in the options)")]
     NotFileStorage {
         /// The file.
         path: String,

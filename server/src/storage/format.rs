@@ -1,7 +1,7 @@
 //! The FileStorage record layouts (`ZODB/FileStorage/format.py`), byte for byte.
 //!
 //! ```text
-//! file        := "FS21" transaction*
+//! file        := "FS30" transaction*         ("FS21" for files written by ZODB on Python 2)
 //! transaction := tid:8 tlen:u64 status:1 ulen:u16 dlen:u16 elen:u16      (23 bytes, ">8sQcHHH")
 //!                user:ulen description:dlen extension:elen
 //!                data_record*
@@ -21,8 +21,12 @@
 
 use zeoraid_core::ids::{Oid, Tid};
 
-/// The file magic.
-pub const MAGIC: &[u8; 4] = b"FS21";
+/// The file magic ZODB 5 and 6 write on Python 3 (`ZODB._compat.FILESTORAGE_MAGIC`): its
+/// pickles are protocol 3. Python 3's FileStorage refuses any other magic.
+pub const MAGIC: &[u8; 4] = b"FS30";
+/// The magic of files written by ZODB on Python 2 (protocol-2 pickles). Same record layout;
+/// Python 3's FileStorage refuses these files until they are converted (`zodbupdate`).
+pub const MAGIC_PY2: &[u8; 4] = b"FS21";
 /// Length of the magic, which is where the first transaction starts.
 pub const MAGIC_LEN: u64 = 4;
 /// Length of a transaction header before user, description and extension.

@@ -1,4 +1,5 @@
-//! The local storage engine: a ZODB FileStorage (`Data.fs`, magic `FS21`).
+//! The local storage engine: a ZODB FileStorage (`Data.fs`, magic `FS30`, the magic ZODB 5/6
+//! write on Python 3; the Python 2 magic `FS21` is accepted on request).
 //!
 //! The file is byte-compatible with ZODB's `FileStorage` (see [`format`]): Python can open
 //! what this engine writes and the engine opens what Python wrote. zeoraid keeps its own index
