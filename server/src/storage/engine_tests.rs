@@ -553,3 +553,41 @@ fn extensions_are_pickled_and_merged_into_history_and_undo_log() {
         .extension
         .is_empty());
 }
+
+#[test]
+fn readers_on_other_threads_never_see_half_a_transaction() {
+    fn assert_sync<T: Sync + Send>() {}
+    assert_sync::<Storage<MemDir>>();
+    assert_sync::<Storage<RealDir>>();
+    let d = MemDir::new();
+    let (s, _) = open(&d);
+    commit(&s, 1, &[Op::Store(1, 0, b"1"), Op::Store(2, 0, b"1")]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = || {
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Both objects change in every transaction: a reader must see them agree.
+                let last = s.last_transaction();
+                let a = s.load_before(o(1), Tid::new(last.get() + 1)).expect("a").expect("some");
+                let b = s.load_before(o(2), Tid::new(last.get() + 1)).expect("b").expect("some");
+                assert_eq!((a.data, a.start), (b.data, b.start));
+                seen += 1;
+            }
+            seen
+        };
+        let readers = [scope.spawn(reader), scope.spawn(reader)];
+        for tid in 2..300u64 {
+            let v = tid.to_string();
+            s.begin(meta("w"), BeginTid::Exactly(t(tid)), TxnStatus::NORMAL).expect("begin");
+            s.store(o(1), t(tid - 1), v.as_bytes()).expect("store");
+            s.store(o(2), t(tid - 1), v.as_bytes()).expect("store");
+            s.vote().expect("vote");
+            s.finish().expect("finish");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().expect("reader") > 0);
+        }
+    });
+}
