@@ -22,6 +22,21 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 
+/// Keeps the first entry of each key: a Python dict cannot hold a key twice, and a pickle
+/// decoder folds repeated keys as Python does.
+pub fn unique_keys(mut pairs: Vec<(Value, Value)>) -> Vec<(Value, Value)> {
+    let mut seen: Vec<Value> = Vec::new();
+    pairs.retain(|(k, _)| {
+        if seen.contains(k) {
+            false
+        } else {
+            seen.push(k.clone());
+            true
+        }
+    });
+    pairs
+}
+
 pub fn oid() -> impl Strategy<Value = Oid> {
     prop_oneof![Just(Oid::ROOT), any::<u64>().prop_map(Oid::new)]
 }
@@ -68,18 +83,18 @@ pub fn value() -> impl Strategy<Value = Value> {
         prop_oneof![
             vec(inner.clone(), 0..6).prop_map(Value::tuple),
             vec((prop_oneof![text().prop_map(Value::Str), data().prop_map(Value::Bytes)], inner), 0..5)
-                .prop_map(Value::Map),
+                .prop_map(|m| Value::Map(unique_keys(m))),
         ]
     })
 }
 
 pub fn extension() -> impl Strategy<Value = Extension> {
-    vec((text().prop_map(Value::Str), value()), 0..4).prop_map(Extension)
+    vec((text().prop_map(Value::Str), value()), 0..4).prop_map(|m| Extension(unique_keys(m)))
 }
 
 /// Extension keys merged into history/undo entries must not shadow the entry's own keys.
 pub fn merged_extension() -> impl Strategy<Value = Extension> {
-    vec((extra_key(), value()), 0..3).prop_map(Extension)
+    vec((extra_key(), value()), 0..3).prop_map(|m| Extension(unique_keys(m)))
 }
 
 pub fn txn_id() -> impl Strategy<Value = TxnId> {
@@ -159,7 +174,9 @@ pub fn request() -> impl Strategy<Value = Request> {
         (
             any::<i64>(),
             any::<i64>(),
-            option::of(vec((text().prop_map(Value::Str), value()), 0..3).prop_map(Value::Map))
+            option::of(
+                vec((text().prop_map(Value::Str), value()), 0..3).prop_map(|m| Value::Map(unique_keys(m)))
+            )
         )
             .prop_map(|(first, last, spec)| Request::UndoInfo { first, last, spec }),
         (option::of(tid()), option::of(tid()))
@@ -204,7 +221,7 @@ pub fn storage_info() -> impl Strategy<Value = StorageInfo> {
         option::of(any::<bool>()),
         option::of(any::<bool>()),
         option::of(vec((text(), text()), 0..4)),
-        vec((extra_key(), value()), 0..2),
+        vec((extra_key(), value()), 0..2).prop_map(unique_keys),
     )
         .prop_map(|(length, size, name, supports_undo, supports_record_iternext, interfaces, extra)| {
             StorageInfo { length, size, name, supports_undo, supports_record_iternext, interfaces, extra }
@@ -244,7 +261,7 @@ fn server_status() -> impl Strategy<Value = ServerStatus> {
         text(),
         prop_oneof![any::<bool>().prop_map(Value::Bool), Just(Value::str_static("stub"))],
         tid(),
-        vec((extra_key(), value()), 0..2),
+        vec((extra_key(), value()), 0..2).prop_map(unique_keys),
     )
         .prop_map(|(n, lock_time, start, alive, last, extra)| ServerStatus {
             connections: n[0],
@@ -334,7 +351,7 @@ fn conflict_details() -> impl Strategy<Value = ConflictDetails> {
         option::of(oid()),
         option::of(text()),
         option::of((tid(), tid())),
-        vec((extra_key(), value()), 0..2),
+        vec((extra_key(), value()), 0..2).prop_map(unique_keys),
     )
         .prop_map(|(message, oid, class_name, serials, extra)| ConflictDetails {
             message,
