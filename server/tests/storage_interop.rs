@@ -21,6 +21,8 @@ use zeoraid_core::wire::value::Value;
 use zeoraid_server::storage::{format, BeginTid, Options, RealDir, Storage, TxnMeta};
 
 const OIDS: u64 = 6;
+/// Oids to probe in the file `tests/python/make_fs.py` writes (it has fewer).
+const MAKE_FS_OIDS: u64 = 40;
 
 const SCRIPT: &str = r#"
 import sys, json
@@ -35,7 +37,13 @@ def h(b):
     return None if b is None else b.hex()
 
 def jsonable(v):
-    return v.hex() if isinstance(v, bytes) else v
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    return v
 
 if mode == 'read':
     fstest.check(path)
@@ -95,8 +103,12 @@ fn python() -> Option<PathBuf> {
 }
 
 fn run_python(py: &Path, script: &Path, data: &Path, mode: &str) -> String {
+    run_python_n(py, script, data, mode, OIDS)
+}
+
+fn run_python_n(py: &Path, script: &Path, data: &Path, mode: &str, oids: u64) -> String {
     let out =
-        Command::new(py).arg(script).arg(data).arg(mode).arg(OIDS.to_string()).output().expect("run python");
+        Command::new(py).arg(script).arg(data).arg(mode).arg(oids.to_string()).output().expect("run python");
     assert!(out.status.success(), "python {mode} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
 }
@@ -109,23 +121,43 @@ fn opt_hex(b: Option<&[u8]>) -> Json {
     b.map_or(Json::Null, hex)
 }
 
-fn ext_json(e: &Extension) -> Json {
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::None => Json::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(*i as i64),
+        Value::Float(f) => json!(f),
+        Value::Str(s) => json!(s.as_str()),
+        Value::Bytes(b) => hex(b),
+        Value::Seq(_, items) => Json::Array(items.iter().map(value_json).collect()),
+        Value::Map(m) => map_json(m),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+fn map_json(items: &[(Value, Value)]) -> Json {
     let mut m = serde_json::Map::new();
-    for (k, v) in &e.0 {
-        let v = match v {
-            Value::Int(i) => json!(*i as i64),
-            Value::Float(f) => json!(f),
-            Value::Str(s) => json!(s.as_str()),
-            Value::Bytes(b) => hex(b),
-            other => json!(format!("{other:?}")),
+    for (k, v) in items {
+        let k = match k {
+            Value::Str(s) => s.as_str().to_owned(),
+            Value::Int(i) => i.to_string(),
+            other => format!("{other:?}"),
         };
-        m.insert(k.as_str().unwrap_or("?").to_owned(), v);
+        m.insert(k, value_json(v));
     }
     Json::Object(m)
 }
 
+fn ext_json(e: &Extension) -> Json {
+    map_json(&e.0)
+}
+
 /// zeoraid's view of the file, shaped like the Python script's output.
 fn rust_view(path: &Path) -> Json {
+    rust_view_n(path, OIDS)
+}
+
+fn rust_view_n(path: &Path, oids: u64) -> Json {
     let (dir, name) = RealDir::split(path).expect("path");
     let (s, _) = Storage::open(dir, &name, Options { read_only: true, ..Options::default() }).expect("open");
     let mut txns = Vec::new();
@@ -155,7 +187,7 @@ fn rust_view(path: &Path) -> Json {
     }
     let mut loads = serde_json::Map::new();
     let mut history = serde_json::Map::new();
-    for oid in 0..OIDS {
+    for oid in 0..oids {
         let o = Oid::new(oid);
         let res: Vec<Json> = tids
             .iter()
@@ -296,4 +328,28 @@ fn python_filestorage_reads_what_zeoraid_writes_and_vice_versa() {
     drop(s);
     let theirs: Json = serde_json::from_str(&run_python(&py, &script, &data, "read")).expect("json");
     assert_eq!(rust_view(&data), theirs);
+}
+
+#[test]
+fn zeoraid_reads_a_varied_python_file_as_python_does() {
+    let Some(py) = python() else {
+        eprintln!("SKIPPED: no Python with ZODB (set ZODB_PYTHON or create /tmp/zodbenv)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("check.py");
+    std::fs::write(&script, SCRIPT).expect("script");
+    let out_dir = tmp.path().join("made");
+    let make_fs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/make_fs.py");
+    let made = Command::new(&py).arg(&make_fs).arg(&out_dir).output().expect("run make_fs.py");
+    assert!(made.status.success(), "make_fs.py failed:\n{}", String::from_utf8_lossy(&made.stderr));
+    let data = out_dir.join("Data.fs");
+    let theirs: Json =
+        serde_json::from_str(&run_python_n(&py, &script, &data, "read", MAKE_FS_OIDS)).expect("json");
+    let ours = rust_view_n(&data, MAKE_FS_OIDS);
+    assert_eq!(ours, theirs, "\nzeoraid: {ours:#}\npython:  {theirs:#}");
+    assert!(
+        theirs["txns"].as_array().is_some_and(|t| t.iter().any(|t| t[1] == "p")),
+        "the file has packed transactions"
+    );
 }
