@@ -563,20 +563,28 @@ fn readers_on_other_threads_never_see_half_a_transaction() {
     let (s, _) = open(&d);
     commit(&s, 1, &[Op::Store(1, 0, b"1"), Op::Store(2, 0, b"1")]);
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let reader = || {
             let mut seen = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while seen == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Both objects change in every transaction: a reader must see them agree.
                 let last = s.last_transaction();
                 let a = s.load_before(o(1), Tid::new(last.get() + 1)).expect("a").expect("some");
                 let b = s.load_before(o(2), Tid::new(last.get() + 1)).expect("b").expect("some");
                 assert_eq!((a.data, a.start), (b.data, b.start));
+                if seen == 0 {
+                    started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 seen += 1;
             }
             seen
         };
         let readers = [scope.spawn(reader), scope.spawn(reader)];
+        // Commit only while both readers are reading (the machine may be busy).
+        while started.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+            std::thread::yield_now();
+        }
         for tid in 2..300u64 {
             let v = tid.to_string();
             s.begin(meta("w"), BeginTid::Exactly(t(tid)), TxnStatus::NORMAL).expect("begin");
