@@ -1,0 +1,286 @@
+//! Crash tests of the storage engine on the in-memory crashable directory.
+//!
+//! A fixed workload of commits (stores, a delete, an undo, an abort after vote) runs with the
+//! process "dying" at its k-th mutating file operation, for every k. The directory is then
+//! crashed (unsynced writes dropped, the last write torn at every byte, or unsynced writes
+//! reordered), reopened, and must hold exactly the transactions whose `finish` returned, each
+//! with the right data; the one in flight may also be there, but only if it died inside its
+//! own `finish` (after the status byte was written, a crash cannot tell). Recovery itself is
+//! crashed too, and the reopened storage must accept new commits.
+
+use bytes::Bytes;
+use zeoraid_core::ids::{Oid, Tid};
+use zeoraid_core::wire::types::TxnStatus;
+use zeoraid_server::storage::{
+    format, BeginTid, CrashMode, MemDir, OpenError, Options, Storage, StorageError, TxnMeta,
+};
+
+const NAME: &str = "Data.fs";
+
+#[derive(Clone)]
+enum Op {
+    Store(u64, u64, Vec<u8>),
+    Delete(u64, u64),
+    Undo(u64),
+}
+
+struct TxnPlan {
+    tid: u64,
+    ops: Vec<Op>,
+    abort_after_vote: bool,
+}
+
+fn small_workload() -> Vec<TxnPlan> {
+    let s = |o, serial, d: &str| Op::Store(o, serial, d.as_bytes().to_vec());
+    vec![
+        TxnPlan {
+            tid: 100,
+            ops: vec![s(0, 0, "root-1"), s(1, 0, "a-1"), s(2, 0, "b-1")],
+            abort_after_vote: false,
+        },
+        TxnPlan { tid: 200, ops: vec![s(1, 100, "a-2"), Op::Delete(2, 100)], abort_after_vote: false },
+        TxnPlan { tid: 300, ops: vec![s(0, 100, "root-X")], abort_after_vote: true },
+        TxnPlan { tid: 300, ops: vec![Op::Undo(200)], abort_after_vote: false },
+        TxnPlan { tid: 400, ops: vec![s(3, 0, "c-1"), s(0, 100, "root-2")], abort_after_vote: false },
+    ]
+}
+
+fn large_workload() -> Vec<TxnPlan> {
+    let big = |o: u64, n: usize| Op::Store(o, 0, vec![o as u8 + 1; n]);
+    vec![
+        TxnPlan { tid: 100, ops: vec![big(0, 10)], abort_after_vote: false },
+        TxnPlan {
+            tid: 200,
+            ops: vec![big(1, 600_000), big(2, 600_000), big(3, 10)],
+            abort_after_vote: false,
+        },
+        TxnPlan { tid: 300, ops: vec![Op::Store(3, 200, b"small".to_vec())], abort_after_vote: false },
+    ]
+}
+
+/// How far a run got.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Indexes (in the plan) of transactions whose finish returned.
+    finished: Vec<usize>,
+    /// The transaction whose finish was called but failed.
+    died_in_finish: Option<usize>,
+    completed: bool,
+}
+
+fn meta(tid: u64) -> TxnMeta {
+    TxnMeta::with_raw_extension(Bytes::from_static(b"user"), Bytes::from(format!("txn {tid}")), Bytes::new())
+}
+
+fn run(d: &MemDir, plan: &[TxnPlan]) -> Outcome {
+    let mut out = Outcome::default();
+    let Ok((s, _)) = Storage::open(d.clone(), NAME, Options::default()) else { return out };
+    for (i, t) in plan.iter().enumerate() {
+        if s.begin(meta(t.tid), BeginTid::Exactly(Tid::new(t.tid)), TxnStatus::NORMAL).is_err() {
+            return out;
+        }
+        for op in &t.ops {
+            let r = match op {
+                Op::Store(o, serial, data) => s.store(Oid::new(*o), Tid::new(*serial), data),
+                Op::Delete(o, serial) => s.delete(Oid::new(*o), Tid::new(*serial)),
+                Op::Undo(tid) => s.undo(&format::undo_id(Tid::new(*tid))).map(|_| ()),
+            };
+            if r.is_err() {
+                return out;
+            }
+        }
+        if s.vote().is_err() {
+            return out;
+        }
+        if t.abort_after_vote {
+            if s.abort().is_err() {
+                return out;
+            }
+            continue;
+        }
+        match s.finish() {
+            Ok(_) => out.finished.push(i),
+            Err(_) => {
+                out.died_in_finish = Some(i);
+                return out;
+            }
+        }
+    }
+    out.completed = true;
+    out
+}
+
+/// What a reader can observe of a storage.
+#[derive(Debug, PartialEq)]
+struct View {
+    last: Tid,
+    loads: Vec<String>,
+    txns: Vec<String>,
+}
+
+fn view(s: &Storage<MemDir>, plan: &[TxnPlan]) -> View {
+    let mut loads = Vec::new();
+    for oid in 0..5u64 {
+        let oid = Oid::new(oid);
+        loads.push(format!("{:?}", s.load(oid).map_err(|e| e.to_string())));
+        for t in plan {
+            loads.push(format!("{:?}", s.load_before(oid, Tid::new(t.tid + 1)).map_err(|e| e.to_string())));
+        }
+    }
+    let txns = s
+        .iterator(None, None)
+        .map(|r| {
+            let (t, recs) = r.expect("iterate");
+            format!("{:?} {:?}", t.header, recs)
+        })
+        .collect();
+    View { last: s.last_transaction(), loads, txns }
+}
+
+/// The view after each prefix of finished transactions, from a run without faults.
+fn reference(plan: &[TxnPlan]) -> Vec<View> {
+    let d = MemDir::new();
+    let (s, _) = Storage::open(d.clone(), NAME, Options::default()).expect("open");
+    let mut views = vec![view(&s, plan)];
+    for t in plan {
+        s.begin(meta(t.tid), BeginTid::Exactly(Tid::new(t.tid)), TxnStatus::NORMAL).expect("begin");
+        for op in &t.ops {
+            match op {
+                Op::Store(o, serial, data) => s.store(Oid::new(*o), Tid::new(*serial), data).expect("store"),
+                Op::Delete(o, serial) => s.delete(Oid::new(*o), Tid::new(*serial)).expect("delete"),
+                Op::Undo(tid) => {
+                    s.undo(&format::undo_id(Tid::new(*tid))).expect("undo");
+                }
+            }
+        }
+        s.vote().expect("vote");
+        if t.abort_after_vote {
+            s.abort().expect("abort");
+            continue;
+        }
+        s.finish().expect("finish");
+        views.push(view(&s, plan));
+    }
+    views
+}
+
+/// Reopens a crashed directory and checks it against the reference views.
+fn check(c: &MemDir, plan: &[TxnPlan], refs: &[View], out: &Outcome, what: &str) {
+    let (s, report) = match Storage::open(c.clone(), NAME, Options::default()) {
+        Ok(x) => x,
+        // Dying before the magic was synced leaves no file (its name was never synced).
+        Err(OpenError::Missing { .. }) => panic!("{what}: missing file"),
+        Err(e) => panic!("{what}: reopen failed: {e}"),
+    };
+    let got = view(&s, plan);
+    let n = out.finished.len();
+    let ok = got == refs[n] || (out.died_in_finish.is_some() && got == refs[n + 1]);
+    assert!(ok, "{what}: {out:?}, report {report:?}\ngot  {got:#?}\nwant {:#?}", refs[n]);
+    // The recovered storage takes new commits and reopens cleanly.
+    s.begin(meta(0), BeginTid::Exactly(Tid::new(1000)), TxnStatus::NORMAL).expect("begin after recovery");
+    s.store(Oid::new(9), Tid::ZERO, b"after").expect("store after recovery");
+    s.vote().expect("vote after recovery");
+    s.finish().expect("finish after recovery");
+    drop(s);
+    let (s, report) = Storage::open(c.clone(), NAME, Options::default()).expect("second reopen");
+    assert_eq!(report.dropped_tail, None, "{what}");
+    assert_eq!(s.load(Oid::new(9)).expect("load").0, Bytes::from_static(b"after"), "{what}");
+}
+
+/// Crashes recovery itself at every operation, then checks the result.
+fn check_crashed_recovery(c: &MemDir, plan: &[TxnPlan], refs: &[View], out: &Outcome, what: &str) {
+    for j in 1.. {
+        let d = c.crash(CrashMode::DropUnsynced);
+        d.fail_after(Some(j));
+        let done = Storage::open(d.clone(), NAME, Options::default()).is_ok();
+        for mode in [CrashMode::DropUnsynced, CrashMode::TearLast { keep: 1 }] {
+            check(&d.crash(mode), plan, refs, out, &format!("{what}, recovery died at op {j} ({mode:?})"));
+        }
+        if done {
+            break;
+        }
+    }
+}
+
+fn crash_everywhere(plan: &[TxnPlan], tear_every_byte: bool) -> usize {
+    let refs = reference(plan);
+    let mut checked = 0;
+    for k in 1.. {
+        let d = MemDir::new();
+        d.fail_after(Some(k));
+        let out = run(&d, plan);
+        if d.ops() == 0 {
+            // Died creating the file: nothing to check but that a fresh open works.
+            continue;
+        }
+        let mut modes = vec![CrashMode::DropUnsynced];
+        let last = d.last_pending_len().unwrap_or(0);
+        if tear_every_byte {
+            modes.extend((0..=last).map(|keep| CrashMode::TearLast { keep }));
+            let n = d.max_pending().min(8);
+            modes.extend((0..1u64 << n).map(|mask| CrashMode::Reorder { mask }));
+        } else {
+            modes.extend(
+                [0, 1, last / 2, last.saturating_sub(1), last].map(|keep| CrashMode::TearLast { keep }),
+            );
+            modes.extend([0, u64::MAX, 0x5555, 0xaaaa].map(|mask| CrashMode::Reorder { mask }));
+        }
+        for mode in modes {
+            let c = d.crash(mode);
+            if !c.names().iter().any(|n| n == NAME) {
+                // The file's creation was never made durable: a fresh storage, nothing committed.
+                assert!(out.finished.is_empty(), "k {k}: committed data but no file");
+                continue;
+            }
+            check(&c, plan, &refs, &out, &format!("k {k}, {mode:?}"));
+            checked += 1;
+        }
+        if k % 3 == 0 {
+            check_crashed_recovery(
+                &d.crash(CrashMode::TearLast { keep: last / 2 }),
+                plan,
+                &refs,
+                &out,
+                &format!("k {k}"),
+            );
+        }
+        if out.completed {
+            assert_eq!(out.finished.len(), plan.iter().filter(|t| !t.abort_after_vote).count());
+            break;
+        }
+    }
+    checked
+}
+
+#[test]
+fn crash_at_every_operation_of_small_commits_tearing_every_byte() {
+    let checked = crash_everywhere(&small_workload(), true);
+    assert!(checked > 500, "only {checked} crash images checked");
+}
+
+#[test]
+fn crash_at_every_operation_of_large_commits() {
+    let checked = crash_everywhere(&large_workload(), false);
+    assert!(checked > 20, "only {checked} crash images checked");
+}
+
+#[test]
+fn a_failed_finish_breaks_the_storage_until_reopened() {
+    let d = MemDir::new();
+    let (s, _) = Storage::open(d.clone(), NAME, Options::default()).expect("open");
+    s.begin(meta(1), BeginTid::Exactly(Tid::new(1)), TxnStatus::NORMAL).expect("begin");
+    s.store(Oid::new(0), Tid::ZERO, b"root").expect("store");
+    s.vote().expect("vote");
+    d.fail_after(Some(2)); // the status write succeeds, its sync fails
+    assert!(s.finish().is_err());
+    d.fail_after(None);
+    assert!(matches!(
+        s.begin(meta(2), BeginTid::Exactly(Tid::new(2)), TxnStatus::NORMAL),
+        Err(StorageError::Broken(_))
+    ));
+    assert_eq!(s.last_transaction(), Tid::ZERO, "not published");
+    drop(s);
+    // The status byte reached the (unsynced) file; a reopen finds the commit.
+    let (s, _) = Storage::open(d.clone(), NAME, Options::default()).expect("reopen");
+    assert_eq!(s.last_transaction(), Tid::new(1));
+}
