@@ -6,10 +6,8 @@
 //! at every tid, history, undoLog, length, size). Python then commits to the same file (a
 //! store, an undo, a delete) and zeoraid must read exactly what Python reads.
 //!
-//! Needs a Python with ZODB: `$ZODB_PYTHON`, else `/tmp/zodbenv/bin/python`, set up with
-//! `python3 -m venv /tmp/zodbenv && /tmp/zodbenv/bin/pip install ZODB==6.4`. Without one the
-//! test says so on stderr and passes without checking anything; the full interop suite lives
-//! in the `tests` crate.
+//! Python comes from the pinned venv of [`zeoraid_tests::python::PythonEnv`] (real ZODB 6.4
+//! from PyPI); without a usable Python the tests fail and say what to install.
 
 use bytes::Bytes;
 use serde_json::{json, Value as Json};
@@ -19,6 +17,7 @@ use zeoraid_core::ids::{Oid, Tid};
 use zeoraid_core::wire::types::{Extension, TxnStatus};
 use zeoraid_core::wire::value::Value;
 use zeoraid_server::storage::{format, BeginTid, Options, RealDir, Storage, TxnMeta};
+use zeoraid_tests::python::PythonEnv;
 
 const OIDS: u64 = 6;
 /// Oids to probe in the file `tests/python/make_fs.py` writes (it has fewer).
@@ -95,11 +94,8 @@ elif mode == 'write':
     print('ok')
 "#;
 
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("ZODB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/zodbenv/bin/python"));
-    p.exists().then_some(p)
+fn python() -> PathBuf {
+    PythonEnv::get().python_path().to_path_buf()
 }
 
 fn run_python(py: &Path, script: &Path, data: &Path, mode: &str) -> String {
@@ -290,10 +286,7 @@ fn write_rust_file(path: &Path) {
 
 #[test]
 fn python_filestorage_reads_what_zeoraid_writes_and_vice_versa() {
-    let Some(py) = python() else {
-        eprintln!("SKIPPED: no Python with ZODB (set ZODB_PYTHON or create /tmp/zodbenv)");
-        return;
-    };
+    let py = python();
     let tmp = tempfile::tempdir().expect("tempdir");
     let script = tmp.path().join("check.py");
     std::fs::write(&script, SCRIPT).expect("script");
@@ -332,15 +325,12 @@ fn python_filestorage_reads_what_zeoraid_writes_and_vice_versa() {
 
 #[test]
 fn zeoraid_reads_a_varied_python_file_as_python_does() {
-    let Some(py) = python() else {
-        eprintln!("SKIPPED: no Python with ZODB (set ZODB_PYTHON or create /tmp/zodbenv)");
-        return;
-    };
+    let py = python();
     let tmp = tempfile::tempdir().expect("tempdir");
     let script = tmp.path().join("check.py");
     std::fs::write(&script, SCRIPT).expect("script");
     let out_dir = tmp.path().join("made");
-    let make_fs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/make_fs.py");
+    let make_fs = zeoraid_tests::python::scripts_dir().join("make_fs.py");
     let made = Command::new(&py).arg(&make_fs).arg(&out_dir).output().expect("run make_fs.py");
     assert!(made.status.success(), "make_fs.py failed:\n{}", String::from_utf8_lossy(&made.stderr));
     let data = out_dir.join("Data.fs");
