@@ -140,12 +140,18 @@ fn human_rate(ops: f64) -> String {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--filter TEXT` runs only the cases whose name contains TEXT (for profiling one case).
+    let filter = args.iter().position(|a| a == "--filter").and_then(|i| args.get(i + 1)).cloned();
     let (budget, rounds) =
         if quick { (Duration::from_millis(100), 2) } else { (Duration::from_millis(500), 5) };
     println!("| message | encoding | op | frame bytes | rate | data throughput |");
     println!("|---|---|---|---:|---:|---:|");
     for case in cases() {
+        if filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
         for encoding in [Encoding::Pickle, Encoding::Msgpack] {
             let codec = Codec::new(encoding);
             let mut buf = Vec::new();

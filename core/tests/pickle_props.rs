@@ -66,7 +66,7 @@ fn bytes() -> impl Strategy<Value = Bytes> {
 /// A global reference; never `ZODB.POSException._recon` (that would decode as an exception).
 fn global() -> impl Strategy<Value = Value> {
     ("[A-Za-z_][A-Za-z0-9_.]{0,10}", "[A-Za-z_][A-Za-z0-9_.]{0,10}")
-        .prop_map(|(m, n)| Value::Global(Text::from(m), Text::from(n)))
+        .prop_map(|(m, n)| Value::Global(Box::new((Text::from(m), Text::from(n)))))
 }
 
 fn scalar() -> impl Strategy<Value = Value> {

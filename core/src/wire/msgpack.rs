@@ -826,7 +826,7 @@ mod tests {
     #[test]
     fn pickle_only_values_are_refused() {
         let mut out = Vec::new();
-        let g = Value::tuple(vec![Value::Int(1), Value::Global("a".into(), "b".into())]);
+        let g = Value::tuple(vec![Value::Int(1), Value::Global(Box::new(("a".into(), "b".into())))]);
         assert_eq!(encode(&g, &mut out), Err(MsgpackEncodeError::PickleOnly { offset: 2, kind: "global" }));
         assert!(out.is_empty());
         let r = Value::Reduce(Box::new((Value::None, Value::tuple(vec![]))));

@@ -75,6 +75,20 @@ impl TxnStatus {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Extension(pub Vec<(Value, Value)>);
 
+/// Names an argument in an error message; kept unformatted until an error needs it, so that
+/// decoding a valid message formats nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArgCtx {
+    method: &'static str,
+    pos: usize,
+}
+
+impl From<ArgCtx> for String {
+    fn from(c: ArgCtx) -> String {
+        format!("{} arg {}", c.method, c.pos)
+    }
+}
+
 /// Reads typed fields out of an argument tuple or a result tuple, in order.
 pub(crate) struct Args<'a> {
     context: &'static str,
@@ -108,8 +122,9 @@ impl<'a> Args<'a> {
         Args::new(context, items, n, n, expected)
     }
 
-    fn ctx(&self) -> String {
-        format!("{} arg {}", self.context, self.pos)
+    /// The context of the next argument, formatted only if an error needs it.
+    fn ctx(&self) -> ArgCtx {
+        ArgCtx { method: self.context, pos: self.pos }
     }
 
     /// The next value, or `None` past the end (an omitted optional argument).
@@ -121,7 +136,11 @@ impl<'a> Args<'a> {
 
     fn next(&mut self) -> Result<&'a Value, TypedError> {
         let ctx = self.ctx();
-        self.next_opt().ok_or(TypedError::Field { context: ctx, expected: "a value", got: "nothing".into() })
+        self.next_opt().ok_or_else(|| TypedError::Field {
+            context: ctx.into(),
+            expected: "a value",
+            got: "nothing".into(),
+        })
     }
 
     pub(crate) fn value(&mut self) -> Result<Value, TypedError> {

@@ -451,7 +451,7 @@ impl Machine<'_> {
         if module.as_bytes().is_empty() || name.as_bytes().is_empty() {
             return Err(PickleError::BadGlobal { offset });
         }
-        self.push_leaf(Value::Global(module, name))
+        self.push_leaf(Value::Global(Box::new((module, name))))
     }
 
     fn line_text(&mut self, offset: usize) -> Result<Text, PickleError> {
@@ -477,13 +477,14 @@ impl Machine<'_> {
     /// holding a dot stays a plain reduce, so that splitting the class path at its last dot
     /// gives the same global back.
     fn recon(&self, callable: &Item, args: &Item) -> Option<(Text, Item)> {
-        let Item::Leaf(Value::Global(m, n)) = callable else { return None };
-        if m.as_str() != "ZODB.POSException" || n.as_str() != "_recon" {
+        let Item::Leaf(Value::Global(g)) = callable else { return None };
+        if g.0.as_str() != "ZODB.POSException" || g.1.as_str() != "_recon" {
             return None;
         }
         let Item::Node(args) = args else { return None };
         let Node::Seq(SeqKind::Tuple, items) = &self.nodes[*args].node else { return None };
-        let [Item::Leaf(Value::Global(module, name)), state] = items.as_slice() else { return None };
+        let [Item::Leaf(Value::Global(class)), state] = items.as_slice() else { return None };
+        let (module, name) = &**class;
         if name.as_str().contains('.') {
             return None;
         }

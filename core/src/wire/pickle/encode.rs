@@ -70,7 +70,7 @@ fn write(value: &Value, out: &mut Vec<u8>, depth: u32) -> Result<(), PickleEncod
             write(&e.state, out, inner)?;
             out.extend_from_slice(&[0x86, b'R']);
         }
-        Value::Global(module, name) => write_global(module.as_str(), name.as_str(), out)?,
+        Value::Global(g) => write_global(g.0.as_str(), g.1.as_str(), out)?,
         Value::Reduce(r) => {
             write(&r.0, out, inner)?;
             write(&r.1, out, inner)?;

@@ -90,7 +90,7 @@ impl KeyWalk {
             Value::Float(f) => float_key(*f),
             Value::Bytes(b) => KeyRepr::Bytes(b.clone()),
             Value::Str(s) => KeyRepr::Str(s.as_bytes().clone()),
-            Value::Global(m, n) => KeyRepr::Global(m.as_bytes().clone(), n.as_bytes().clone()),
+            Value::Global(g) => KeyRepr::Global(g.0.as_bytes().clone(), g.1.as_bytes().clone()),
             // Leaves never hold containers; should one ever, it equals nothing else.
             Value::Seq(..) | Value::Map(_) | Value::Exception(_) | Value::Reduce(_) => {
                 self.nans += 1;

@@ -35,7 +35,7 @@ fn s(x: &'static str) -> Value {
 }
 
 fn global(m: &'static str, n: &'static str) -> Value {
-    Value::Global(Text::from_static(m), Text::from_static(n))
+    Value::Global(Box::new((Text::from_static(m), Text::from_static(n))))
 }
 
 /// Decodes, compares, and checks that our encoder writes the same bytes back.
