@@ -172,6 +172,16 @@ impl fmt::Display for Tid {
     }
 }
 
+/// A client connection of the ZEO front, numbered by the driver in accept order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
 /// A broken-down UTC time, from [`Tid::to_utc`]. Day and month follow the TimeStamp encoding,
 /// so a tid that no wall clock produces may show a day 31 in a 30-day month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

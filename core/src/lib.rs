@@ -6,8 +6,10 @@
 //! * [`ids`]: the identifier newtypes shared by every layer ([`ids::Oid`], [`ids::Tid`]).
 //! * [`wire`]: the ZEO 5/6 wire protocol — framing, handshake, both encodings and the
 //!   typed messages of both directions.
+//! * [`zeo`]: the ZEO server semantics as pure state machines (commit lock, invalidation queue).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod ids;
 pub mod wire;
+pub mod zeo;
