@@ -465,3 +465,111 @@ fn uploads_are_refused_read_only_and_unknown_ids_are_the_callers_error() {
     assert!(matches!(e, StorageError::UnknownUpload(_)));
     assert_eq!(e.culprit(), Culprit::Caller);
 }
+
+#[test]
+fn the_real_file_system_gets_read_only_blobs_hard_links_and_pruned_directories() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("Data.fs");
+    let (s, _) = Storage::open_path(&data, Options { blob_dir: Some("blobs".into()), ..Options::default() })
+        .expect("open");
+    let root = tmp.path().join("blobs");
+    assert_eq!(std::fs::read_to_string(root.join(".layout")).expect("marker"), "bushy");
+    assert!(root.join("tmp").is_dir());
+    let mut committed = Vec::new();
+    for (tid, content) in [(10u64, &b"v1"[..]), (20, b"v2")] {
+        let id = s.begin_upload().expect("upload");
+        s.append_upload(id, content).expect("append");
+        s.begin(meta(), BeginTid::Exactly(t(tid)), TxnStatus::NORMAL).expect("begin");
+        let serial = committed.last().copied().unwrap_or(Tid::ZERO);
+        s.store_blob(o(1), serial, BLOB_PICKLE, id).expect("store_blob");
+        s.vote().expect("vote");
+        committed.push(s.finish().expect("finish"));
+    }
+    s.begin(meta(), BeginTid::Exactly(t(30)), TxnStatus::NORMAL).expect("begin");
+    s.undo(&format::undo_id(t(20))).expect("undo");
+    s.vote().expect("vote");
+    s.finish().expect("finish");
+    let p10 = s.blob_path(o(1), t(10)).expect("path");
+    let p30 = s.blob_path(o(1), t(30)).expect("path");
+    assert_eq!(p30, root.join("0x00/0x00/0x00/0x00/0x00/0x00/0x00/0x01/0x1e.blob"));
+    assert_eq!(std::fs::read(&p30).expect("read"), b"v1");
+    assert!(std::fs::metadata(&p30).expect("stat").permissions().readonly());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (std::fs::metadata(&p10).expect("stat"), std::fs::metadata(&p30).expect("stat"));
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "the undo hard-linked the blob");
+    }
+    assert_eq!(std::fs::read_dir(root.join("tmp")).expect("tmp").count(), 0);
+    let b = s.blob_store().expect("blobs");
+    for tid in [10, 20, 30] {
+        assert!(b.remove_revision(o(1), t(tid)).expect("remove"));
+    }
+    let left: Vec<String> = std::fs::read_dir(&root)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(left, vec![".layout", "tmp"], "directories left empty are pruned");
+    // A lawn directory on disk.
+    let lawn = tmp.path().join("lawn");
+    std::fs::create_dir(&lawn).expect("mkdir");
+    std::fs::write(lawn.join(".layout"), "lawn").expect("marker");
+    let (s, _) =
+        Storage::open_path(tmp.path().join("Lawn.fs"), Options { blob_dir: Some(lawn.clone()), ..opts() })
+            .expect("open");
+    let id = s.begin_upload().expect("upload");
+    s.append_upload(id, b"lawn").expect("append");
+    s.begin(meta(), BeginTid::Exactly(t(10)), TxnStatus::NORMAL).expect("begin");
+    s.store_blob(o(0x1234), Tid::ZERO, BLOB_PICKLE, id).expect("store_blob");
+    s.vote().expect("vote");
+    s.finish().expect("finish");
+    assert_eq!(std::fs::read(lawn.join("0x1234/0x0a.blob")).expect("read"), b"lawn");
+}
+
+#[test]
+fn uploads_run_concurrently_and_readers_never_see_an_unfinished_blob() {
+    let d = MemDir::new();
+    let (s, _) = open(&d);
+    let s = &s;
+    let ids: Vec<(u64, UploadId)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (1..=4u64)
+            .map(|oid| {
+                sc.spawn(move || {
+                    let id = s.begin_upload().expect("upload");
+                    for i in 0..200u64 {
+                        s.append_upload(id, &[(oid * 10 + i % 10) as u8; 97]).expect("append");
+                    }
+                    (oid, id)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    begin(s, 10);
+    for &(oid, id) in &ids {
+        s.store_blob(o(oid), Tid::ZERO, BLOB_PICKLE, id).expect("store_blob");
+    }
+    s.vote().expect("vote");
+    std::thread::scope(|sc| {
+        let reader = sc.spawn(|| {
+            // Once the transaction is visible, every blob of it is in place.
+            loop {
+                let published = s.last_transaction() >= t(10);
+                let r = s.blob_path(o(4), t(10));
+                if published {
+                    assert!(r.is_ok(), "{r:?}");
+                    break;
+                }
+                assert!(r.is_ok() || is_missing(r));
+            }
+        });
+        s.finish().expect("finish");
+        reader.join().expect("reader");
+    });
+    for (oid, _) in ids {
+        let want: Vec<u8> = (0..200u64).flat_map(|i| [(oid * 10 + i % 10) as u8; 97]).collect();
+        assert_eq!(blob(s, oid, 10), want);
+    }
+}
