@@ -686,13 +686,15 @@ impl<D: StorageDir> Storage<D> {
             let _ = b.abandon(upload);
             return Err(StorageError::EmptyData { oid });
         }
-        self.with_txn(|s, txn| {
-            if let Err(e) = s.store_in(txn, oid, serial, data) {
-                let _ = b.abandon(upload);
-                return Err(e);
-            }
+        let r = self.with_txn(|s, txn| {
+            s.store_in(txn, oid, serial, data)?;
             b.stage_upload(txn.tid, oid, upload)
-        })
+        });
+        if r.is_err() {
+            // Not staged: drop the upload (already gone if staging itself failed).
+            let _ = b.abandon(upload);
+        }
+        r
     }
 
     /// Restores a revision with a blob (copying from another storage): [`Storage::restore`]
@@ -711,13 +713,14 @@ impl<D: StorageDir> Storage<D> {
             let _ = b.abandon(upload);
             return Err(StorageError::EmptyData { oid });
         }
-        self.with_txn(|s, txn| {
-            if let Err(e) = s.restore_in(txn, oid, serial, Some(data), prev_txn) {
-                let _ = b.abandon(upload);
-                return Err(e);
-            }
+        let r = self.with_txn(|s, txn| {
+            s.restore_in(txn, oid, serial, Some(data), prev_txn)?;
             b.stage_upload(txn.tid, oid, upload)
-        })
+        });
+        if r.is_err() {
+            let _ = b.abandon(upload);
+        }
+        r
     }
 
     /// The committed blob file of revision `serial` of `oid` (ZODB's `loadBlob`), or

@@ -239,6 +239,10 @@ fn abort_and_conflicts_leave_no_file_behind() {
     s.store(o(2), Tid::ZERO, b"plain").expect("store");
     commit(&s);
     assert_eq!(blob(&s, 1, 10), b"v1");
+    // Outside a transaction the store is refused and the upload used up too.
+    let id = upload(&s, b"v2", 1);
+    assert!(matches!(s.store_blob(o(1), first, BLOB_PICKLE, id), Err(StorageError::WrongTransaction(_))));
+    assert!(tmp_files(&d).is_empty());
     // Uploads can be abandoned, and close drops the rest.
     let id = upload(&s, b"gone", 2);
     s.abandon_upload(id).expect("abandon");
