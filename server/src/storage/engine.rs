@@ -12,6 +12,7 @@
 //!   after the transaction's status byte is durable, so a reader sees all of a transaction or
 //!   nothing of it.
 
+use super::blob::{BlobRecovery, BlobStore};
 use super::cache;
 use super::error::{OpenError, Result, StorageError};
 use super::file::{OpenMode, RealDir, StorageDir, StorageFile};
@@ -23,7 +24,7 @@ use super::index::Index;
 use super::txn::Writer;
 use bytes::Bytes;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use zeoraid_core::ids::{Oid, Tid};
 use zeoraid_core::wire::reply::{HistoryEntry, LoadBeforeResult, RecordIternextResult};
@@ -52,6 +53,9 @@ pub struct Options {
     /// protocol 2). Default: off, as Python 3's FileStorage refuses them: serving one to
     /// Python 3 clients hands them Python 2 pickles.
     pub allow_python2_magic: bool,
+    /// The blob directory (ZODB's layout; relative paths are relative to the directory of
+    /// `Data.fs`), created when missing unless read-only. `None`: no blobs. Default: `None`.
+    pub blob_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             index_cache: true,
             save_tail: true,
             allow_python2_magic: false,
+            blob_dir: None,
         }
     }
 }
@@ -116,6 +121,8 @@ pub struct OpenReport {
     pub scanned_transactions: u64,
     /// The tail that was cut back (or, read-only, ignored), if any.
     pub dropped_tail: Option<DroppedTail>,
+    /// What was found in the blob directory's `tmp/` (all zero without blobs).
+    pub blobs: BlobRecovery,
 }
 
 /// The published state readers see.
@@ -137,6 +144,8 @@ pub struct Storage<D: StorageDir = RealDir> {
     pub(crate) writer: Mutex<Writer>,
     /// The largest oid handed out or stored (FileStorage's `_oid`).
     pub(crate) oid_counter: Mutex<u64>,
+    /// The blob directory, if any (see `blob.rs`).
+    pub(crate) blobs: Option<BlobStore<D::Blobs>>,
 }
 
 impl<D: StorageDir> std::fmt::Debug for Storage<D> {
@@ -207,6 +216,10 @@ impl<D: StorageDir> Storage<D> {
             });
         }
 
+        let blobs = match &opts.blob_dir {
+            Some(p) => Some(BlobStore::open(dir.blobs_at(p), opts.read_only, opts.fsync)?),
+            None => None,
+        };
         let storage = Storage {
             dir,
             name: name.to_owned(),
@@ -216,9 +229,11 @@ impl<D: StorageDir> Storage<D> {
             committed: RwLock::new(Committed { index: Index::new(), end: MAGIC_LEN, last_tid: Tid::ZERO }),
             writer: Mutex::new(Writer::default()),
             oid_counter: Mutex::new(0),
+            blobs,
         };
         let len = if created { MAGIC_LEN } else { len };
-        let report = storage.recover(len, created).map_err(|e| OpenError::from_storage(e, &path))?;
+        let mut report = storage.recover(len, created).map_err(|e| OpenError::from_storage(e, &path))?;
+        report.blobs = storage.recover_blobs().map_err(|e| OpenError::from_storage(e, &path))?;
         Ok((storage, report))
     }
 
@@ -258,7 +273,12 @@ impl<D: StorageDir> Storage<D> {
                 tracing::warn!(path = %self.path, error = %e, "could not write the index cache");
             }
         }
-        Ok(OpenReport { index: source, scanned_transactions: scanned, dropped_tail: dropped })
+        Ok(OpenReport {
+            index: source,
+            scanned_transactions: scanned,
+            dropped_tail: dropped,
+            blobs: BlobRecovery::default(),
+        })
     }
 
     /// Scans complete transactions from `st.end`, updating `st`. Returns how many were read
@@ -364,9 +384,13 @@ impl<D: StorageDir> Storage<D> {
         cache::save(self)
     }
 
-    /// Closes the storage, aborting any transaction and saving the index cache.
+    /// Closes the storage, aborting any transaction, dropping blob uploads and saving the
+    /// index cache.
     pub fn close(self) -> Result<()> {
         self.abort()?;
+        if let Some(b) = &self.blobs {
+            b.abandon_all();
+        }
         self.save_index_cache()
     }
 

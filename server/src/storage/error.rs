@@ -124,6 +124,23 @@ pub enum StorageError {
     /// No oid is left after the last one.
     #[error("object ids exhausted")]
     OidsExhausted,
+    /// A blob operation on a storage opened without a blob directory.
+    #[error("this storage has no blob directory")]
+    NoBlobs,
+    /// No blob file for this revision (ZEO's `POSKeyError('No blob file at <path>', oid,
+    /// serial)`): the revision does not exist, is not committed, or has no blob.
+    #[error("POSKeyError: No blob file at {path}")]
+    BlobMissing {
+        /// The object.
+        oid: Oid,
+        /// The revision asked for.
+        serial: Tid,
+        /// Where its blob file would be.
+        path: String,
+    },
+    /// A blob upload id that is not (or no longer) open.
+    #[error("no blob upload {0} in progress")]
+    UnknownUpload(u64),
 
     // ---- the storage's faults ------------------------------------------------------------
     /// The operating system failed an I/O call.
@@ -192,6 +209,14 @@ pub enum OpenError {
         /// What the format requires there.
         expected: String,
         /// What is there.
+        found: String,
+    },
+    /// The blob directory's `.layout` names a layout that ZODB does not define.
+    #[error("{path}: unknown blob directory layout {found:?} (ZODB's layouts are \"bushy\" and \"lawn\")")]
+    BlobLayout {
+        /// The `.layout` file.
+        path: String,
+        /// What it says.
         found: String,
     },
     /// The file is missing and `create` was off, or the storage is read-only.

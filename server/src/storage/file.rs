@@ -10,6 +10,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod mem_blob;
+pub use mem_blob::MemBlobFs;
+
 /// A file with positional I/O.
 #[allow(clippy::len_without_is_empty)] // an io::Result length; emptiness is never asked
 pub trait StorageFile: Send + Sync {
@@ -43,6 +46,10 @@ pub enum OpenMode {
 pub trait StorageDir: Send + Sync {
     /// The files it opens.
     type File: StorageFile;
+    /// The kind of blob directory that goes with it.
+    type Blobs: super::blob::BlobFs;
+    /// The blob directory at `path` (relative paths are relative to this directory).
+    fn blobs_at(&self, path: &Path) -> Self::Blobs;
     /// Opens `name` (a bare file name inside the directory).
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Self::File>;
     /// Whether `name` exists.
@@ -89,6 +96,12 @@ impl RealDir {
 /// A real file.
 #[derive(Debug)]
 pub struct RealFile(fs::File);
+
+impl RealFile {
+    pub(crate) fn from_std(f: fs::File) -> RealFile {
+        RealFile(f)
+    }
+}
 
 impl StorageFile for RealFile {
     #[cfg(unix)]
@@ -149,6 +162,11 @@ impl StorageFile for RealFile {
 
 impl StorageDir for RealDir {
     type File = RealFile;
+    type Blobs = super::blob::RealBlobFs;
+
+    fn blobs_at(&self, path: &Path) -> super::blob::RealBlobFs {
+        super::blob::RealBlobFs::new(self.path.join(path))
+    }
 
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<RealFile> {
         let mut o = fs::OpenOptions::new();
@@ -269,6 +287,8 @@ struct MemFs {
     /// Once `ops` reaches this, every mutating operation fails: the simulated process is dead.
     fail_at: Option<u64>,
     seq: u64,
+    /// Blob directories (see `mem_blob`).
+    blobs: mem_blob::Trees,
 }
 
 impl MemFs {
@@ -375,6 +395,7 @@ impl MemDir {
             ops: 0,
             fail_at: None,
             seq: 0,
+            blobs: fs.blobs.crash(mode),
         };
         MemDir { fs: Arc::new(Mutex::new(out)) }
     }
@@ -466,6 +487,11 @@ impl StorageFile for MemFile {
 
 impl StorageDir for MemDir {
     type File = MemFile;
+    type Blobs = MemBlobFs;
+
+    fn blobs_at(&self, path: &Path) -> MemBlobFs {
+        self.blob_fs(&path.to_string_lossy())
+    }
 
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<MemFile> {
         let mut fs = lock(&self.fs);

@@ -39,11 +39,14 @@
 //!   iteration code, writing with the record writer of `txn.rs`), fsync it, then, under the
 //!   writer lock, copy the transactions committed meanwhile, rename it over `Data.fs`, swap
 //!   the file handle and index, and bump a file generation that cursors check.
-//! * **Blobs** will live in ZODB's blob directory layout (`.layout` = `bushy`, one directory per
-//!   oid byte, files `<tid>.blob`), keyed by (oid, serial). A store of a blob writes the file into
-//!   a temporary name first and renames it into place at finish, after the `Data.fs` commit;
-//!   abort removes it. The data record itself is an ordinary pickle, so nothing here changes.
+//! * **Blobs** are built (see [`blob`], with [`Options::blob_dir`]): ZODB's blob directory
+//!   layout, uploads into `tmp/`, staged in the transaction, renamed into place at finish
+//!   after the `Data.fs` commit, completed or discarded at the next open after a crash. Pack
+//!   must remove the blob files of the revisions it drops ([`BlobStore::remove_revision`]).
 
+pub mod blob;
+#[cfg(test)]
+mod blob_tests;
 mod cache;
 mod engine;
 #[cfg(test)]
@@ -56,9 +59,12 @@ mod iter;
 mod txn;
 mod undo;
 
+pub use blob::{
+    is_blob_record, BlobFs, BlobReader, BlobRecovery, BlobStore, Layout, RealBlobFs, UploadId, BLOB_CHUNK,
+};
 pub use engine::{DroppedTail, IndexSource, OpenReport, Options, Storage, TailReason};
 pub use error::{Culprit, OpenError, Result, StorageError, UndoFailure};
-pub use file::{CrashMode, MemDir, MemFile, OpenMode, RealDir, RealFile, StorageDir, StorageFile};
+pub use file::{CrashMode, MemBlobFs, MemDir, MemFile, OpenMode, RealDir, RealFile, StorageDir, StorageFile};
 pub use index::{Index, MAX_POS};
 pub use iter::{RecordCursor, TxnCursor, TxnIter, TxnRecord};
 pub use txn::{BeginTid, TxnMeta, FLUSH_AT};

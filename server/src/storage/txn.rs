@@ -293,23 +293,26 @@ impl<D: StorageDir> Storage<D> {
         if data.is_empty() {
             return Err(StorageError::EmptyData { oid });
         }
-        self.with_txn(|s, txn| {
-            s.saw_oid(oid);
-            let old = {
-                let c = s.committed();
-                match c.index.get(oid) {
-                    Some(pos) => Some(s.read_data_header(pos, c.end, Some(oid))?),
-                    None => None,
-                }
-            };
-            if let Some(r) = &old {
-                if r.h.tid != serial {
-                    return Err(StorageError::Conflict { oid, committed: r.h.tid, read: serial });
-                }
+        self.with_txn(|s, txn| s.store_in(txn, oid, serial, data))
+    }
+
+    /// [`Storage::store`] inside `txn` (also used by `store_blob`).
+    pub(crate) fn store_in(&self, txn: &mut Txn, oid: Oid, serial: Tid, data: &[u8]) -> Result<()> {
+        self.saw_oid(oid);
+        let old = {
+            let c = self.committed();
+            match c.index.get(oid) {
+                Some(pos) => Some(self.read_data_header(pos, c.end, Some(oid))?),
+                None => None,
             }
-            let tid = txn.tid;
-            s.write_record(txn, oid, tid, old.map_or(0, |r| r.pos), Some(data), 0)
-        })
+        };
+        if let Some(r) = &old {
+            if r.h.tid != serial {
+                return Err(StorageError::Conflict { oid, committed: r.h.tid, read: serial });
+            }
+        }
+        let tid = txn.tid;
+        self.write_record(txn, oid, tid, old.map_or(0, |r| r.pos), Some(data), 0)
     }
 
     /// Checks that `serial` is still `oid`'s current serial ([`StorageError::ReadConflict`]
@@ -351,34 +354,45 @@ impl<D: StorageDir> Storage<D> {
         if data.is_some_and(<[u8]>::is_empty) {
             return Err(StorageError::EmptyData { oid });
         }
-        self.with_txn(|s, txn| {
-            if serial != txn.tid {
-                return Err(StorageError::RestoreSerial { oid, serial, tid: txn.tid });
-            }
-            s.saw_oid(oid);
-            let (old, back) = {
-                let c = s.committed();
-                let old = c.index.get(oid).unwrap_or(0);
-                let mut back = 0;
-                if let Some(ptid) = prev_txn {
-                    if let Some(r) = s.find_revision(&c, oid, ptid)? {
-                        back = match data {
-                            _ if r.h.plen == 0 => r.pos,
-                            None => r.pos,
-                            Some(d) if r.h.plen == d.len() as u64 && s.read_pickle(&r, c.end)? == d => r.pos,
-                            Some(_) => 0,
-                        };
-                    }
+        self.with_txn(|s, txn| s.restore_in(txn, oid, serial, data, prev_txn))
+    }
+
+    /// [`Storage::restore`] inside `txn` (also used by `restore_blob`).
+    pub(crate) fn restore_in(
+        &self,
+        txn: &mut Txn,
+        oid: Oid,
+        serial: Tid,
+        data: Option<&[u8]>,
+        prev_txn: Option<Tid>,
+    ) -> Result<()> {
+        let s = self;
+        if serial != txn.tid {
+            return Err(StorageError::RestoreSerial { oid, serial, tid: txn.tid });
+        }
+        s.saw_oid(oid);
+        let (old, back) = {
+            let c = s.committed();
+            let old = c.index.get(oid).unwrap_or(0);
+            let mut back = 0;
+            if let Some(ptid) = prev_txn {
+                if let Some(r) = s.find_revision(&c, oid, ptid)? {
+                    back = match data {
+                        _ if r.h.plen == 0 => r.pos,
+                        None => r.pos,
+                        Some(d) if r.h.plen == d.len() as u64 && s.read_pickle(&r, c.end)? == d => r.pos,
+                        Some(_) => 0,
+                    };
                 }
-                (old, back)
-            };
-            let tid = txn.tid;
-            if back != 0 {
-                s.write_record(txn, oid, tid, old, None, back)
-            } else {
-                s.write_record(txn, oid, tid, old, data, 0)
             }
-        })
+            (old, back)
+        };
+        let tid = txn.tid;
+        if back != 0 {
+            s.write_record(txn, oid, tid, old, None, back)
+        } else {
+            s.write_record(txn, oid, tid, old, data, 0)
+        }
     }
 
     /// First commit phase: writes the whole transaction with status `'c'` and (with
@@ -395,6 +409,7 @@ impl<D: StorageDir> Storage<D> {
             }
             txn.buf.extend_from_slice(&tlen.to_be_bytes());
             s.flush(txn)?;
+            s.vote_blobs(txn.tid)?;
             if s.opts.fsync {
                 s.file.sync().map_err(|e| s.io("sync", e))?;
             }
@@ -416,6 +431,10 @@ impl<D: StorageDir> Storage<D> {
         let mut r = self.file.write_at(&[status], tpos + STATUS_OFFSET).map_err(|e| self.io("write", e));
         if r.is_ok() && self.opts.fsync {
             r = self.file.sync().map_err(|e| self.io("sync", e));
+        }
+        if r.is_ok() {
+            // Committed in Data.fs: the blobs must be in place before readers see it.
+            r = self.finish_blobs(txn.tid);
         }
         let txn = w.txn.take().ok_or(StorageError::WrongTransaction("no transaction in progress"))?;
         if let Err(e) = r {
@@ -443,6 +462,7 @@ impl<D: StorageDir> Storage<D> {
 
     fn abort_locked(&self, w: &mut Writer) -> Result<()> {
         let Some(txn) = w.txn.take() else { return Ok(()) };
+        self.abort_blobs();
         if txn.flushed > txn.tpos || txn.voted {
             if let Err(e) = self.file.set_len(txn.tpos) {
                 // The next transaction would overwrite the leftover bytes only partly;

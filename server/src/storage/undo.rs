@@ -43,6 +43,10 @@ impl<D: StorageDir> Storage<D> {
                 let tpos = s.find_undoable_txn(&c, tid)?.ok_or_else(invalid)?;
                 s.plan_undo(&c, txn, tpos)?
             };
+            // The new revisions of blobs get the blob of the revision they go back to.
+            let backs: Vec<(Oid, u64)> =
+                plans.iter().filter(|p| p.data.is_none() && p.back != 0).map(|p| (p.oid, p.back)).collect();
+            s.stage_undo_blobs(txn.tid, &backs)?;
             let mut oids = Vec::new();
             let tid = txn.tid;
             for p in plans {
