@@ -124,6 +124,18 @@ pub enum StorageError {
     /// No oid is left after the last one.
     #[error("object ids exhausted")]
     OidsExhausted,
+    /// A pack was asked for while another one runs.
+    #[error("a pack is already in progress")]
+    PackInProgress,
+    /// A cursor made before a pack replaced `Data.fs` was used after it: its positions mean
+    /// nothing in the new file. Start the iteration again.
+    #[error("Data.fs was replaced by a pack since this cursor was made (file generation {cursor}, now {current}); start again")]
+    FileReplaced {
+        /// The generation the cursor was made in.
+        cursor: u64,
+        /// The current generation.
+        current: u64,
+    },
 
     // ---- the storage's faults ------------------------------------------------------------
     /// The operating system failed an I/O call.

@@ -33,12 +33,15 @@
 //! the disk). Whatever the crash, the next open finds a consistent file: a torn or uncommitted
 //! tail is cut back to the last committed transaction.
 //!
-//! # Room left for pack and blobs (not built yet)
-//! * **Pack without GC** will copy the current records as of the pack time and every later
-//!   transaction into `Data.fs.pack` through the same [`file::StorageDir`] (reading with the
-//!   iteration code, writing with the record writer of `txn.rs`), fsync it, then, under the
-//!   writer lock, copy the transactions committed meanwhile, rename it over `Data.fs`, swap
-//!   the file handle and index, and bump a file generation that cursors check.
+//! # Pack
+//! [`Storage::pack`] packs without garbage collection while reads and commits go on: it copies
+//! the records current at the pack time and every later transaction into `Data.fs.pack`
+//! through the same [`file::StorageDir`], fsyncs it, then, under the writer lock, copies the
+//! transactions committed meanwhile, renames it over `Data.fs`, swaps the file handle and the
+//! index, and bumps a file generation that cursors check. Semantics, the differences from
+//! FileStorage's pack, and the crash-safety argument are in `pack.rs`.
+//!
+//! # Room left for blobs (not built yet)
 //! * **Blobs** will live in ZODB's blob directory layout (`.layout` = `bushy`, one directory per
 //!   oid byte, files `<tid>.blob`), keyed by (oid, serial). A store of a blob writes the file into
 //!   a temporary name first and renames it into place at finish, after the `Data.fs` commit;
@@ -53,6 +56,7 @@ pub mod file;
 pub mod format;
 mod index;
 mod iter;
+mod pack;
 mod txn;
 mod undo;
 
@@ -61,6 +65,7 @@ pub use error::{Culprit, OpenError, Result, StorageError, UndoFailure};
 pub use file::{CrashMode, MemDir, MemFile, OpenMode, RealDir, RealFile, StorageDir, StorageFile};
 pub use index::{Index, MAX_POS};
 pub use iter::{RecordCursor, TxnCursor, TxnIter, TxnRecord};
+pub use pack::{PackOutcome, PackPhase, PackReport};
 pub use txn::{BeginTid, TxnMeta, FLUSH_AT};
 
 /// The name of zeoraid's index cache file for a `Data.fs` named `name`.
