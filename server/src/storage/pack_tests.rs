@@ -691,3 +691,33 @@ fn python2_magic_is_kept() {
         Err(OpenError::NotFileStorage { .. })
     ));
 }
+
+#[test]
+fn the_copier_patches_lengths_on_either_side_of_a_flush() {
+    let d = MemDir::new();
+    let file = d.open("x", crate::storage::OpenMode::Truncate).expect("create");
+    let mut cp = super::Copier {
+        file,
+        path: "x".into(),
+        buf: Vec::new(),
+        flushed: 0,
+        index: crate::storage::Index::new(),
+        kept: Vec::new(),
+        packpos: 0,
+        shifts: Vec::new(),
+        last_tid: Tid::ZERO,
+    };
+    cp.put(&[0xee; 20]).expect("put");
+    cp.flush().expect("flush");
+    cp.put(&[0xee; 20]).expect("put");
+    cp.patch_u64(16, 0x0102_0304_0506_0708).expect("across the flush");
+    cp.patch_u64(2, 9).expect("on disk");
+    cp.patch_u64(30, 7).expect("buffered");
+    cp.flush().expect("flush");
+    let got = d.contents("x").expect("file");
+    assert_eq!(got.len(), 40);
+    assert_eq!(&got[16..24], &[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(&got[2..10], &9u64.to_be_bytes());
+    assert_eq!(&got[30..38], &7u64.to_be_bytes());
+    assert_eq!((got[0], got[10], got[24], got[38]), (0xee, 0xee, 0xee, 0xee));
+}
