@@ -244,6 +244,24 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Holds back `begin` while alive; dropped (even by a panic) before the writer lock is
+/// released, it lets the waiting `begin`s go on.
+struct Draining<'a>(&'a PackState);
+
+impl<'a> Draining<'a> {
+    fn start(p: &'a PackState) -> Draining<'a> {
+        p.draining.store(true, Ordering::Release);
+        Draining(p)
+    }
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        self.0.draining.store(false, Ordering::Release);
+        self.0.idle.notify_all();
+    }
+}
+
 /// The name of the file a pack of `name` writes.
 pub(crate) fn pack_file_name(name: &str) -> String {
     format!("{name}.pack")
@@ -365,6 +383,8 @@ struct Plan {
     txns: u64,
     /// Data records before the pack time.
     records: u64,
+    /// Transactions before the pack time with the obsolete status `'u'` (dropped).
+    undone: u64,
     /// Whether anything but current records and one record per transaction is there (a
     /// superseded or data-less record, an empty or undone transaction, a back-pointer to
     /// resolve): if not, packing changes nothing.
@@ -562,8 +582,14 @@ impl<D: StorageDir> Storage<D> {
     /// Finds the current record of every object at the pack time.
     fn plan_pack(&self, end: u64, pack_time: Tid) -> Result<Plan> {
         let mut w = Window::new(&self.file, &self.path, end);
-        let mut plan =
-            Plan { packpos: MAGIC_LEN, current: Index::new(), txns: 0, records: 0, changes: false };
+        let mut plan = Plan {
+            packpos: MAGIC_LEN,
+            current: Index::new(),
+            txns: 0,
+            records: 0,
+            undone: 0,
+            changes: false,
+        };
         let mut pos = MAGIC_LEN;
         while pos < end {
             let h = txn_header(&mut w, pos)?;
@@ -575,6 +601,7 @@ impl<D: StorageDir> Storage<D> {
             let mut p = pos + h.header_len();
             if h.status == STATUS_UNDONE || p == tend {
                 plan.changes = true;
+                plan.undone += u64::from(h.status == STATUS_UNDONE);
                 p = tend;
             }
             while p < tend {
@@ -608,6 +635,7 @@ impl<D: StorageDir> Storage<D> {
         self.read_exact(&mut magic, 0)?;
         cp.put(&magic)?;
         self.copy_packed(cp, plan, end, report)?;
+        debug_assert_eq!(report.transactions_removed + report.transactions_packed, plan.txns);
         if cp.pos() == plan.packpos {
             return Ok(false);
         }
@@ -619,6 +647,13 @@ impl<D: StorageDir> Storage<D> {
                 objects = dropped.len(),
                 first = ?&dropped[..dropped.len().min(10)],
                 "pack drops objects whose current revision at the pack time is a delete or an undone creation"
+            );
+        }
+        if plan.undone > 0 {
+            tracing::warn!(
+                path = %self.path,
+                transactions = plan.undone,
+                "pack drops obsolete transactions with status 'u' before the pack time"
             );
         }
         progress(PackPhase::CopiedToPackTime);
@@ -643,13 +678,12 @@ impl<D: StorageDir> Storage<D> {
         progress(PackPhase::Finishing);
 
         let mut w = self.writer();
-        self.pack.draining.store(true, Ordering::Release);
+        let draining = Draining::start(&self.pack);
         while w.txn.is_some() {
             w = self.pack.idle.wait(w).unwrap_or_else(PoisonError::into_inner);
         }
         let r = self.swap_in(&mut w, cp, copied, report);
-        self.pack.draining.store(false, Ordering::Release);
-        self.pack.idle.notify_all();
+        drop(draining);
         drop(w);
         r?;
         if self.opts.index_cache {

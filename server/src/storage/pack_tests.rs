@@ -721,3 +721,47 @@ fn the_copier_patches_lengths_on_either_side_of_a_flush() {
     assert_eq!(&got[30..38], &7u64.to_be_bytes());
     assert_eq!((got[0], got[10], got[24], got[38]), (0xee, 0xee, 0xee, 0xee));
 }
+
+#[test]
+fn obsolete_undone_transactions_are_dropped_before_the_pack_time_and_copied_after_it() {
+    let build_u = || {
+        let (d, s) = build(|s| {
+            commit(s, 100, &[Op::Store(0, b"root1"), Op::Store(1, b"x1")]);
+            commit(s, 150, &[Op::Store(1, b"x2")]);
+            commit(s, 200, &[Op::Store(2, b"a")]);
+            commit(s, 300, &[Op::Store(0, b"root2")]);
+        });
+        let tpos = s.iterator(None, None).nth(2).expect("200").expect("txn").0.pos;
+        drop(s);
+        // Old FileStorages marked undone transactions 'u'; every reader skips them.
+        let mut bytes = d.contents(NAME).expect("file");
+        bytes[tpos as usize + 16] = b'u';
+        d.put(NAME, bytes);
+        d.remove("Data.fs.zr-index").expect("remove the cache");
+        let s = open(&d);
+        assert!(matches!(s.load(o(2)), Err(StorageError::PosKey { .. })));
+        (d, s)
+    };
+    let (d, s) = build_u();
+    let r = s.pack(t(160)).expect("pack");
+    assert_eq!(r.outcome, PackOutcome::Packed);
+    assert_eq!(
+        txns(&s).iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+        vec![(100, 'p'), (150, 'p'), (300, ' ')]
+    );
+    let bytes = d.contents(NAME).expect("file");
+    let u = bytes.windows(8).position(|w| w == t(200).to_bytes()).expect("200 is still there");
+    assert_eq!(bytes[u + 16], b'u', "copied as it was");
+    let h: Vec<u64> = s.history(o(0), 5).expect("history").iter().map(|e| e.tid.get()).collect();
+    assert_eq!(h, vec![300, 100]);
+    drop(s);
+    let s = open_scanning(&d);
+    assert_eq!(s.load(o(0)).expect("root").0, Bytes::from_static(b"root2"));
+
+    let (d, s) = build_u();
+    let r = s.pack(t(250)).expect("pack");
+    assert_eq!((r.outcome, r.transactions_removed, r.transactions_packed), (PackOutcome::Packed, 1, 2));
+    assert!(!d.contents(NAME).expect("file").windows(8).any(|w| w == t(200).to_bytes()), "200 is gone");
+    drop(s);
+    open_scanning(&d);
+}
