@@ -15,12 +15,15 @@
 //!   drops it: it is then unknown unless a later transaction writes it again;
 //! * a back-pointer of a kept transaction into the history before the pack time is re-aimed at
 //!   the kept copy of its target, or, when its target was removed, replaced by the data itself;
-//!   so no record points into removed history.
+//!   so no record points into removed history;
+//! * transactions with the obsolete status `'u'` (whose records every reader skips) are dropped
+//!   before the pack time, with a warning, and copied byte for byte after it.
 //!
 //! Afterwards `load_before(oid, t)` for every `t` at or after the pack time answers exactly as
 //! before the pack, with one exception inherited from FileStorage: for a dropped object that a
-//! later transaction wrote again, a `t` at the pack time answers "no revision" instead of
-//! POSKeyError. The undo log stops at the packed transactions (as before, at the first `'p'`).
+//! later transaction wrote again, a `t` from the pack time up to that later revision answers
+//! "no revision" instead of POSKeyError. The undo log stops at the packed transactions (as
+//! before, at the first `'p'`).
 //!
 //! ## Compared with ZODB's FileStorage (`fspack.py`, `gc=False`)
 //! * FileStorage packs the transactions with `tid <= stop` where `stop` is the pack time
@@ -43,9 +46,11 @@
 //! that catch up with the transactions committed meanwhile, and fsyncs it. Then it takes the
 //! writer lock, waiting for the transaction in progress (if any) to finish or abort; `begin`
 //! waits while the pack holds it. Under the lock it copies the last commits, fsyncs, removes
-//! the (now stale) index cache, renames `Data.fs.pack` over `Data.fs`, syncs the directory and
-//! swaps the file handle and the index for readers in one step (under the committed-state
-//! lock, which every read holds while it reads). It writes a fresh index cache afterwards.
+//! the (now stale) index cache, renames `Data.fs.pack` over `Data.fs`, swaps the file handle
+//! and the index for readers in one step (under the committed-state lock, which every read
+//! holds while it reads), and syncs the directory; if that sync fails the storage is broken
+//! (writes refused) until reopened, since commits to the new file could be lost with an
+//! undurable rename. It writes a fresh index cache afterwards, outside the lock.
 //!
 //! Each swap bumps the *file generation*. A read that holds no state between calls (loads,
 //! history, undo log, invalidations) simply reads the new file. A cursor from
