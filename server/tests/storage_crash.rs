@@ -7,12 +7,19 @@
 //! with the right data; the one in flight may also be there, but only if it died inside its
 //! own `finish` (after the status byte was written, a crash cannot tell). Recovery itself is
 //! crashed too, and the reopened storage must accept new commits.
+//!
+//! Packs are crashed the same way, at every file operation (with a commit made while the pack
+//! copies, or just before it swaps files, or none): every crash image reopens to the history
+//! before the pack or after it (never a mix, never a leftover `Data.fs.pack`), holding exactly
+//! the commits whose finish returned, with the same `load_before` answers as a run without
+//! faults; once the pack returned, only the packed history is allowed.
 
 use bytes::Bytes;
 use zeoraid_core::ids::{Oid, Tid};
 use zeoraid_core::wire::types::TxnStatus;
 use zeoraid_server::storage::{
-    format, BeginTid, CrashMode, MemDir, OpenError, Options, Storage, StorageError, TxnMeta,
+    format, BeginTid, CrashMode, MemDir, OpenError, Options, PackOutcome, PackPhase, PackReport, Storage,
+    StorageError, TxnMeta,
 };
 
 const NAME: &str = "Data.fs";
@@ -283,4 +290,207 @@ fn a_failed_finish_breaks_the_storage_until_reopened() {
     // The status byte reached the (unsynced) file; a reopen finds the commit.
     let (s, _) = Storage::open(d.clone(), NAME, Options::default()).expect("reopen");
     assert_eq!(s.last_transaction(), Tid::new(1));
+}
+
+// ---- pack ---------------------------------------------------------------------------------------
+
+/// The history packed by the pack crash tests: revisions, a delete (dropped by the pack), an
+/// undo whose back-pointer points into history the pack removes (its data is copied in) and
+/// one whose target survives (re-aimed), a record over the copy buffer, and an empty
+/// transaction.
+fn pack_setup(s: &Storage<MemDir>) {
+    let big = vec![0x5au8; 1_300_000];
+    let commit = |tid: u64, f: &dyn Fn()| {
+        s.begin(meta(tid), BeginTid::Exactly(Tid::new(tid)), TxnStatus::NORMAL).expect("begin");
+        f();
+        s.vote().expect("vote");
+        s.finish().expect("finish");
+    };
+    let st = |o: u64, serial: u64, d: &[u8]| s.store(Oid::new(o), Tid::new(serial), d).expect("store");
+    let undo = |tid: u64| {
+        s.undo(&format::undo_id(Tid::new(tid))).expect("undo");
+    };
+    commit(100, &|| {
+        st(0, 0, b"root1");
+        st(1, 0, b"a1");
+        st(2, 0, b"b1");
+    });
+    commit(200, &|| st(1, 100, b"a2"));
+    commit(250, &|| ());
+    commit(300, &|| s.delete(Oid::new(2), Tid::new(100)).expect("delete"));
+    commit(400, &|| {
+        st(1, 200, b"a3");
+        st(3, 0, &big);
+    });
+    commit(500, &|| undo(400));
+    commit(600, &|| {
+        st(0, 100, b"root2");
+        st(4, 0, b"d1");
+    });
+    commit(650, &|| undo(600));
+}
+
+const PACK_TIME: u64 = 401;
+const PACK_TIDS: [u64; 10] = [100, 200, 250, 300, 400, 500, 600, 650, 700, 701];
+
+/// How the transaction committed during the pack ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum During {
+    NotRun,
+    Failed,
+    DiedInFinish,
+    Finished,
+}
+
+/// Everything a reader can observe: transactions with records, and load_before of every
+/// object at every tid of interest (the current one included).
+fn pack_view(s: &Storage<MemDir>) -> Vec<String> {
+    let mut out: Vec<String> = s
+        .iterator(None, None)
+        .map(|r| {
+            let (t, recs) = r.expect("iterate");
+            let recs: Vec<_> =
+                recs.iter().map(|r| (r.oid, r.tid, r.data.as_ref().map(Bytes::len), r.data_txn)).collect();
+            format!("{:?} {:?}", t.header, recs)
+        })
+        .collect();
+    for oid in 0..6 {
+        for b in PACK_TIDS.iter().copied().chain([u64::MAX >> 1]) {
+            let r =
+                s.load_before(Oid::new(oid), Tid::new(b)).map(|r| r.map(|r| (r.data.len(), r.start, r.end)));
+            out.push(format!("{oid} {b} {:?}", r.map_err(|e| e.to_string())));
+        }
+    }
+    out
+}
+
+/// Packs (the setup already committed) with the process dying at its `k`-th file operation;
+/// with `during`, a transaction is committed while the pack runs (at `phase`).
+fn pack_run(d: &MemDir, k: Option<u64>, during: Option<PackPhase>) -> (Option<PackReport>, During) {
+    let (s, _) = Storage::open(d.clone(), NAME, Options::default()).expect("open");
+    d.fail_after(k);
+    let mut outcome = During::NotRun;
+    let r = s.pack_with_progress(Tid::new(PACK_TIME), |phase| {
+        if Some(phase) != during {
+            return;
+        }
+        let ok = s.begin(meta(700), BeginTid::Exactly(Tid::new(700)), TxnStatus::NORMAL).is_ok()
+            && s.undo(&format::undo_id(Tid::new(650))).is_ok()
+            && s.store(Oid::new(5), Tid::ZERO, b"during the pack").is_ok()
+            && s.vote().is_ok();
+        outcome = match (ok, ok && s.finish().is_ok()) {
+            (true, true) => During::Finished,
+            (true, false) => During::DiedInFinish,
+            _ => {
+                let _ = s.abort();
+                During::Failed
+            }
+        };
+    });
+    (r.ok(), outcome)
+}
+
+/// Crashes a pack at every file operation; every crash image must reopen to the history
+/// before the pack or after it, with exactly the finished commits.
+fn crash_every_pack_operation(during: Option<PackPhase>) -> usize {
+    let setup = || {
+        let d = MemDir::new();
+        let (s, _) = Storage::open(d.clone(), NAME, Options::default()).expect("open");
+        pack_setup(&s);
+        d
+    };
+    // The four possible histories: before or after the pack, with or without the commit.
+    let views = |commit: bool, pack: bool| {
+        let d = setup();
+        if pack || commit {
+            let (r, out) = pack_run(&d, None, if commit { during } else { None });
+            assert_eq!(out == During::Finished, commit);
+            let r = r.expect("pack");
+            assert_eq!(r.outcome, PackOutcome::Packed);
+            assert_eq!(r.back_pointers_resolved, 1);
+            if !pack {
+                // The same commit, without the pack: replay it on a fresh copy.
+                let d2 = setup();
+                let (s, _) = Storage::open(d2.clone(), NAME, Options::default()).expect("open");
+                s.begin(meta(700), BeginTid::Exactly(Tid::new(700)), TxnStatus::NORMAL).expect("begin");
+                s.undo(&format::undo_id(Tid::new(650))).expect("undo");
+                s.store(Oid::new(5), Tid::ZERO, b"during the pack").expect("store");
+                s.vote().expect("vote");
+                s.finish().expect("finish");
+                return pack_view(&s);
+            }
+        }
+        let (s, _) = Storage::open(d, NAME, Options::default()).expect("open");
+        pack_view(&s)
+    };
+    let before = views(false, false);
+    let after = views(false, true);
+    let (before_c, after_c) = if during.is_some() {
+        (views(true, false), views(true, true))
+    } else {
+        (before.clone(), after.clone())
+    };
+    assert_ne!(before, after);
+    let mut checked = 0;
+    for k in 1.. {
+        let d = setup();
+        let (report, out) = pack_run(&d, Some(k), during);
+        let last = d.last_pending_len().unwrap_or(0);
+        let mut modes = vec![CrashMode::DropUnsynced];
+        modes.extend([0, 1, last / 2, last.saturating_sub(1), last].map(|keep| CrashMode::TearLast { keep }));
+        modes.extend([0, u64::MAX, 0x5555, 0xaaaa].map(|mask| CrashMode::Reorder { mask }));
+        for mode in modes {
+            let c = d.crash(mode);
+            let what =
+                format!("k {k}, {mode:?}, commit {out:?}, pack {:?}", report.as_ref().map(|r| r.outcome));
+            let (s, _) =
+                Storage::open(c.clone(), NAME, Options::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(!c.names().iter().any(|n| n.ends_with(".pack")), "{what}: {:?}", c.names());
+            let got = pack_view(&s);
+            // A pack that died after its rename may have left either file as Data.fs; one that
+            // died before the commit it waits for finished cannot have renamed.
+            let allowed: Vec<&Vec<String>> = match (report.is_some(), out) {
+                (true, _) => vec![&after_c],
+                (false, During::Finished) => vec![&before_c, &after_c],
+                (false, During::DiedInFinish) => vec![&before, &before_c],
+                (false, During::NotRun) if during.is_none() => vec![&before, &after],
+                (false, _) => vec![&before],
+            };
+            assert!(allowed.contains(&&got), "{what}\ngot {got:#?}");
+            // The reopened storage takes commits and packs again.
+            let tid = s.last_transaction().get() + 1000;
+            s.begin(meta(tid), BeginTid::Exactly(Tid::new(tid)), TxnStatus::NORMAL).expect("begin");
+            s.store(Oid::new(9), Tid::ZERO, b"after").expect("store");
+            s.vote().expect("vote");
+            s.finish().expect("finish");
+            s.pack(Tid::new(tid)).expect("pack after the crash");
+            drop(s);
+            let (s, rep) = Storage::open(c, NAME, Options::default()).expect("reopen");
+            assert_eq!(rep.dropped_tail, None, "{what}");
+            assert_eq!(s.load(Oid::new(9)).expect("load").0, Bytes::from_static(b"after"), "{what}");
+            checked += 1;
+        }
+        if report.is_some() {
+            break;
+        }
+    }
+    checked
+}
+
+#[test]
+fn crash_at_every_operation_of_a_pack() {
+    let checked = crash_every_pack_operation(None);
+    assert!(checked > 100, "only {checked} crash images checked");
+}
+
+#[test]
+fn crash_at_every_operation_of_a_pack_with_a_commit_during_the_copy() {
+    let checked = crash_every_pack_operation(Some(PackPhase::CopiedSnapshot));
+    assert!(checked > 100, "only {checked} crash images checked");
+}
+
+#[test]
+fn crash_at_every_operation_of_a_pack_with_a_commit_before_the_swap() {
+    let checked = crash_every_pack_operation(Some(PackPhase::Finishing));
+    assert!(checked > 100, "only {checked} crash images checked");
 }

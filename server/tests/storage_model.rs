@@ -5,12 +5,21 @@
 //! previous record and either data or a back-pointer to another record (or to nothing).
 //! Loads walk the previous-record chain, undo follows FileStorage's rules on that list. Reopens
 //! (with or without saving the index cache, with a transaction left open) must change nothing.
+//!
+//! Pack rebuilds the list the way FileStorage's pack (without GC) rewrites the file: before the
+//! pack time only each object's current record survives (data resolved, no previous record,
+//! its transaction marked packed), objects whose current record has no data are dropped,
+//! later records keep everything but point at the surviving copies (or hold the data when
+//! their target is gone), and nothing changes when the packed part would be exactly as long as
+//! the original (record sizes are computed from the FileStorage layout).
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use zeoraid_core::ids::{Oid, Tid};
 use zeoraid_core::wire::types::TxnStatus;
-use zeoraid_server::storage::{format, BeginTid, MemDir, Options, Storage, StorageError, TxnMeta};
+use zeoraid_server::storage::{
+    format, BeginTid, MemDir, Options, PackOutcome, PackReport, Storage, StorageError, TxnMeta,
+};
 
 const OIDS: u64 = 5;
 
@@ -36,6 +45,7 @@ enum Op {
     LoadSerial { oid: u64, pick: usize },
     History { oid: u64 },
     Reopen { close: bool },
+    Pack { pick: usize, delta: i8 },
 }
 
 fn serial() -> impl Strategy<Value = Serial> {
@@ -57,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..OIDS, 0usize..10).prop_map(|(oid, pick)| Op::LoadSerial { oid, pick }),
         1 => (0..OIDS).prop_map(|oid| Op::History { oid }),
         1 => any::<bool>().prop_map(|close| Op::Reopen { close }),
+        2 => (0usize..12, -1i8..=1).prop_map(|(pick, delta)| Op::Pack { pick, delta }),
     ]
 }
 
@@ -77,6 +88,52 @@ enum Out {
     Wrong,
     TidNotAfterLast,
     RestoreSerial,
+    Pack(Box<PackOut>),
+}
+
+/// A transaction as iteration shows it: tid, status, records (oid, data, data_txn).
+type TxnView = (u64, char, Vec<(u64, Option<Vec<u8>>, Option<u64>)>);
+
+/// A pack's report and the transactions after it.
+#[derive(Debug, Clone, PartialEq)]
+struct PackOut {
+    outcome: PackOutcome,
+    pack_time: u64,
+    /// Transactions removed, packed, kept; records removed, objects dropped, back-pointers
+    /// resolved.
+    counts: [u64; 6],
+    txns: Vec<TxnView>,
+}
+
+impl PackOut {
+    fn from_report(r: &PackReport, txns: Vec<TxnView>) -> PackOut {
+        PackOut {
+            outcome: r.outcome,
+            pack_time: r.pack_time.get(),
+            counts: [
+                r.transactions_removed,
+                r.transactions_packed,
+                r.transactions_kept,
+                r.records_removed,
+                r.objects_dropped,
+                r.back_pointers_resolved,
+            ],
+            txns,
+        }
+    }
+}
+
+fn engine_txns(s: &Storage<MemDir>) -> Vec<TxnView> {
+    s.iterator(None, None)
+        .map(|r| {
+            let (t, recs) = r.expect("iterate");
+            let recs = recs
+                .into_iter()
+                .map(|r| (r.oid.get(), r.data.map(|d| d.to_vec()), r.data_txn.map(Tid::get)))
+                .collect();
+            (t.header.tid.get(), t.header.status.0, recs)
+        })
+        .collect()
 }
 
 fn from_err(e: StorageError) -> Out {
@@ -125,6 +182,8 @@ struct Model {
     txns: Vec<(u64, Vec<usize>)>,
     last: u64,
     cur: Option<Txn>,
+    /// Transactions with a tid below this one are packed (status 'p').
+    packed_before: u64,
 }
 
 impl Model {
@@ -287,6 +346,10 @@ impl Model {
                     return e;
                 }
                 let Some(idx) = self.txns.len().checked_sub(1 + back) else { return Out::Undo };
+                if self.txns[idx].0 < self.packed_before {
+                    // The undo log (and undo's search) stops at packed transactions.
+                    return Out::Undo;
+                }
                 let t = self.cur.take().unwrap_or_default();
                 let recs = self.txns[idx].1.clone();
                 let mut failures: Vec<u64> = Vec::new();
@@ -403,7 +466,138 @@ impl Model {
                 self.cur = None;
                 Out::Ok
             }
+            Op::Pack { pick, delta } => {
+                if self.cur.is_some() {
+                    return Out::Wrong;
+                }
+                let p = self.pick_tid(*pick, *delta);
+                Out::Pack(Box::new(self.pack(p)))
+            }
         }
+    }
+
+    /// Bytes of a record as FileStorage lays it out.
+    fn rec_len(content: &Content) -> u64 {
+        match content {
+            Content::Data(d) => 42 + d.len() as u64,
+            Content::Back(_) => 50,
+        }
+    }
+
+    fn view(&self) -> Vec<TxnView> {
+        self.txns
+            .iter()
+            .map(|(tid, recs)| {
+                let status = if *tid < self.packed_before { 'p' } else { ' ' };
+                let recs = recs
+                    .iter()
+                    .map(|&r| {
+                        let rec = &self.recs[r];
+                        let data_txn = match rec.content {
+                            Content::Back(Some(j)) => Some(self.recs[j].tid),
+                            _ => None,
+                        };
+                        (rec.oid, self.resolve(r).map(<[u8]>::to_vec), data_txn)
+                    })
+                    .collect();
+                (*tid, status, recs)
+            })
+            .collect()
+    }
+
+    fn pack(&mut self, pack_time: u64) -> PackOut {
+        let mut out =
+            PackOut { outcome: PackOutcome::Packed, pack_time: 0, counts: [0; 6], txns: Vec::new() };
+        if self.txns.is_empty() {
+            out.outcome = PackOutcome::Empty;
+            out.txns = self.view();
+            return out;
+        }
+        let p = pack_time.min(self.last);
+        out.pack_time = p;
+        if self.txns[0].0 >= p {
+            out.outcome = PackOutcome::BeforeFirstTransaction;
+            out.txns = self.view();
+            return out;
+        }
+        let nb = self.txns.iter().take_while(|(t, _)| *t < p).count();
+        // Each object's current record at the pack time; None: it holds no data (dropped).
+        let mut current: BTreeMap<u64, Option<usize>> = BTreeMap::new();
+        for (_, recs) in &self.txns[..nb] {
+            for &r in recs {
+                let keep = !matches!(self.recs[r].content, Content::Back(None));
+                current.insert(self.recs[r].oid, keep.then_some(r));
+            }
+        }
+        let mut recs: Vec<Rec> = Vec::new();
+        let mut moved: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut index: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut txns = Vec::new();
+        let (mut old_len, mut new_len) = (0, 0);
+        let (mut removed, mut packed, mut records) = (0, 0, 0);
+        for (tid, trecs) in &self.txns[..nb] {
+            old_len += 31 + trecs.iter().map(|&r| Self::rec_len(&self.recs[r].content)).sum::<u64>();
+            records += trecs.len() as u64;
+            let mut kept = Vec::new();
+            for &r in trecs {
+                if current.get(&self.recs[r].oid) == Some(&Some(r)) {
+                    let content = self.resolve(r).map_or(Content::Back(None), |d| Content::Data(d.to_vec()));
+                    new_len += Self::rec_len(&content);
+                    let id = recs.len();
+                    recs.push(Rec { oid: self.recs[r].oid, tid: *tid, prev: None, content });
+                    moved.insert(r, id);
+                    index.insert(self.recs[r].oid, id);
+                    kept.push(id);
+                }
+            }
+            if kept.is_empty() {
+                removed += 1;
+            } else {
+                new_len += 31;
+                packed += 1;
+                txns.push((*tid, kept));
+            }
+        }
+        if new_len == old_len {
+            out.outcome = PackOutcome::NothingToRemove;
+            out.txns = self.view();
+            return out;
+        }
+        let mut resolved = 0;
+        for (tid, trecs) in &self.txns[nb..] {
+            let mut ids = Vec::new();
+            let mut tindex = BTreeMap::new();
+            for &r in trecs {
+                let rec = &self.recs[r];
+                let content = match &rec.content {
+                    Content::Back(Some(j)) => match moved.get(j) {
+                        Some(&nj) => Content::Back(Some(nj)),
+                        None => {
+                            resolved += 1;
+                            self.resolve(*j).map_or(Content::Back(None), |d| Content::Data(d.to_vec()))
+                        }
+                    },
+                    other => other.clone(),
+                };
+                let id = recs.len();
+                recs.push(Rec { oid: rec.oid, tid: *tid, prev: index.get(&rec.oid).copied(), content });
+                moved.insert(r, id);
+                tindex.insert(rec.oid, id);
+                ids.push(id);
+            }
+            index.extend(tindex);
+            txns.push((*tid, ids));
+        }
+        let dropped = current.values().filter(|c| c.is_none()).count() as u64;
+        let kept_before: u64 = txns.iter().take(packed as usize).map(|(_, r)| r.len() as u64).sum();
+        out.counts =
+            [removed, packed, (self.txns.len() - nb) as u64, records - kept_before, dropped, resolved];
+        self.recs = recs;
+        self.index = index;
+        self.txns = txns;
+        self.packed_before = self.packed_before.max(p);
+        out.txns = self.view();
+        out
     }
 
     fn pick_tid(&self, pick: usize, delta: i8) -> u64 {
@@ -461,6 +655,17 @@ fn run_engine(slot: &mut Option<Storage<MemDir>>, d: &MemDir, m: &Model, op: &Op
         Op::History { oid } => s
             .history(Oid::new(*oid), 3)
             .map_or_else(from_err, |h| Out::History(h.iter().map(|e| (e.tid.get(), e.size)).collect())),
+        Op::Pack { pick, delta } => {
+            if m.cur.is_some() {
+                // A pack waits for the transaction in progress: it cannot run on this thread.
+                return Out::Wrong;
+            }
+            let r = s.pack(Tid::new(m.pick_tid(*pick, *delta))).map_err(from_err);
+            match r {
+                Ok(r) => Out::Pack(Box::new(PackOut::from_report(&r, engine_txns(s)))),
+                Err(e) => e,
+            }
+        }
         Op::Reopen { .. } => Out::Ok,
     }
 }
@@ -469,31 +674,72 @@ fn open(d: &MemDir) -> Storage<MemDir> {
     Storage::open(d.clone(), "Data.fs", Options::default()).expect("open").0
 }
 
+/// Operations that mostly commit whole transactions (so packs see long histories), with
+/// packs, loads and reopens in between.
+fn history_op() -> impl Strategy<Value = Vec<Op>> {
+    let body = prop_oneof![
+        6 => (0..OIDS, any::<u8>(), 1usize..6)
+            .prop_map(|(oid, byte, len)| Op::Store { oid, serial: Serial::Current, byte, len }),
+        2 => (0..OIDS).prop_map(|oid| Op::Delete { oid, serial: Serial::Current }),
+        3 => (0usize..6).prop_map(|back| Op::Undo { back }),
+        1 => (0..OIDS, proptest::option::of(any::<u8>()), 0usize..12)
+            .prop_map(|(oid, byte, prev)| Op::Restore { oid, byte, prev }),
+    ];
+    prop_oneof![
+        8 => (0u64..40, proptest::collection::vec(body, 0..4)).prop_map(|(t, ops)| {
+            let mut v = vec![Op::Begin { exact: false, t }];
+            v.extend(ops);
+            v.extend([Op::Vote, Op::Finish]);
+            v
+        }),
+        3 => (0usize..14, -1i8..=1).prop_map(|(pick, delta)| vec![Op::Pack { pick, delta }]),
+        2 => (0..OIDS, 0usize..14, -1i8..=1).prop_map(|(oid, pick, delta)| vec![Op::LoadBefore { oid, pick, delta }]),
+        1 => (0..OIDS).prop_map(|oid| vec![Op::History { oid }]),
+        1 => any::<bool>().prop_map(|close| vec![Op::Reopen { close }]),
+    ]
+}
+
+/// Runs `ops` on the engine and the model, comparing every outcome, then every revision after
+/// a final reopen.
+fn agree(ops: &[Op]) -> Result<(), TestCaseError> {
+    let d = MemDir::new();
+    let mut s = Some(open(&d));
+    let mut m = Model::default();
+    for (i, op) in ops.iter().enumerate() {
+        let want_serial_ctx = format!("step {i}: {op:?}");
+        let got = run_engine(&mut s, &d, &m, op);
+        let want = m.apply(op);
+        prop_assert_eq!(&got, &want, "{}", want_serial_ctx);
+        prop_assert_eq!(s.as_ref().map(|s| s.last_transaction().get()), Some(m.last));
+    }
+    // Every committed revision is still readable after a final reopen.
+    drop(s);
+    let s = open(&d);
+    for oid in 0..OIDS {
+        for pick in 0..=m.txns.len() {
+            let op = Op::LoadBefore { oid, pick, delta: 1 };
+            let got =
+                s.load_before(Oid::new(oid), Tid::new(m.pick_tid(pick, 1))).map_or_else(from_err, |x| {
+                    Out::Data(x.map(|x| (x.data.to_vec(), x.start.get(), x.end.map(Tid::get))))
+                });
+            prop_assert_eq!(got, m.apply(&op));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_agrees_with_the_mvcc_model(ops in proptest::collection::vec(op(), 1..80)) {
-        let d = MemDir::new();
-        let mut s = Some(open(&d));
-        let mut m = Model::default();
-        for (i, op) in ops.iter().enumerate() {
-            let want_serial_ctx = format!("step {i}: {op:?}");
-            let got = run_engine(&mut s, &d, &m, op);
-            let want = m.apply(op);
-            prop_assert_eq!(&got, &want, "{}", want_serial_ctx);
-            prop_assert_eq!(s.as_ref().map(|s| s.last_transaction().get()), Some(m.last));
-        }
-        // Every committed revision is still readable after a final reopen.
-        drop(s);
-        let s = open(&d);
-        for oid in 0..OIDS {
-            for pick in 0..=m.txns.len() {
-                let op = Op::LoadBefore { oid, pick, delta: 1 };
-                let got = s.load_before(Oid::new(oid), Tid::new(m.pick_tid(pick, 1)))
-                    .map_or_else(from_err, |x| Out::Data(x.map(|x| (x.data.to_vec(), x.start.get(), x.end.map(Tid::get)))));
-                prop_assert_eq!(got, m.apply(&op));
-            }
-        }
+        agree(&ops)?;
+    }
+
+    #[test]
+    fn packs_of_long_histories_agree_with_the_model(
+        ops in proptest::collection::vec(history_op(), 1..40).prop_map(|v| v.concat())
+    ) {
+        agree(&ops)?;
     }
 }

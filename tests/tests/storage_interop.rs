@@ -6,6 +6,12 @@
 //! at every tid, history, undoLog, length, size). Python then commits to the same file (a
 //! store, an undo, a delete) and zeoraid must read exactly what Python reads.
 //!
+//! Pack: zeoraid packs such files (and the varied file Python wrote and packed itself) at many
+//! pack times; `fstest` must accept every result and Python must read it exactly as zeoraid
+//! does. Python's own pack (without GC) of a copy to the same time (its `stop` is inclusive, so
+//! `stop = pack_time - 1`) must give the very same bytes whenever it succeeds; it fails where a
+//! back-pointer after the pack time points into removed history, which zeoraid resolves.
+//!
 //! Python comes from the pinned venv of [`zeoraid_tests::python::PythonEnv`] (real ZODB 6.4
 //! from PyPI); without a usable Python the tests fail and say what to install.
 
@@ -16,7 +22,7 @@ use std::process::Command;
 use zeoraid_core::ids::{Oid, Tid};
 use zeoraid_core::wire::types::{Extension, TxnStatus};
 use zeoraid_core::wire::value::Value;
-use zeoraid_server::storage::{format, BeginTid, Options, RealDir, Storage, TxnMeta};
+use zeoraid_server::storage::{format, BeginTid, Options, PackOutcome, RealDir, Storage, TxnMeta};
 use zeoraid_tests::python::PythonEnv;
 
 const OIDS: u64 = 6;
@@ -92,6 +98,32 @@ elif mode == 'write':
     commit(b'python delete', {}, lambda t: fs.deleteObject(p64(3), serial3, t))
     fs.close()
     print('ok')
+elif mode == 'pack':
+    # Pack copies of the file without GC, each to an exact stop tid (FileStorage.pack takes a
+    # time and packs the transactions with tid <= TimeStamp(time); the conversion is replaced
+    # so the stop is exact). argv[4:]: "path:stop_hex". Prints one result per copy.
+    from ZODB.serialize import referencesf
+    fsmod = sys.modules['ZODB.FileStorage.FileStorage']
+    results = []
+    for arg in sys.argv[4:]:
+        copy, stop = arg.rsplit(':', 1)
+        class Stop:
+            def __init__(self, *args):
+                pass
+            def raw(self):
+                return bytes.fromhex(stop)
+        fs = FileStorage(copy)
+        real = fsmod.TimeStamp
+        fsmod.TimeStamp = Stop
+        try:
+            fs.pack(0, referencesf, gc=False)
+            results.append('packed')
+        except Exception as e:
+            results.append('failed: %s: %s' % (type(e).__name__, e))
+        finally:
+            fsmod.TimeStamp = real
+            fs.close()
+    json.dump(results, sys.stdout)
 "#;
 
 fn python() -> PathBuf {
@@ -341,5 +373,133 @@ fn zeoraid_reads_a_varied_python_file_as_python_does() {
     assert!(
         theirs["txns"].as_array().is_some_and(|t| t.iter().any(|t| t[1] == "p")),
         "the file has packed transactions"
+    );
+}
+
+/// The tids of the transactions in the file, as zeoraid iterates them.
+fn file_tids(path: &Path) -> Vec<Tid> {
+    let (dir, name) = RealDir::split(path).expect("path");
+    let (s, _) = Storage::open(dir, &name, Options { read_only: true, ..Options::default() }).expect("open");
+    s.iterator(None, None).map(|r| r.expect("iterate").0.header.tid).collect()
+}
+
+/// Packs copies of `original` at each pack time, with zeoraid and with Python's FileStorage
+/// (to `stop = pack_time - 1`); checks that fstest accepts zeoraid's result, that Python reads
+/// it exactly as zeoraid does, and that it is byte for byte Python's whenever Python's pack
+/// succeeds. Returns (pack time, zeoraid's outcome, Python's result) for each.
+fn pack_both_ways(original: &Path, times: &[Tid], oids: u64) -> Vec<(Tid, PackOutcome, String)> {
+    let py = python();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("check.py");
+    std::fs::write(&script, SCRIPT).expect("script");
+    let bytes = std::fs::read(original).expect("read the original");
+    let mut args = Vec::new();
+    let mut ours = Vec::new();
+    for (i, &p) in times.iter().enumerate() {
+        let dir = tmp.path().join(format!("p{i}"));
+        std::fs::create_dir_all(dir.join("z")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("py")).expect("mkdir");
+        let z = dir.join("z").join("Data.fs");
+        let theirs = dir.join("py").join("Data.fs");
+        std::fs::write(&z, &bytes).expect("copy");
+        std::fs::write(&theirs, &bytes).expect("copy");
+        let (s, _) = Storage::open_path(&z, Options::default()).expect("open");
+        let report = s.pack(p).expect("zeoraid packs");
+        assert_eq!(report.pack_time, p);
+        s.close().expect("close");
+        args.push(format!("{}:{}", theirs.display(), hex::encode((p.get() - 1).to_be_bytes())));
+        ours.push((z, theirs, report.outcome));
+    }
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(original)
+        .arg("pack")
+        .arg(oids.to_string())
+        .args(&args)
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "python pack failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<String> = serde_json::from_slice(&out.stdout).expect("json");
+    let mut summary = Vec::new();
+    for ((&p, (z, theirs, outcome)), result) in times.iter().zip(ours).zip(results) {
+        let what = format!("pack time {p} ({outcome:?}; Python: {result})");
+        let packed = std::fs::read(&z).expect("read ours");
+        if outcome == PackOutcome::Packed {
+            assert!(packed.len() < bytes.len() || packed != bytes, "{what}");
+        } else {
+            assert_eq!(packed, bytes, "{what}: a pack that does nothing leaves the file alone");
+        }
+        if result == "packed" {
+            let python_packed = std::fs::read(&theirs).expect("read theirs");
+            assert!(python_packed == packed, "{what}: zeoraid's packed file differs from Python's");
+        } else {
+            assert!(result.contains("PackError") || result.contains("AssertionError"), "{what}");
+        }
+        let theirs_view: Json =
+            serde_json::from_str(&run_python_n(&py, &script, &z, "read", oids)).expect("json");
+        let ours_view = rust_view_n(&z, oids);
+        assert_eq!(ours_view, theirs_view, "{what}\nzeoraid: {ours_view:#}\npython:  {theirs_view:#}");
+        summary.push((p, outcome, result));
+    }
+    summary
+}
+
+#[test]
+fn python_reads_what_zeoraid_packed_and_packs_the_same_bytes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("Data.fs");
+    write_rust_file(&data);
+    // Two more commits, so that the restore's back-pointer (into the first transaction) and the
+    // undo's outlive several pack times.
+    let (s, _) = Storage::open_path(&data, Options::default()).expect("reopen");
+    let serial = s.get_tid(Oid::ROOT).expect("root");
+    let t6 = commit(&s, meta("sixth", vec![]), BeginTid::from_clock(), TxnStatus::NORMAL, |s| {
+        s.store(Oid::ROOT, serial, b"root v2").expect("store");
+    });
+    commit(&s, meta("seventh", vec![]), BeginTid::from_clock(), TxnStatus::NORMAL, |s| {
+        s.store(Oid::ROOT, t6, b"root v3").expect("store");
+        s.store(Oid::new(5), Tid::ZERO, b"five").expect("store");
+    });
+    s.close().expect("close");
+    let tids = file_tids(&data);
+    assert_eq!(tids.len(), 7);
+    let mut times: Vec<Tid> = tids.iter().flat_map(|t| [*t, Tid::new(t.get() + 1)]).collect();
+    times.pop(); // after the last tid zeoraid keeps the last transaction and Python does not
+    let summary = pack_both_ways(&data, &times, OIDS);
+    let packed_same = summary.iter().filter(|(_, o, r)| *o == PackOutcome::Packed && r == "packed").count();
+    let python_failed = summary.iter().filter(|(_, o, r)| *o == PackOutcome::Packed && r != "packed").count();
+    let noop = summary.iter().filter(|(_, o, r)| *o != PackOutcome::Packed && r == "packed").count();
+    assert!(packed_same >= 2, "{summary:#?}");
+    assert!(python_failed >= 2, "Python fails where the restore points into removed history: {summary:#?}");
+    assert!(noop >= 2, "{summary:#?}");
+}
+
+#[test]
+fn zeoraid_packs_again_a_file_python_wrote_and_packed() {
+    let py = python();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out_dir = tmp.path().join("made");
+    let make_fs = zeoraid_tests::python::scripts_dir().join("make_fs.py");
+    let made = Command::new(&py).arg(&make_fs).arg(&out_dir).output().expect("run make_fs.py");
+    assert!(made.status.success(), "make_fs.py failed:\n{}", String::from_utf8_lossy(&made.stderr));
+    let data = out_dir.join("Data.fs");
+    let tids = file_tids(&data);
+    assert!(tids.len() > 10, "{}", tids.len());
+    // Every third transaction (and just after it), plus the last one.
+    let mut times: Vec<Tid> = tids
+        .iter()
+        .step_by(3)
+        .flat_map(|t| [*t, Tid::new(t.get() + 1)])
+        .filter(|t| *t <= tids[tids.len() - 1])
+        .collect();
+    times.push(tids[tids.len() - 1]);
+    let summary = pack_both_ways(&data, &times, MAKE_FS_OIDS);
+    assert!(
+        summary.iter().any(|(_, o, r)| *o == PackOutcome::Packed && r == "packed"),
+        "some packs remove history and match Python's: {summary:#?}"
+    );
+    assert!(
+        summary.iter().any(|(_, o, _)| *o == PackOutcome::NothingToRemove),
+        "packing to before Python's own pack time changes nothing: {summary:#?}"
     );
 }

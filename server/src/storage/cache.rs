@@ -42,6 +42,8 @@ fn fnv1a(data: &[u8]) -> u64 {
 
 /// Writes the cache for the committed state.
 pub(crate) fn save<D: StorageDir>(s: &Storage<D>) -> Result<()> {
+    // A pack replaces Data.fs and removes the cache under this lock.
+    let _pack = s.pack.cache_lock();
     let bytes = {
         let c = s.committed();
         encode(&c)?

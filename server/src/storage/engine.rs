@@ -21,6 +21,7 @@ use super::format::{
     STATUS_CHECKPOINT, STATUS_NORMAL, STATUS_PACKED, STATUS_UNDONE, TXN_HEADER_LEN,
 };
 use super::index::Index;
+use super::pack::{self, PackState, SwapFile};
 use super::txn::Writer;
 use bytes::Bytes;
 use std::io;
@@ -138,7 +139,8 @@ pub struct Storage<D: StorageDir = RealDir> {
     pub(crate) dir: D,
     pub(crate) name: String,
     pub(crate) path: String,
-    pub(crate) file: D::File,
+    /// `Data.fs`; a pack replaces it (see `pack.rs`).
+    pub(crate) file: SwapFile<D::File>,
     pub(crate) opts: Options,
     pub(crate) committed: RwLock<Committed>,
     pub(crate) writer: Mutex<Writer>,
@@ -146,6 +148,7 @@ pub struct Storage<D: StorageDir = RealDir> {
     pub(crate) oid_counter: Mutex<u64>,
     /// The blob directory, if any (see `blob.rs`).
     pub(crate) blobs: Option<BlobStore<D::Blobs>>,
+    pub(crate) pack: PackState,
 }
 
 impl<D: StorageDir> std::fmt::Debug for Storage<D> {
@@ -194,6 +197,9 @@ impl<D: StorageDir> Storage<D> {
         if !exists && (opts.read_only || !opts.create) {
             return Err(OpenError::Missing { path });
         }
+        if !opts.read_only {
+            pack::remove_leftover(&dir, name);
+        }
         let mode = if opts.read_only { OpenMode::Read } else { OpenMode::Create };
         let file = dir.open(name, mode).map_err(io_err("open"))?;
         let len = file.len().map_err(io_err("stat"))?;
@@ -224,12 +230,13 @@ impl<D: StorageDir> Storage<D> {
             dir,
             name: name.to_owned(),
             path: path.clone(),
-            file,
+            file: SwapFile::new(file),
             opts,
             committed: RwLock::new(Committed { index: Index::new(), end: MAGIC_LEN, last_tid: Tid::ZERO }),
             writer: Mutex::new(Writer::default()),
             oid_counter: Mutex::new(0),
             blobs,
+            pack: PackState::default(),
         };
         let len = if created { MAGIC_LEN } else { len };
         let mut report = storage.recover(len, created).map_err(|e| OpenError::from_storage(e, &path))?;

@@ -141,6 +141,18 @@ pub enum StorageError {
     /// A blob upload id that is not (or no longer) open.
     #[error("no blob upload {0} in progress")]
     UnknownUpload(u64),
+    /// A pack was asked for while another one runs.
+    #[error("a pack is already in progress")]
+    PackInProgress,
+    /// A cursor made before a pack replaced `Data.fs` was used after it: its positions mean
+    /// nothing in the new file. Start the iteration again.
+    #[error("Data.fs was replaced by a pack since this cursor was made (file generation {cursor}, now {current}); start again")]
+    FileReplaced {
+        /// The generation the cursor was made in.
+        cursor: u64,
+        /// The current generation.
+        current: u64,
+    },
 
     // ---- the storage's faults ------------------------------------------------------------
     /// The operating system failed an I/O call.

@@ -2,8 +2,10 @@
 //! recovery), the undo log and invalidations (backwards, from the end).
 //!
 //! Cursors are plain data so that a ZEO connection can keep them between calls. They stay
-//! valid while the storage only grows; a future pack, which replaces the file, will have to
-//! invalidate them (e.g. by a file generation number kept in the cursor).
+//! valid while the storage only grows. A pack replaces the file: each cursor remembers the
+//! file generation it was made in and, used after a pack, fails with
+//! [`StorageError::FileReplaced`] (see `pack.rs`). Every call here reads under the
+//! committed-state lock, so a single call never straddles a pack's swap.
 
 use super::engine::{Storage, Window};
 use super::error::{Result, StorageError};
@@ -27,6 +29,8 @@ pub struct TxnRecord {
     pub pos: u64,
     /// Its length without the redundant trailing copy (FileStorage's `tlen`; `undoLog` size).
     pub tlen: u64,
+    /// The file generation `pos` belongs to.
+    generation: u64,
 }
 
 impl TxnRecord {
@@ -34,7 +38,12 @@ impl TxnRecord {
     pub fn records(&self) -> RecordCursor {
         let hl = TXN_HEADER_LEN
             + (self.header.user.len() + self.header.description.len() + self.raw_extension.len()) as u64;
-        RecordCursor { next: self.pos + hl, tpos: self.pos, tend: self.pos + self.tlen }
+        RecordCursor {
+            next: self.pos + hl,
+            tpos: self.pos,
+            tend: self.pos + self.tlen,
+            generation: self.generation,
+        }
     }
 }
 
@@ -44,6 +53,7 @@ pub struct TxnCursor {
     next: u64,
     stop: Option<Tid>,
     done: bool,
+    generation: u64,
 }
 
 /// A position among one transaction's data records.
@@ -52,6 +62,7 @@ pub struct RecordCursor {
     next: u64,
     tpos: u64,
     tend: u64,
+    generation: u64,
 }
 
 impl<D: StorageDir> Storage<D> {
@@ -82,12 +93,24 @@ impl<D: StorageDir> Storage<D> {
         Ok(Some((tpos, h)))
     }
 
+    /// [`StorageError::FileReplaced`] unless `generation` is the current file's; call it with
+    /// the committed-state lock held.
+    fn check_generation(&self, generation: u64) -> Result<()> {
+        let current = self.file.generation();
+        if generation != current {
+            return Err(StorageError::FileReplaced { cursor: generation, current });
+        }
+        Ok(())
+    }
+
     /// A cursor over committed transactions with `start <= tid <= stop` (both optional).
     pub fn txn_cursor(&self, start: Option<Tid>, stop: Option<Tid>) -> Result<TxnCursor> {
-        let end = self.size();
+        let c = self.committed();
+        let end = c.end;
+        let generation = self.file.generation();
         let mut next = MAGIC_LEN;
         if let Some(start) = start.filter(|&s| s > Tid::ZERO) {
-            let last = self.last_transaction();
+            let last = c.last_tid;
             if start > last {
                 next = end;
             } else {
@@ -125,13 +148,17 @@ impl<D: StorageDir> Storage<D> {
                 }
             }
         }
-        Ok(TxnCursor { next, stop, done: false })
+        Ok(TxnCursor { next, stop, done: false, generation })
     }
 
     /// The next committed transaction, or `None` at the end (or past `stop`). Transactions
     /// with the obsolete status `'u'` are skipped, as FileStorage's index skips them.
     pub fn next_txn(&self, cur: &mut TxnCursor) -> Result<Option<TxnRecord>> {
-        let end = self.size();
+        let c = self.committed();
+        if !cur.done {
+            self.check_generation(cur.generation)?;
+        }
+        let end = c.end;
         while !cur.done && cur.next < end {
             let pos = cur.next;
             let h = self.read_txn_header(pos, end)?;
@@ -151,7 +178,13 @@ impl<D: StorageDir> Storage<D> {
                 description,
                 extension,
             };
-            return Ok(Some(TxnRecord { header, raw_extension, pos, tlen: h.tlen }));
+            return Ok(Some(TxnRecord {
+                header,
+                raw_extension,
+                pos,
+                tlen: h.tlen,
+                generation: cur.generation,
+            }));
         }
         cur.done = true;
         Ok(None)
@@ -164,7 +197,9 @@ impl<D: StorageDir> Storage<D> {
         if cur.next >= cur.tend {
             return Ok(None);
         }
-        let end = self.size();
+        let c = self.committed();
+        self.check_generation(cur.generation)?;
+        let end = c.end;
         let r = self.read_data_header(cur.next, cur.tend, None)?;
         if r.h.tloc != cur.tpos {
             return Err(StorageError::corrupt(
@@ -199,6 +234,7 @@ impl<D: StorageDir> Storage<D> {
     }
 
     /// [`Storage::undo_log`] keeping only entries `filter` accepts (counted after filtering).
+    /// `filter` runs under the storage's committed-state lock: it must not call the storage.
     pub fn undo_info(
         &self,
         first: i64,
@@ -206,7 +242,8 @@ impl<D: StorageDir> Storage<D> {
         filter: impl Fn(&UndoEntry) -> bool,
     ) -> Result<Vec<UndoEntry>> {
         let last = if last < 0 { first.saturating_sub(last) } else { last };
-        let end = self.size();
+        let c = self.committed();
+        let end = c.end;
         let mut out = Vec::new();
         let mut i: i64 = 0;
         let mut p = end;
@@ -248,10 +285,8 @@ impl<D: StorageDir> Storage<D> {
     /// `Some((last, []))` when `tid` is current or newer. `None` when more than `max_txns`
     /// transactions would have to be read: the client must then drop its cache.
     pub fn invalidations_since(&self, tid: Tid, max_txns: usize) -> Result<Option<(Tid, Vec<Oid>)>> {
-        let (end, last) = {
-            let c = self.committed();
-            (c.end, c.last_tid)
-        };
+        let c = self.committed();
+        let (end, last) = (c.end, c.last_tid);
         let mut oids = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut p = end;
@@ -277,7 +312,8 @@ impl<D: StorageDir> Storage<D> {
     /// The last `count` transactions, oldest first, each with the oids it wrote
     /// (FileStorage's `lastInvalidations`, to seed an invalidation queue).
     pub fn last_invalidations(&self, count: usize) -> Result<Vec<(Tid, Vec<Oid>)>> {
-        let end = self.size();
+        let c = self.committed();
+        let end = c.end;
         let mut out = Vec::new();
         let mut p = end;
         while out.len() < count {

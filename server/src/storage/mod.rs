@@ -33,16 +33,20 @@
 //! the disk). Whatever the crash, the next open finds a consistent file: a torn or uncommitted
 //! tail is cut back to the last committed transaction.
 //!
-//! # Room left for pack and blobs (not built yet)
-//! * **Pack without GC** will copy the current records as of the pack time and every later
-//!   transaction into `Data.fs.pack` through the same [`file::StorageDir`] (reading with the
-//!   iteration code, writing with the record writer of `txn.rs`), fsync it, then, under the
-//!   writer lock, copy the transactions committed meanwhile, rename it over `Data.fs`, swap
-//!   the file handle and index, and bump a file generation that cursors check.
-//! * **Blobs** are built (see [`blob`], with [`Options::blob_dir`]): ZODB's blob directory
-//!   layout, uploads into `tmp/`, staged in the transaction, renamed into place at finish
-//!   after the `Data.fs` commit, completed or discarded at the next open after a crash. Pack
-//!   must remove the blob files of the revisions it drops ([`BlobStore::remove_revision`]).
+//! # Pack
+//! [`Storage::pack`] packs without garbage collection while reads and commits go on: it copies
+//! the records current at the pack time and every later transaction into `Data.fs.pack`
+//! through the same [`file::StorageDir`], fsyncs it, then, under the writer lock, copies the
+//! transactions committed meanwhile, renames it over `Data.fs`, swaps the file handle and the
+//! index, and bumps a file generation that cursors check. Semantics, the differences from
+//! FileStorage's pack, and the crash-safety argument are in `pack.rs`.
+//!
+//! # Blobs
+//! Blobs are built (see [`blob`], with [`Options::blob_dir`]): ZODB's blob directory layout,
+//! uploads into `tmp/`, staged in the transaction, renamed into place at finish after the
+//! `Data.fs` commit, completed or discarded at the next open after a crash. After a pack has
+//! replaced `Data.fs`, the blob files of the revisions it dropped are removed
+//! ([`BlobStore::remove_revision`]).
 
 pub mod blob;
 #[cfg(test)]
@@ -56,6 +60,7 @@ pub mod file;
 pub mod format;
 mod index;
 mod iter;
+mod pack;
 mod txn;
 mod undo;
 
@@ -67,6 +72,7 @@ pub use error::{Culprit, OpenError, Result, StorageError, UndoFailure};
 pub use file::{CrashMode, MemBlobFs, MemDir, MemFile, OpenMode, RealDir, RealFile, StorageDir, StorageFile};
 pub use index::{Index, MAX_POS};
 pub use iter::{RecordCursor, TxnCursor, TxnIter, TxnRecord};
+pub use pack::{PackOutcome, PackPhase, PackReport};
 pub use txn::{BeginTid, TxnMeta, FLUSH_AT};
 
 /// The name of zeoraid's index cache file for a `Data.fs` named `name`.

@@ -140,7 +140,7 @@ impl<D: StorageDir> Storage<D> {
 
     /// Starts a transaction. Its records stay invisible to readers until [`Storage::finish`].
     pub fn begin(&self, meta: TxnMeta, tid: BeginTid, status: TxnStatus) -> Result<Tid> {
-        let mut w = self.writer();
+        let mut w = self.pack.admit(self.writer());
         self.check_writable(&w)?;
         if w.txn.is_some() {
             return Err(StorageError::WrongTransaction("a transaction is already in progress"));
@@ -437,6 +437,8 @@ impl<D: StorageDir> Storage<D> {
             r = self.finish_blobs(txn.tid);
         }
         let txn = w.txn.take().ok_or(StorageError::WrongTransaction("no transaction in progress"))?;
+        // A pack waiting for the writer wakes once this lock is released.
+        self.pack.writer_idle();
         if let Err(e) = r {
             // The status byte may or may not be on disk: only a reopen can tell.
             tracing::warn!(path = %self.path, tid = %txn.tid, error = %e, "commit failed at finish; storage is broken until reopened");
@@ -463,6 +465,7 @@ impl<D: StorageDir> Storage<D> {
     fn abort_locked(&self, w: &mut Writer) -> Result<()> {
         let Some(txn) = w.txn.take() else { return Ok(()) };
         self.abort_blobs();
+        self.pack.writer_idle();
         if txn.flushed > txn.tpos || txn.voted {
             if let Err(e) = self.file.set_len(txn.tpos) {
                 // The next transaction would overwrite the leftover bytes only partly;
