@@ -577,3 +577,38 @@ fn uploads_run_concurrently_and_readers_never_see_an_unfinished_blob() {
         assert_eq!(blob(s, oid, 10), want);
     }
 }
+
+#[test]
+fn pack_removes_the_blob_files_of_removed_revisions_only() {
+    let d = MemDir::new();
+    let (s, _) = open(&d);
+    commit_blobs(&s, 10, &[(1, 0, b"one-v1"), (2, 0, b"two-v1")]);
+    commit_blobs(&s, 20, &[(1, 10, b"one-v2")]);
+    commit_blobs(&s, 30, &[(1, 20, b"one-v3")]);
+    assert_eq!(s.blob_store().expect("blobs").list().expect("list").len(), 4);
+
+    // Pack to 25: revision 10 of oid 1 is history; 20 is current at the pack time; 30 is after.
+    let report = s.pack(t(25)).expect("pack");
+    assert_eq!(report.outcome, PackOutcome::Packed);
+    assert_eq!(report.blob_files_removed, 1);
+    assert!(is_missing(s.open_blob(o(1), t(10))), "the removed revision's blob is gone");
+    assert_eq!(blob(&s, 1, 20), b"one-v2");
+    assert_eq!(blob(&s, 1, 30), b"one-v3");
+    assert_eq!(blob(&s, 2, 10), b"two-v1", "oid 2's only revision is current: kept");
+    let mut left = s.blob_store().expect("blobs").list().expect("list");
+    left.sort();
+    assert_eq!(left, vec![(o(1), t(20)), (o(1), t(30)), (o(2), t(10))]);
+
+    // A blob file left behind (a crash between the rename and the pruning) goes at the next
+    // pack, even one that finds no history to remove.
+    let leftover = files(&d).into_keys().find(|k| k.ends_with("/0x1e.blob")).expect("rev 30 of oid 1");
+    let stale = leftover.replace("/0x1e.blob", "/0x0a.blob");
+    d.blob_fs("blobs").put(&stale, b"one-v1".to_vec()).expect("put the leftover back");
+    drop(s);
+    let (s, _) = open(&d);
+    let report = s.pack(t(25)).expect("pack again");
+    assert_eq!(report.outcome, PackOutcome::NothingToRemove);
+    assert_eq!(report.blob_files_removed, 1, "the leftover is removed");
+    assert!(!files(&d).contains_key(&stale));
+    assert_eq!(blob(&s, 1, 20), b"one-v2");
+}
