@@ -53,6 +53,7 @@ pub mod file;
 pub mod format;
 mod index;
 mod iter;
+mod stats;
 mod txn;
 mod undo;
 
