@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo bench -p zeoraid-server --bench storage [-- [--quick] [--objects N] [--seconds S]
-//!                                                  [--lookups M] [--rounds R] [--no-python]]
+//!                                                  [--lookups M] [--rounds R] [--no-python]
+//!                                                  [--keep DIR]]
 //! ```
 //!
 //! Measures the engine through its public API, then runs `tests/python/bench_fs.py` with the
@@ -22,11 +23,16 @@
 //!   accounting ([`Storage::index_heap_bytes`]).
 //!
 //! Every measurement runs R times (default 3; 1 with `--quick`) and the best is kept, on both
-//! sides: the machine is shared and the figures are noisy.
+//! sides: the machine is shared and the figures are noisy. The commit benchmarks take turns
+//! (zeoraid one round of one configuration, then Python the same), so that both engines see
+//! about the same background load: fsync latency follows whatever else the disk is doing.
 //!
 //! The page cache is warm for both engines: each database is measured right after it was written
 //! (the machine has far more free memory than the ~1.2 GB file), and zeoraid's is additionally
 //! read once from start to end before its `load_before` runs and before its opens.
+//!
+//! `--keep DIR` works in DIR instead of a temporary directory and leaves zeoraid's read database
+//! (`DIR/read.fs`) there, e.g. to profile an open: `storage --child-open DIR/read.fs cache`.
 //!
 //! This is a benchmark, not a test: nothing here asserts a figure. It is `harness = false`;
 //! `cargo bench` passes `--bench`, which is ignored.
@@ -68,12 +74,14 @@ struct Args {
     lookups: usize,
     rounds: usize,
     python: bool,
+    keep: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Res<Args> {
     let mut quick = false;
     let (mut objects, mut seconds, mut lookups, mut rounds) = (None, None, None, None);
     let mut python = true;
+    let mut keep = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -84,6 +92,7 @@ fn parse_args() -> Res<Args> {
             "--lookups" => lookups = Some(value("--lookups")?.replace('_', "").parse()?),
             "--rounds" => rounds = Some(value("--rounds")?.parse()?),
             "--no-python" => python = false,
+            "--keep" => keep = Some(value("--keep")?.into()),
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -96,6 +105,7 @@ fn parse_args() -> Res<Args> {
         lookups: lookups.unwrap_or(if quick { 20_000 } else { 200_000 }),
         rounds: rounds.max(1),
         python,
+        keep,
     })
 }
 
@@ -322,7 +332,8 @@ fn bench_open(path: &Path, with_cache: bool, rounds: usize) -> Res<Json> {
 
 // ---- Python -----------------------------------------------------------------------------------
 
-fn run_python(args: &Args, work: &Path) -> Res<Json> {
+/// Runs `bench_fs.py` with the run's parameters and `extra` arguments (which part to run).
+fn run_python(args: &Args, work: &Path, rounds: usize, extra: &[&str]) -> Res<Json> {
     let env = PythonEnv::get();
     let mut a: Vec<OsString> = vec![
         args.objects.to_string().into(),
@@ -333,10 +344,11 @@ fn run_python(args: &Args, work: &Path) -> Res<Json> {
         "--object-size".into(),
         OBJECT_SIZE.to_string().into(),
         "--rounds".into(),
-        args.rounds.to_string().into(),
+        rounds.to_string().into(),
         "--dir".into(),
         work.as_os_str().to_owned(),
     ];
+    a.extend(extra.iter().map(OsString::from));
     if args.quick {
         a.push("--quick".into());
     }
@@ -401,16 +413,37 @@ fn main() -> Res<()> {
     let args = parse_args()?;
     let started = Instant::now();
     let tmp = tempfile::Builder::new().prefix("zeoraid-bench-").tempdir()?;
-    let work = tmp.path();
+    let work = args.keep.as_deref().unwrap_or(tmp.path());
+    fs::create_dir_all(work)?;
     eprintln!("storage bench: {args:?}, work directory {}", work.display());
 
-    // zeoraid
+    // Commits: zeoraid and Python take turns, one configuration and round at a time, so that
+    // both see about the same background load (fsync latency follows the machine's other I/O).
+    let py_dir = work.join("python");
+    let mut py_commits: Vec<Json> = Vec::new();
     let mut commits = Vec::new();
     for per_commit in [1usize, 10] {
         for fsync in [true, false] {
             let mut runs = Vec::new();
+            let config = format!("{per_commit}:{}", if fsync { "on" } else { "off" });
+            let mut py_runs: Vec<Json> = Vec::new();
             for _ in 0..args.rounds {
                 runs.push(bench_commits(work, per_commit, fsync, args.seconds)?);
+                if args.python {
+                    let r = run_python(&args, &py_dir, 1, &["--commits", &config, "--no-read"])?;
+                    py_runs.extend(r["commits"].as_array().into_iter().flatten().cloned());
+                }
+            }
+            if let Some(top) = py_runs.iter().max_by(|a, b| {
+                a["commits_per_s"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b["commits_per_s"].as_f64().unwrap_or(0.0))
+            }) {
+                let mut top = top.clone();
+                top["rounds_commits_per_s"] = py_runs.iter().map(|r| r["commits_per_s"].clone()).collect();
+                eprintln!("python  commits of {config}: {}/s", top["rounds_commits_per_s"]);
+                py_commits.push(top);
             }
             let rates: Vec<f64> = runs.iter().map(CommitRun::rate).collect();
             let top =
@@ -438,16 +471,17 @@ fn main() -> Res<()> {
     let open_cache = bench_open(&db, true, args.rounds)?;
     let open_scan = bench_open(&db, false, args.rounds)?;
     eprintln!("zeoraid open with cache: {open_cache}\nzeoraid open by scan: {open_scan}");
-    let zeoraid_seconds = started.elapsed().as_secs_f64();
-    remove_storage_files(&db);
+    if args.keep.is_none() {
+        remove_storage_files(&db);
+    }
 
-    // Python
+    // Python's read database.
     let py = if args.python {
         let t = Instant::now();
-        let dir = work.join("python");
-        let r = run_python(&args, &dir)?;
-        let _ = fs::remove_dir_all(&dir);
-        eprintln!("python bench_fs.py: {:.1} s", t.elapsed().as_secs_f64());
+        let mut r = run_python(&args, &py_dir, args.rounds, &["--commits", "none"])?;
+        let _ = fs::remove_dir_all(&py_dir);
+        eprintln!("python bench_fs.py read database: {:.1} s", t.elapsed().as_secs_f64());
+        r["commits"] = Json::Array(py_commits);
         Some(r)
     } else {
         None
@@ -580,10 +614,8 @@ fn main() -> Res<()> {
     )?;
     writeln!(
         t,
-        "Run time: {total:.0} s in all (zeoraid {zeoraid_seconds:.0} s{}).",
-        py.as_ref()
-            .and_then(|p| p["total_seconds"].as_f64())
-            .map_or(String::new(), |s| format!(", Python {s:.0} s"))
+        "Run time: {total:.0} s for both engines (with `{}`).",
+        std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ")
     )?;
     if let Some(p) = &py {
         writeln!(

@@ -1,7 +1,7 @@
 """Benchmark Python's FileStorage on this machine; print the figures as JSON.
 
 usage: bench_fs.py [N] [--quick] [--seconds S] [--object-size BYTES] [--lookups M] [--rounds R]
-                   [--dir DIR]
+                   [--commits LIST] [--no-read] [--dir DIR]
 
 Measures, through the storage API itself (no Connection, no pickling of application objects; the
 records are ready-made ZODB pickles of a PersistentMapping holding OBJECT_SIZE bytes):
@@ -25,6 +25,11 @@ calls through a wrapper, to show the figure measured is one fsync per commit.
 
 With --rounds R (default 1) every commit benchmark, the load_before run and each open is repeated
 R times and the best figure is kept (the machine is shared and noisy); all of them are reported.
+
+--commits LIST runs only the listed commit benchmarks (comma-separated `1:on`, `1:off`, `10:on`,
+`10:off`; `none` for none) and --no-read skips the read database (read_db, load_before and open
+are then null): a caller can interleave its own measurements with Python's, so that both see
+the same background load (fsync latency in particular varies with the other I/O of the machine).
 
 Run time: about 5 s with --quick; with N=1,000,000 and 1 KiB objects, a few minutes (the database
 is about 1.1 GB, written to DIR, default a fresh temporary directory removed at the end).
@@ -251,6 +256,9 @@ def main():
     parser.add_argument("--object-size", type=int, default=1024)
     parser.add_argument("--lookups", type=int)
     parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement, keep the best")
+    parser.add_argument("--commits", default="1:on,1:off,10:on,10:off",
+                        help="commit benchmarks to run, e.g. 1:on,10:off, or none")
+    parser.add_argument("--no-read", action="store_true", help="skip the read database")
     parser.add_argument("--dir", help="work directory (default: a fresh temporary one)")
     parser.add_argument("--child-open", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,21 +275,25 @@ def main():
     started = time.perf_counter()
     try:
         commits = []
-        for k in (1, 10):
-            for on in (True, False):
-                best, all_rates = best_of(
-                    args.rounds,
-                    lambda: bench_commits(work_dir, k, on, seconds, args.object_size, switch),
-                    lambda r: -r["commits_per_s"])
-                best["rounds_commits_per_s"] = [-r for r in all_rates]
-                commits.append(best)
-        path = os.path.join(work_dir, "read.fs")
-        storage, read_db = build_read_db(path, n, args.object_size, switch)
-        try:
-            load_before = bench_load_before(storage, n, lookups, args.rounds)
-        finally:
-            storage.close()  # writes read.fs.index
-        opened = bench_open(path, args.rounds)
+        wanted = [] if args.commits == "none" else args.commits.split(",")
+        for config in wanted:
+            k, _, fsync = config.partition(":")
+            k, on = int(k), {"on": True, "off": False}[fsync]
+            best, all_rates = best_of(
+                args.rounds,
+                lambda: bench_commits(work_dir, k, on, seconds, args.object_size, switch),
+                lambda r: -r["commits_per_s"])
+            best["rounds_commits_per_s"] = [-r for r in all_rates]
+            commits.append(best)
+        read_db = load_before = opened = None
+        if not args.no_read:
+            path = os.path.join(work_dir, "read.fs")
+            storage, read_db = build_read_db(path, n, args.object_size, switch)
+            try:
+                load_before = bench_load_before(storage, n, lookups, args.rounds)
+            finally:
+                storage.close()  # writes read.fs.index
+            opened = bench_open(path, args.rounds)
     finally:
         if not args.dir:
             shutil.rmtree(work_dir, ignore_errors=True)
