@@ -20,6 +20,7 @@ use super::format::{
     STATUS_CHECKPOINT, STATUS_NORMAL, STATUS_PACKED, STATUS_UNDONE, TXN_HEADER_LEN,
 };
 use super::index::Index;
+use super::lock::{lock_storage, DirLock};
 use super::txn::Writer;
 use bytes::Bytes;
 use std::io;
@@ -137,6 +138,9 @@ pub struct Storage<D: StorageDir = RealDir> {
     pub(crate) writer: Mutex<Writer>,
     /// The largest oid handed out or stored (FileStorage's `_oid`).
     pub(crate) oid_counter: Mutex<u64>,
+    /// `<name>.lock`, held while open for writing (`None` read-only); declared last so that it
+    /// is released after everything else is closed.
+    pub(crate) _lock: Option<DirLock>,
 }
 
 impl<D: StorageDir> std::fmt::Debug for Storage<D> {
@@ -185,6 +189,9 @@ impl<D: StorageDir> Storage<D> {
         if !exists && (opts.read_only || !opts.create) {
             return Err(OpenError::Missing { path });
         }
+        // Before anything reads or repairs the file, as FileStorage does; read-only opens take
+        // no lock, as in Python.
+        let lock = if opts.read_only { None } else { Some(lock_storage(&dir, name)?) };
         let mode = if opts.read_only { OpenMode::Read } else { OpenMode::Create };
         let file = dir.open(name, mode).map_err(io_err("open"))?;
         let len = file.len().map_err(io_err("stat"))?;
@@ -216,6 +223,7 @@ impl<D: StorageDir> Storage<D> {
             committed: RwLock::new(Committed { index: Index::new(), end: MAGIC_LEN, last_tid: Tid::ZERO }),
             writer: Mutex::new(Writer::default()),
             oid_counter: Mutex::new(0),
+            _lock: lock,
         };
         let len = if created { MAGIC_LEN } else { len };
         let report = storage.recover(len, created).map_err(|e| OpenError::from_storage(e, &path))?;
