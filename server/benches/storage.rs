@@ -614,8 +614,15 @@ fn main() -> Res<()> {
     )?;
     writeln!(
         t,
-        "Run time: {total:.0} s for both engines (with `{}`).",
-        std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ")
+        "Run time: {total:.0} s for both engines (`cargo bench -p zeoraid-server --bench storage{}`).",
+        {
+            let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+            if args.is_empty() {
+                String::new()
+            } else {
+                format!(" -- {}", args.join(" "))
+            }
+        }
     )?;
     if let Some(p) = &py {
         writeln!(
