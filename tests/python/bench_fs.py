@@ -1,6 +1,7 @@
 """Benchmark Python's FileStorage on this machine; print the figures as JSON.
 
-usage: bench_fs.py [N] [--quick] [--seconds S] [--object-size BYTES] [--lookups M] [--dir DIR]
+usage: bench_fs.py [N] [--quick] [--seconds S] [--object-size BYTES] [--lookups M] [--rounds R]
+                   [--commits LIST] [--no-read] [--dir DIR]
 
 Measures, through the storage API itself (no Connection, no pickling of application objects; the
 records are ready-made ZODB pickles of a PersistentMapping holding OBJECT_SIZE bytes):
@@ -21,6 +22,14 @@ transaction's status byte is written and the file flushed; there is no option to
 For "fsync off" this script replaces that module global with a no-op (and os.fsync too): patching
 os.fsync alone after the import would not change anything. With fsync on, the script counts the
 calls through a wrapper, to show the figure measured is one fsync per commit.
+
+With --rounds R (default 1) every commit benchmark, the load_before run and each open is repeated
+R times and the best figure is kept (the machine is shared and noisy); all of them are reported.
+
+--commits LIST runs only the listed commit benchmarks (comma-separated `1:on`, `1:off`, `10:on`,
+`10:off`; `none` for none) and --no-read skips the read database (read_db, load_before and open
+are then null): a caller can interleave its own measurements with Python's, so that both see
+the same background load (fsync latency in particular varies with the other I/O of the machine).
 
 Run time: about 5 s with --quick; with N=1,000,000 and 1 KiB objects, a few minutes (the database
 is about 1.1 GB, written to DIR, default a fresh temporary directory removed at the end).
@@ -159,15 +168,26 @@ def build_read_db(path, n, object_size, switch):
                      "file_bytes": size, "build_seconds": round(seconds, 2), "fsync": False}
 
 
-def bench_load_before(storage, n, lookups):
+def best_of(rounds, run, key):
+    """Runs run() ROUNDS times; returns the result with the smallest key, and every key."""
+    results = [run() for _ in range(rounds)]
+    return min(results, key=key), [key(r) for r in results]
+
+
+def bench_load_before(storage, n, lookups, rounds=1):
     rng = random.Random(SEED)
     oids = [p64(rng.randrange(n)) for _ in range(lookups)]
     load_before = storage.loadBefore
-    start = time.perf_counter()
-    for oid in oids:
-        load_before(oid, maxtid)
-    seconds = time.perf_counter() - start
-    return {"calls": lookups, "seconds": round(seconds, 3), "per_s": round(lookups / seconds, 1),
+
+    def run():
+        start = time.perf_counter()
+        for oid in oids:
+            load_before(oid, maxtid)
+        return time.perf_counter() - start
+
+    seconds, all_seconds = best_of(rounds, run, lambda s: s)
+    return {"rounds_seconds": [round(s, 3) for s in all_seconds],
+            "calls": lookups, "seconds": round(seconds, 3), "per_s": round(lookups / seconds, 1),
             "us_per_call": round(seconds / lookups * 1e6, 2), "tid": "maxtid",
             "oids": f"uniform random, seed {SEED}", "page_cache": "warm (database just written)"}
 
@@ -194,19 +214,24 @@ def child_open(path):
     print(json.dumps(result))
 
 
-def measure_open(path):
-    out = subprocess.run([sys.executable, __file__, "--child-open", path],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+def measure_open(path, rounds=1):
+    def run():
+        out = subprocess.run([sys.executable, __file__, "--child-open", path],
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    best, all_seconds = best_of(rounds, run, lambda r: r["seconds"])
+    best["rounds_seconds"] = all_seconds
+    return best
 
 
-def bench_open(path):
+def bench_open(path, rounds=1):
     index = path + ".index"
-    with_index = measure_open(path)
+    with_index = measure_open(path, rounds)
     index_bytes = os.path.getsize(index)
     os.rename(index, index + ".aside")
     try:
-        without_index = measure_open(path)
+        without_index = measure_open(path, rounds)
     finally:
         os.rename(index + ".aside", index)
     n = with_index["len"]
@@ -230,6 +255,10 @@ def main():
     parser.add_argument("--seconds", type=float, help="duration of each commit benchmark")
     parser.add_argument("--object-size", type=int, default=1024)
     parser.add_argument("--lookups", type=int)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat each measurement, keep the best")
+    parser.add_argument("--commits", default="1:on,1:off,10:on,10:off",
+                        help="commit benchmarks to run, e.g. 1:on,10:off, or none")
+    parser.add_argument("--no-read", action="store_true", help="skip the read database")
     parser.add_argument("--dir", help="work directory (default: a fresh temporary one)")
     parser.add_argument("--child-open", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,15 +274,26 @@ def main():
     switch = FsyncSwitch()
     started = time.perf_counter()
     try:
-        commits = [bench_commits(work_dir, k, on, seconds, args.object_size, switch)
-                   for k in (1, 10) for on in (True, False)]
-        path = os.path.join(work_dir, "read.fs")
-        storage, read_db = build_read_db(path, n, args.object_size, switch)
-        try:
-            load_before = bench_load_before(storage, n, lookups)
-        finally:
-            storage.close()  # writes read.fs.index
-        opened = bench_open(path)
+        commits = []
+        wanted = [] if args.commits == "none" else args.commits.split(",")
+        for config in wanted:
+            k, _, fsync = config.partition(":")
+            k, on = int(k), {"on": True, "off": False}[fsync]
+            best, all_rates = best_of(
+                args.rounds,
+                lambda: bench_commits(work_dir, k, on, seconds, args.object_size, switch),
+                lambda r: -r["commits_per_s"])
+            best["rounds_commits_per_s"] = [-r for r in all_rates]
+            commits.append(best)
+        read_db = load_before = opened = None
+        if not args.no_read:
+            path = os.path.join(work_dir, "read.fs")
+            storage, read_db = build_read_db(path, n, args.object_size, switch)
+            try:
+                load_before = bench_load_before(storage, n, lookups, args.rounds)
+            finally:
+                storage.close()  # writes read.fs.index
+            opened = bench_open(path, args.rounds)
     finally:
         if not args.dir:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -262,6 +302,7 @@ def main():
         "zodb": getattr(ZODB, "__version__", None) or _version("ZODB"),
         "cpus": os.cpu_count(),
         "quick": args.quick,
+        "rounds": args.rounds,
         "object_size": args.object_size,
         "fsync": {
             "how_zodb_decides": "FileStorage.py binds fsync = getattr(os, 'fsync', None) at import "

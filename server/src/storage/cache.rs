@@ -5,7 +5,8 @@
 //!
 //! Layout: a bincode header (standard config) `(magic, version, data_len, last_tid, buckets,
 //! entries, checksum)`, then the body: per bucket `prefix: u64 LE, count: u32 LE, count × u64
-//! LE` packed entries as [`Index`] keeps them. `checksum` is FNV-1a 64 of the body.
+//! LE` packed entries as [`Index`] keeps them. `checksum` is FNV-1a 64 of the body, a word at a time (see
+//! [`checksum`]).
 //!
 //! Written with write-to-temp, fsync, rename, fsync directory, so a crash leaves the old cache
 //! or the new one. Before use it is validated against `Data.fs`: the file must be at least
@@ -16,13 +17,14 @@ use super::engine::{Committed, Storage};
 use super::error::{Result, StorageError};
 use super::file::{OpenMode, StorageDir, StorageFile};
 use super::format::{MAGIC_LEN, STATUS_UNDONE};
-use super::index::Index;
+use super::index::{Index, MAX_POS};
 use std::collections::BTreeMap;
 use std::io;
 use zeoraid_core::ids::{Oid, Tid};
 
 const CACHE_MAGIC: [u8; 8] = *b"ZRINDEX\0";
-const VERSION: u32 = 1;
+/// 2: the checksum takes the body 8 bytes at a time (version 1 hashed it byte by byte).
+const VERSION: u32 = 2;
 
 type Header = ([u8; 8], u32, u64, u64, u64, u64, u64);
 
@@ -31,13 +33,27 @@ pub(crate) fn file_name(name: &str) -> String {
     format!("{name}.zr-index")
 }
 
-fn fnv1a(data: &[u8]) -> u64 {
+/// FNV-1a over the body taken as little-endian 64-bit words (a last partial word padded with
+/// zeros), then over its length. It guards against damage, not against an adversary: every step
+/// is a bijection of the state, so a change to any single word always changes the result. Eight
+/// bytes a step keeps it to a few milliseconds for the 8 MB cache of a million objects (byte by
+/// byte, it took 40% of an open from the cache).
+fn checksum(data: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(PRIME);
     }
-    h
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut a = [0u8; 8];
+        a[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(PRIME);
+    }
+    (h ^ data.len() as u64).wrapping_mul(PRIME)
 }
 
 /// Writes the cache for the committed state.
@@ -76,7 +92,7 @@ fn encode(c: &Committed) -> Result<Vec<u8>> {
         nb += 1;
     }
     let header: Header =
-        (CACHE_MAGIC, VERSION, c.end, c.last_tid.get(), nb, c.index.len() as u64, fnv1a(&body));
+        (CACHE_MAGIC, VERSION, c.end, c.last_tid.get(), nb, c.index.len() as u64, checksum(&body));
     let mut out = bincode::encode_to_vec(header, bincode::config::standard()).map_err(|e| {
         StorageError::Io { op: "encode index cache", path: String::new(), source: io::Error::other(e) }
     })?;
@@ -127,10 +143,10 @@ fn decode(bytes: &[u8]) -> std::result::Result<Committed, String> {
         .map_err(|e| format!("bad header: {e}"))?;
     let (magic, version, end, last_tid, nb, ne, sum) = h;
     if magic != CACHE_MAGIC || version != VERSION {
-        return Err("not a zeoraid index cache of version 1".into());
+        return Err(format!("not a zeoraid index cache of version {VERSION}"));
     }
     let body = &bytes[used..];
-    if fnv1a(body) != sum {
+    if checksum(body) != sum {
         return Err("checksum mismatch".into());
     }
     let mut raw = Vec::new();
@@ -148,7 +164,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<Committed, String> {
         c.copy_from_slice(take(&mut at, 4)?);
         let count = u32::from_le_bytes(c) as usize;
         let entries = take(&mut at, count.checked_mul(8).ok_or("bad count")?)?;
-        let b = entries
+        let b: Vec<u64> = entries
             .chunks_exact(8)
             .map(|e| {
                 let mut a = [0u8; 8];
@@ -156,6 +172,10 @@ fn decode(bytes: &[u8]) -> std::result::Result<Committed, String> {
                 u64::from_le_bytes(a)
             })
             .collect();
+        // Checked here, while the entries are in the CPU's cache, rather than in a second pass.
+        if b.iter().any(|&e| e & MAX_POS >= end) {
+            return Err("index points past the covered data".into());
+        }
         total += count as u64;
         raw.push((u64::from_le_bytes(p), b));
     }
@@ -198,8 +218,40 @@ fn validate<D: StorageDir>(s: &Storage<D>, c: &Committed) -> std::result::Result
             return Err(format!("index entry of {oid} does not match the last transaction"));
         }
     }
-    if c.index.iter().any(|(_, p)| p >= c.end) {
-        return Err("index points past the covered data".into());
-    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_sees_every_bit_flip_and_the_length() {
+        let body: Vec<u8> = (0..29u8).map(|b| b.wrapping_mul(37)).collect();
+        let sum = checksum(&body);
+        for i in 0..body.len() {
+            for bit in 0..8 {
+                let mut b = body.clone();
+                b[i] ^= 1 << bit;
+                assert_ne!(checksum(&b), sum, "byte {i} bit {bit}");
+            }
+        }
+        // Zero padding of the last word is not the same as zero bytes.
+        let zeros: Vec<u64> = (0..=16).map(|n| checksum(&vec![0u8; n])).collect();
+        for (i, a) in zeros.iter().enumerate() {
+            assert!(zeros[i + 1..].iter().all(|b| b != a), "length {i}");
+        }
+    }
+
+    #[test]
+    fn a_cache_pointing_past_its_end_is_refused() {
+        let mut index = Index::new();
+        assert!(index.insert(Oid::new(1), 100));
+        let c = Committed { index, end: 200, last_tid: Tid::new(5) };
+        let bytes = encode(&c).expect("encode");
+        assert_eq!(decode(&bytes).expect("decode").index, c.index);
+        let c = Committed { end: 100, ..c };
+        let bytes = encode(&c).expect("encode");
+        assert_eq!(decode(&bytes).err().as_deref(), Some("index points past the covered data"));
+    }
 }

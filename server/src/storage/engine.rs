@@ -21,6 +21,7 @@ use super::format::{
     STATUS_CHECKPOINT, STATUS_NORMAL, STATUS_PACKED, STATUS_UNDONE, TXN_HEADER_LEN,
 };
 use super::index::Index;
+use super::lock::{lock_storage, DirLock};
 use super::pack::{self, PackState, SwapFile};
 use super::txn::Writer;
 use bytes::Bytes;
@@ -149,6 +150,9 @@ pub struct Storage<D: StorageDir = RealDir> {
     /// The blob directory, if any (see `blob.rs`).
     pub(crate) blobs: Option<BlobStore<D::Blobs>>,
     pub(crate) pack: PackState,
+    /// `<name>.lock`, held while open for writing (`None` read-only); declared last so that it
+    /// is released after everything else is closed.
+    pub(crate) _lock: Option<DirLock>,
 }
 
 impl<D: StorageDir> std::fmt::Debug for Storage<D> {
@@ -197,6 +201,9 @@ impl<D: StorageDir> Storage<D> {
         if !exists && (opts.read_only || !opts.create) {
             return Err(OpenError::Missing { path });
         }
+        // Before anything reads or repairs the file, as FileStorage does; read-only opens take
+        // no lock, as in Python.
+        let lock = if opts.read_only { None } else { Some(lock_storage(&dir, name)?) };
         if !opts.read_only {
             pack::remove_leftover(&dir, name);
         }
@@ -237,6 +244,7 @@ impl<D: StorageDir> Storage<D> {
             oid_counter: Mutex::new(0),
             blobs,
             pack: PackState::default(),
+            _lock: lock,
         };
         let len = if created { MAGIC_LEN } else { len };
         let mut report = storage.recover(len, created).map_err(|e| OpenError::from_storage(e, &path))?;
@@ -452,15 +460,69 @@ impl<D: StorageDir> Storage<D> {
     /// Reads the data record header at `at` (and its back-pointer), checking that it belongs
     /// to `oid` when given, that it fits before `limit`, and that a back-pointer points back.
     pub(crate) fn read_data_header(&self, at: u64, limit: u64, oid: Option<Oid>) -> Result<DataRec> {
-        let b = self.read_bytes(at, DATA_HEADER_LEN, limit, "a data record header")?;
-        let mut a = [0u8; 42];
-        a.copy_from_slice(&b);
+        // Header and back-pointer in one read (the back-pointer's bytes, when there is none,
+        // belong to the pickle and are ignored).
+        let mut buf = [0u8; DATA_HEADER_LEN as usize + 8];
+        let n = self.read_record_start(at, limit, &mut buf)?;
+        self.decode_data_record(at, limit, oid, &buf[..n])
+    }
+
+    /// Reads the data record at `at` as [`Storage::read_data_header`] does, and its pickle when
+    /// it holds one (`None` for a back-pointer). A single read covers the header and a pickle
+    /// of up to [`RECORD_PROBE`] bytes in all: most records cost one system call.
+    pub(crate) fn read_data_record(
+        &self,
+        at: u64,
+        limit: u64,
+        oid: Option<Oid>,
+    ) -> Result<(DataRec, Option<Bytes>)> {
+        let mut buf = [0u8; RECORD_PROBE];
+        let n = self.read_record_start(at, limit, &mut buf)?;
+        let r = self.decode_data_record(at, limit, oid, &buf[..n])?;
+        if r.h.plen == 0 {
+            return Ok((r, None));
+        }
+        // decode_data_record checked that the pickle ends by `limit`.
+        let plen = usize::try_from(r.h.plen)
+            .map_err(|_| StorageError::corrupt(at + 34, "an addressable length", r.h.plen.to_string()))?;
+        let head = DATA_HEADER_LEN as usize;
+        if head + plen <= n {
+            return Ok((r, Some(Bytes::copy_from_slice(&buf[head..head + plen]))));
+        }
+        let mut data = vec![0u8; plen];
+        data[..n - head].copy_from_slice(&buf[head..n]);
+        self.read_exact(&mut data[n - head..], at + n as u64)?;
+        Ok((r, Some(Bytes::from(data))))
+    }
+
+    /// Reads the first bytes of the record at `at` into `buf`, as many as fit before `limit`;
+    /// `Corrupt` when not even a header does. Returns how many were read.
+    fn read_record_start(&self, at: u64, limit: u64, buf: &mut [u8]) -> Result<usize> {
+        let avail = limit.saturating_sub(at);
+        if at.checked_add(DATA_HEADER_LEN).is_none_or(|e| e > limit) {
+            return Err(StorageError::corrupt(
+                at,
+                format!("a data record header of {DATA_HEADER_LEN} bytes"),
+                format!("data ending at {limit}"),
+            ));
+        }
+        let n = usize::try_from(avail).unwrap_or(usize::MAX).min(buf.len());
+        self.read_exact(&mut buf[..n], at)?;
+        Ok(n)
+    }
+
+    /// Checks the record whose first bytes (at least its header) are `b`.
+    fn decode_data_record(&self, at: u64, limit: u64, oid: Option<Oid>, b: &[u8]) -> Result<DataRec> {
+        let mut a = [0u8; DATA_HEADER_LEN as usize];
+        a.copy_from_slice(&b[..DATA_HEADER_LEN as usize]);
         let h = DataHeaderRec::decode(&a);
         check_data_header(&h, at, limit, oid)?;
         let mut back = 0;
         if h.plen == 0 {
+            // check_data_header verified that the 8 bytes of the back-pointer end by `limit`,
+            // so they were read.
             let mut p = [0u8; 8];
-            self.read_exact(&mut p, at + DATA_HEADER_LEN)?;
+            p.copy_from_slice(&b[DATA_HEADER_LEN as usize..DATA_HEADER_LEN as usize + 8]);
             back = u64::from_be_bytes(p);
             if back >= at {
                 return Err(StorageError::corrupt(
@@ -483,9 +545,9 @@ impl<D: StorageDir> Storage<D> {
     pub(crate) fn load_back(&self, oid: Oid, mut back: u64, limit: u64) -> Result<Option<(Bytes, DataRec)>> {
         // Each step goes strictly backwards (checked in read_data_header), so this ends.
         while back != 0 {
-            let r = self.read_data_header(back, limit, Some(oid))?;
-            if r.h.plen != 0 {
-                return Ok(Some((self.read_pickle(&r, limit)?, r)));
+            let (r, data) = self.read_data_record(back, limit, Some(oid))?;
+            if let Some(data) = data {
+                return Ok(Some((data, r)));
             }
             back = r.back;
         }
@@ -606,9 +668,12 @@ impl<D: StorageDir> Storage<D> {
         let mut pos = c.index.get(oid).ok_or(StorageError::PosKey { oid })?;
         let mut end = None;
         loop {
-            let r = self.read_data_header(pos, c.end, Some(oid))?;
+            let (r, data) = self.read_data_record(pos, c.end, Some(oid))?;
             if r.h.tid < before {
-                let data = self.record_data(&r, c.end)?.ok_or(StorageError::PosKey { oid })?;
+                let data = match data {
+                    Some(d) => d,
+                    None => self.load_back(oid, r.back, c.end)?.ok_or(StorageError::PosKey { oid })?.0,
+                };
                 return Ok(Some(LoadBeforeResult { data, start: r.h.tid, end }));
             }
             if r.h.prev == 0 {
@@ -630,8 +695,11 @@ impl<D: StorageDir> Storage<D> {
     pub fn load(&self, oid: Oid) -> Result<(Bytes, Tid)> {
         let c = self.committed();
         let pos = c.index.get(oid).ok_or(StorageError::PosKey { oid })?;
-        let r = self.read_data_header(pos, c.end, Some(oid))?;
-        let data = self.record_data(&r, c.end)?.ok_or(StorageError::PosKey { oid })?;
+        let (r, data) = self.read_data_record(pos, c.end, Some(oid))?;
+        let data = match data {
+            Some(d) => d,
+            None => self.load_back(oid, r.back, c.end)?.ok_or(StorageError::PosKey { oid })?.0,
+        };
         Ok((data, r.h.tid))
     }
 
@@ -780,6 +848,13 @@ pub(crate) struct Window<'a, F> {
 }
 
 const WINDOW: u64 = 1 << 20;
+
+/// Bytes [`Storage::read_data_record`] reads at once: a record header and a pickle of up to
+/// 2 KiB − 42 bytes, which covers most ZODB objects; a longer pickle costs a second read of its
+/// remainder. Reading more is not free: the bytes come from DRAM (the page cache), not from
+/// the CPU's caches. With 1,110-byte pickles, a 4 KiB probe measured 1.8–2.3 µs per
+/// `load_before`, 2 KiB 1.6–1.75 µs (on-CPU time; two reads: 2.3–2.7 µs).
+pub(crate) const RECORD_PROBE: usize = 2048;
 
 impl<'a, F: StorageFile> Window<'a, F> {
     pub(crate) fn new(file: &'a F, path: &'a str, limit: u64) -> Window<'a, F> {

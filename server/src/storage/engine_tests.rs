@@ -599,3 +599,31 @@ fn readers_on_other_threads_never_see_half_a_transaction() {
         }
     });
 }
+
+#[test]
+fn records_around_the_read_probe_size_load_whole() {
+    // read_data_record reads RECORD_PROBE bytes at once: pickles that end just before, at and
+    // after that read, and far past it, must come back whole, also through a back-pointer.
+    let probe = engine::RECORD_PROBE;
+    let head = DATA_HEADER_LEN as usize;
+    let sizes = [1, 7, 8, 9, probe - head - 1, probe - head, probe - head + 1, probe, 3 * probe + 5];
+    let data: Vec<Vec<u8>> =
+        sizes.iter().enumerate().map(|(i, &n)| (0..n).map(|b| (b * 7 + i) as u8).collect()).collect();
+    let d = MemDir::new();
+    let (s, _) = open(&d);
+    let ops: Vec<Op<'_>> = data.iter().enumerate().map(|(i, v)| Op::Store(i as u64, 0, v)).collect();
+    commit(&s, 10, &ops);
+    // Overwrite each object, then undo that: the current records become back-pointers.
+    let ops: Vec<Op<'_>> = (0..data.len()).map(|i| Op::Store(i as u64, 10, b"new")).collect();
+    commit(&s, 11, &ops);
+    commit(&s, 12, &[Op::Undo(11)]);
+    for (i, want) in data.iter().enumerate() {
+        let oid = o(i as u64);
+        assert_eq!(s.load(oid).expect("load").0, want[..], "size {}", want.len());
+        let r = s.load_before(oid, Tid::MAX).expect("load_before").expect("a revision");
+        assert_eq!((r.data.as_ref(), r.start), (&want[..], t(12)), "size {}", want.len());
+        let r = s.load_before(oid, t(11)).expect("load_before").expect("a revision");
+        assert_eq!((r.data.as_ref(), r.start, r.end), (&want[..], t(10), Some(t(11))));
+        assert_eq!(s.load_serial(oid, t(10)).expect("load_serial"), want[..]);
+    }
+}

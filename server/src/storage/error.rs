@@ -231,6 +231,19 @@ pub enum OpenError {
         /// What it says.
         found: String,
     },
+    /// The storage's lock file is locked: another process (or another open in this one) has it
+    /// open for writing, be it zeoraid or Python's FileStorage (a ZEO server, a script).
+    #[error(
+        "{lock} is locked by {}: the storage is open for writing elsewhere (zeoraid, or Python's \
+         FileStorage or ZEO server); close it there first, or open read-only",
+        super::lock::show_pid(*.pid)
+    )]
+    Locked {
+        /// The lock file (`Data.fs.lock`).
+        lock: String,
+        /// The holder's pid, as written in the lock file.
+        pid: Option<u32>,
+    },
     /// The file is missing and `create` was off, or the storage is read-only.
     #[error("{path} does not exist")]
     Missing {

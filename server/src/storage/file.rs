@@ -4,7 +4,8 @@
 //! Every method takes `&self`: reads run on many threads at once while the single writer
 //! appends, and positional I/O needs no shared cursor.
 
-use std::collections::BTreeMap;
+use super::lock::{DirLock, LockError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,10 @@ pub trait StorageDir: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// A printable path for `name`, for errors and logs.
     fn display(&self, name: &str) -> String;
+    /// Takes the exclusive lock `name` (`Data.fs.lock`) without waiting, for as long as the
+    /// returned guard lives: on the real file system as ZODB's FileStorage locks it (`flock`,
+    /// see `storage/lock.rs`), in memory with an in-process flag.
+    fn lock(&self, name: &str) -> Result<DirLock, LockError>;
 }
 
 // ---- real files ------------------------------------------------------------------------------
@@ -208,6 +213,10 @@ impl StorageDir for RealDir {
     fn display(&self, name: &str) -> String {
         self.join(name).display().to_string()
     }
+
+    fn lock(&self, name: &str) -> Result<DirLock, LockError> {
+        super::lock::lock_real_file(&self.join(name))
+    }
 }
 
 // ---- in-memory files that can crash -------------------------------------------------------------
@@ -289,6 +298,8 @@ struct MemFs {
     seq: u64,
     /// Blob directories (see `mem_blob`).
     blobs: mem_blob::Trees,
+    /// Locks held (by name): a process-local flag, not a file, so locking adds no operation.
+    locks: BTreeSet<String>,
 }
 
 impl MemFs {
@@ -396,6 +407,8 @@ impl MemDir {
             fail_at: None,
             seq: 0,
             blobs: fs.blobs.crash(mode),
+            // The process that held them died in the crash.
+            locks: BTreeSet::new(),
         };
         MemDir { fs: Arc::new(Mutex::new(out)) }
     }
@@ -548,6 +561,26 @@ impl StorageDir for MemDir {
 
     fn display(&self, name: &str) -> String {
         format!("mem:{name}")
+    }
+
+    fn lock(&self, name: &str) -> Result<DirLock, LockError> {
+        if !lock(&self.fs).locks.insert(name.to_owned()) {
+            return Err(LockError::Held { pid: Some(std::process::id()) });
+        }
+        Ok(DirLock::new(MemLock { fs: self.fs.clone(), name: name.to_owned() }))
+    }
+}
+
+/// A lock of a [`MemDir`], released on drop.
+#[derive(Debug)]
+struct MemLock {
+    fs: Arc<Mutex<MemFs>>,
+    name: String,
+}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        lock(&self.fs).locks.remove(&self.name);
     }
 }
 

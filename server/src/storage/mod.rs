@@ -27,6 +27,12 @@
 //! lock of the ZEO layer around `begin`…`finish`). A reader never sees part of a transaction:
 //! see the invariants in `engine.rs`.
 //!
+//! # One writer per file
+//! An open for writing locks `Data.fs.lock` exactly as Python's FileStorage does (`flock`, the
+//! holder's pid written inside), until the storage is dropped: zeoraid and Python exclude each
+//! other, and a second open fails with [`OpenError::Locked`]. Read-only opens take no lock. See
+//! `lock.rs`.
+//!
 //! # Durability
 //! With [`Options::fsync`] (the default) a transaction whose [`Storage::finish`] returned
 //! survives a crash; one that did not may or may not (it does only if its status byte reached
@@ -60,7 +66,9 @@ pub mod file;
 pub mod format;
 mod index;
 mod iter;
+mod lock;
 mod pack;
+mod stats;
 mod txn;
 mod undo;
 
@@ -72,6 +80,7 @@ pub use error::{Culprit, OpenError, Result, StorageError, UndoFailure};
 pub use file::{CrashMode, MemBlobFs, MemDir, MemFile, OpenMode, RealDir, RealFile, StorageDir, StorageFile};
 pub use index::{Index, MAX_POS};
 pub use iter::{RecordCursor, TxnCursor, TxnIter, TxnRecord};
+pub use lock::{DirLock, LockError};
 pub use pack::{PackOutcome, PackPhase, PackReport};
 pub use txn::{BeginTid, TxnMeta, FLUSH_AT};
 

@@ -24,9 +24,12 @@ fn open(d: &MemDir) -> Storage<MemDir> {
     Storage::open(d.clone(), NAME, Options::default()).expect("open").0
 }
 
+/// A second, read-only view that rebuilds the index by scanning: it takes no `Data.fs.lock`,
+/// so it can sit beside a storage that is open for writing.
 fn open_scanning(d: &MemDir) -> Storage<MemDir> {
-    let (s, r) = Storage::open(d.clone(), NAME, Options { index_cache: false, ..Options::default() })
-        .expect("open without cache");
+    let (s, r) =
+        Storage::open(d.clone(), NAME, Options { index_cache: false, read_only: true, ..Options::default() })
+            .expect("open without cache");
     assert_eq!(r.index, IndexSource::Scan);
     assert_eq!(r.dropped_tail, None);
     s
