@@ -311,6 +311,6 @@ mod tests {
     fn a_value_stays_small() {
         // Every decoded message is a tree of these; the big variants are boxed. (48 = an i128
         // aligned to 16 plus the tag; a `Bytes` is 32.)
-        assert!(std::mem::size_of::<Value>() <= 48, "{}", std::mem::size_of::<Value>());
+        assert!(size_of::<Value>() <= 48, "{}", size_of::<Value>());
     }
 }
