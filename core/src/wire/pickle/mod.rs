@@ -14,7 +14,11 @@
 
 mod arena;
 mod decode;
+mod direct;
+#[cfg(test)]
+mod direct_tests;
 mod encode;
+mod input;
 mod int;
 mod keys;
 #[cfg(test)]
