@@ -56,8 +56,8 @@ pub(super) fn decode(payload: &Bytes, limits: &Limits, budget: usize) -> Option<
     }
     let mut d = Direct {
         input: Input::new(payload),
-        // Enough for any ZEO call's envelope and arguments without growing.
-        stack: Vec::with_capacity(8),
+        // Enough for any ZEO call's envelope, arguments and marks without growing.
+        stack: Vec::with_capacity(16),
         max_depth: limits.max_depth,
         nodes_left: budget,
     };

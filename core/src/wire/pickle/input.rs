@@ -2,7 +2,7 @@
 //! the general decoder ([`super::decode`]) and its memo-free fast path ([`super::direct`]), so
 //! that both read every argument the same way and fail with the same errors.
 
-use super::int::{int_from_le, parse_decimal};
+use super::int::{i128_from_le, int_from_le, parse_decimal};
 use super::PickleError;
 use crate::wire::value::{Text, Value};
 use bytes::Bytes;
@@ -110,7 +110,12 @@ impl<'a> Input<'a> {
             0x8a | 0x8b => {
                 let n = if op == 0x8a { self.take_u8(offset)? } else { self.take_i32_len(offset)? };
                 let range = self.take(n, offset)?;
-                int_from_le(self.payload.slice(range))
+                // Up to 16 bytes always fit (sign extension ignores redundant top bytes);
+                // only a longer form may need a slice for a `BigInt`.
+                match i128_from_le(&self.payload[range.clone()]) {
+                    Some(i) => Value::Int(i),
+                    None => int_from_le(self.payload.slice(range)),
+                }
             }
             // Text INT: Python 2 wrote bools as `I00`/`I01`.
             b'I' => match self.take_line(offset)? {
