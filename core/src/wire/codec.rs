@@ -62,7 +62,7 @@ impl Codec {
 
     /// Server side: decodes a client's frame.
     pub fn decode_client(&self, payload: &Bytes) -> Result<ClientMessage, CodecError> {
-        Ok(ClientMessage::from_value(&self.decode_value(payload)?)?)
+        Ok(ClientMessage::from_owned_value(self.decode_value(payload)?)?)
     }
 
     /// Client side: encodes a message to a server.
@@ -72,7 +72,7 @@ impl Codec {
 
     /// Client side: decodes a server's frame.
     pub fn decode_server(&self, payload: &Bytes) -> Result<ServerMessage, CodecError> {
-        Ok(ServerMessage::from_value(&self.decode_value(payload)?)?)
+        Ok(ServerMessage::from_owned_value(self.decode_value(payload)?)?)
     }
 
     /// Server side: encodes a message to a client.

@@ -139,7 +139,50 @@ impl Method {
 
     /// The method with this wire name, if the server registers one.
     pub fn from_name(name: &str) -> Option<Method> {
-        Method::ALL.iter().copied().find(|m| m.name() == name)
+        Method::from_wire_name(name.as_bytes())
+    }
+
+    /// [`Method::from_name`] on the name's bytes, as they come off the wire.
+    pub fn from_wire_name(name: &[u8]) -> Option<Method> {
+        Some(match name {
+            b"register" => Method::Register,
+            b"get_info" => Method::GetInfo,
+            b"lastTransaction" => Method::LastTransaction,
+            b"getInvalidations" => Method::GetInvalidations,
+            b"new_oids" => Method::NewOids,
+            b"new_oid" => Method::NewOid,
+            b"pack" => Method::Pack,
+            b"loadBefore" => Method::LoadBefore,
+            b"storea" => Method::Storea,
+            b"checkCurrentSerialInTransaction" => Method::CheckCurrentSerialInTransaction,
+            b"restorea" => Method::Restorea,
+            b"storeBlobStart" => Method::StoreBlobStart,
+            b"storeBlobChunk" => Method::StoreBlobChunk,
+            b"storeBlobEnd" => Method::StoreBlobEnd,
+            b"storeBlobShared" => Method::StoreBlobShared,
+            b"deleteObject" => Method::DeleteObject,
+            b"tpc_begin" => Method::TpcBegin,
+            b"vote" => Method::Vote,
+            b"tpc_finish" => Method::TpcFinish,
+            b"tpc_abort" => Method::TpcAbort,
+            b"history" => Method::History,
+            b"record_iternext" => Method::RecordIternext,
+            b"sendBlob" => Method::SendBlob,
+            b"getTid" => Method::GetTid,
+            b"loadSerial" => Method::LoadSerial,
+            b"undoa" => Method::Undoa,
+            b"undoLog" => Method::UndoLog,
+            b"undoInfo" => Method::UndoInfo,
+            b"iterator_start" => Method::IteratorStart,
+            b"iterator_next" => Method::IteratorNext,
+            b"iterator_record_start" => Method::IteratorRecordStart,
+            b"iterator_record_next" => Method::IteratorRecordNext,
+            b"iterator_gc" => Method::IteratorGc,
+            b"server_status" => Method::ServerStatus,
+            b"set_client_label" => Method::SetClientLabel,
+            b"ping" => Method::Ping,
+            _ => return None,
+        })
     }
 
     /// Whether the stock client sends it as an asynchronous call (no reply).
@@ -464,9 +507,14 @@ impl Request {
     /// An unregistered name gives [`Request::Unknown`]; wrong arguments give the error that a
     /// Python server would raise as `TypeError` (or close the connection for async calls).
     pub fn from_call(name: &Text, args: &[Value]) -> Result<Request, TypedError> {
-        let Some(method) = Method::from_name(name.as_str()) else {
-            return Ok(Request::Unknown { name: name.clone(), args: args.to_vec() });
-        };
+        match Method::from_wire_name(name.as_bytes()) {
+            Some(method) => Request::from_args(method, args),
+            None => Ok(Request::Unknown { name: name.clone(), args: args.to_vec() }),
+        }
+    }
+
+    /// Types a call to a registered method from its argument tuple; see [`Request::from_call`].
+    pub fn from_args(method: Method, args: &[Value]) -> Result<Request, TypedError> {
         let n = method.name();
         let exact = |k: usize, spelled: &'static str| Args::new(n, args, k, k, spelled);
         Ok(match method {
@@ -542,8 +590,8 @@ impl Request {
                 let description = a.bytes()?;
                 let ext = a.value()?;
                 let extension = match ext {
-                    Value::Map(m) => Extension(m),
-                    other => return Err(field_err("tpc_begin arg 3", "a dict", &other)),
+                    Value::Map(m) => Extension(m.clone()),
+                    other => return Err(field_err("tpc_begin arg 3", "a dict", other)),
                 };
                 let tid = match a.next_opt() {
                     None => None,
@@ -637,7 +685,7 @@ impl Request {
             Method::IteratorRecordNext => Request::IteratorRecordNext { riid: exact(1, "1")?.iter_id()? },
             Method::IteratorGc => {
                 let v = exact(1, "1")?.value()?;
-                let items = super::types::seq_of(&v, "iterator_gc arg 0")?;
+                let items = super::types::seq_of(v, "iterator_gc arg 0")?;
                 let iids = items
                     .iter()
                     .map(|i| super::types::int_of(i, "iterator_gc arg 0").map(IterId))
@@ -735,4 +783,19 @@ impl Request {
 
 fn no_args(_: Args<'_>, r: Request) -> Request {
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_found_by_its_name() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_name(m.name()), Some(m));
+            assert_eq!(Method::from_wire_name(m.name().as_bytes()), Some(m));
+        }
+        assert_eq!(Method::from_name("registe"), None);
+        assert_eq!(Method::from_name(".reply"), None);
+    }
 }

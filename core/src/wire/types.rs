@@ -143,8 +143,9 @@ impl<'a> Args<'a> {
         })
     }
 
-    pub(crate) fn value(&mut self) -> Result<Value, TypedError> {
-        self.next().cloned()
+    /// The next value as it is, for the caller to check.
+    pub(crate) fn value(&mut self) -> Result<&'a Value, TypedError> {
+        self.next()
     }
 
     pub(crate) fn oid(&mut self) -> Result<Oid, TypedError> {

@@ -47,7 +47,10 @@ pub struct Text(Bytes);
 impl Text {
     /// Wraps bytes that must be valid UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        // Names and most texts on the wire are short and ASCII, which this checks faster.
+        if !bytes.is_ascii() {
+            std::str::from_utf8(&bytes)?;
+        }
         Ok(Text(bytes))
     }
 
@@ -56,7 +59,8 @@ impl Text {
         Text(Bytes::from_static(s.as_bytes()))
     }
 
-    /// The text as a `&str`.
+    /// The text as a `&str`. (This checks the UTF-8 again; to compare with a known string,
+    /// `text == "name"` compares the bytes only.)
     pub fn as_str(&self) -> &str {
         // The constructor checked the bytes; a failure here would be a bug in this module,
         // so fall back to an empty string rather than panicking.
@@ -66,6 +70,18 @@ impl Text {
     /// The UTF-8 bytes.
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
     }
 }
 
