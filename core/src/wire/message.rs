@@ -110,11 +110,15 @@ impl ServerMessage {
     }
 }
 
-/// Takes `(msgid, flag, name, args)` apart, moving the parts out.
-fn envelope(v: Value) -> Result<(Value, Value, Text, Value), TypedError> {
+/// The items of the `(msgid, flag, name, args)` envelope, moved out of it.
+fn envelope(v: Value) -> Result<[Value; 4], TypedError> {
     let not_4_tuple = TypedError::Envelope("not a 4-tuple");
     let Value::Seq(_, items) = v else { return Err(not_4_tuple) };
-    let [msgid, flag, name, args] = <[Value; 4]>::try_from(items).map_err(|_| not_4_tuple)?;
+    <[Value; 4]>::try_from(items).map_err(|_| not_4_tuple)
+}
+
+/// The envelope's parts, checking that the name is a str.
+fn parts([msgid, flag, name, args]: [Value; 4]) -> Result<(Value, Value, Text, Value), TypedError> {
     match name {
         Value::Str(name) => Ok((msgid, flag, name, args)),
         _ => Err(TypedError::Envelope("name is not a str")),
@@ -132,7 +136,12 @@ impl ClientMessage {
 
     /// [`ClientMessage::from_value`], taking the value apart instead of copying from it.
     pub fn from_owned_value(v: Value) -> Result<ClientMessage, TypedError> {
-        let (msgid, flag, name, args) = envelope(v)?;
+        ClientMessage::from_items(envelope(v)?)
+    }
+
+    /// [`ClientMessage::from_owned_value`] of the 4-tuple holding `items`.
+    pub(crate) fn from_items(items: [Value; 4]) -> Result<ClientMessage, TypedError> {
+        let (msgid, flag, name, args) = parts(items)?;
         let msgid = MsgId(msgid);
         if msgid.is_heartbeat() {
             return Ok(ClientMessage::Heartbeat);
@@ -190,7 +199,12 @@ impl ServerMessage {
 
     /// [`ServerMessage::from_value`], taking the value apart instead of copying from it.
     pub fn from_owned_value(v: Value) -> Result<ServerMessage, TypedError> {
-        let (msgid, flag, name, payload) = envelope(v)?;
+        ServerMessage::from_items(envelope(v)?)
+    }
+
+    /// [`ServerMessage::from_owned_value`] of the 4-tuple holding `items`.
+    pub(crate) fn from_items(items: [Value; 4]) -> Result<ServerMessage, TypedError> {
+        let (msgid, flag, name, payload) = parts(items)?;
         let msgid = MsgId(msgid);
         if name == REPLY {
             if !flag.is_truthy() {

@@ -109,6 +109,16 @@ impl fmt::Display for Text {
     }
 }
 
+/// A decoded frame payload: every ZEO message is a 4-element sequence, which a decoder may
+/// hand over as its four items without allocating the sequence; anything else is a value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TopLevel {
+    /// The items of a top-level 4-tuple.
+    Four([Value; 4]),
+    /// Any other value (or a 4-sequence the decoder did not take apart).
+    Other(Value),
+}
+
 /// An exception object nested inside an error payload (§3.6).
 ///
 /// Pickle carries it as `ZODB.POSException._recon(class, state)`; msgpack carries it as the

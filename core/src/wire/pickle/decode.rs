@@ -5,7 +5,7 @@ use super::arena::{expand, Item, Node, NodeId, Slot};
 use super::input::Input;
 use super::keys::KeyWalk;
 use super::PickleError;
-use crate::wire::value::{Limits, SeqKind, Text, Value};
+use crate::wire::value::{Limits, SeqKind, Text, TopLevel, Value};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,15 @@ pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
         return Ok(value);
     }
     decode_general(payload, limits)
+}
+
+/// [`decode`], except that a pickle of a 4-tuple (every ZEO message) may come back as its four
+/// items, without allocating the tuple.
+pub(crate) fn decode_top(payload: &Bytes, limits: &Limits) -> Result<TopLevel, PickleError> {
+    if let Some(top) = super::direct::decode_top(payload, limits, budget(payload, limits)) {
+        return Ok(top);
+    }
+    decode_general(payload, limits).map(TopLevel::Other)
 }
 
 /// The node budget of one decode: see [`decode`].

@@ -19,7 +19,7 @@
 
 use super::input::Input;
 use super::PickleError;
-use crate::wire::value::{ExceptionValue, Limits, SeqKind, Text, Value};
+use crate::wire::value::{ExceptionValue, Limits, SeqKind, Text, TopLevel, Value};
 use bytes::Bytes;
 
 /// Dicts larger than this go to the general decoder, whose key index merges repeated keys in
@@ -50,6 +50,19 @@ impl From<PickleError> for GiveUp {
 /// Decodes a memo-free pickle, or returns `None` if the general decoder must decide (see the
 /// module documentation). `budget` is the general decoder's node budget.
 pub(super) fn decode(payload: &Bytes, limits: &Limits, budget: usize) -> Option<Value> {
+    match run(payload, limits, budget, false)? {
+        TopLevel::Other(value) => Some(value),
+        TopLevel::Four(items) => Some(Value::tuple(Vec::from(items))),
+    }
+}
+
+/// [`decode`], except that a pickle of a 4-tuple built by `MARK … TUPLE` right before `STOP`
+/// (every ZEO message) comes back as its four items, without allocating the tuple.
+pub(super) fn decode_top(payload: &Bytes, limits: &Limits, budget: usize) -> Option<TopLevel> {
+    run(payload, limits, budget, true)
+}
+
+fn run(payload: &Bytes, limits: &Limits, budget: usize, split_top: bool) -> Option<TopLevel> {
     // Depths are kept in a `u32` next to `MARK`; no real limit comes anywhere near.
     if limits.max_depth >= MAX_DIRECT_DEPTH {
         return None;
@@ -60,6 +73,7 @@ pub(super) fn decode(payload: &Bytes, limits: &Limits, budget: usize) -> Option<
         stack: Vec::with_capacity(16),
         max_depth: limits.max_depth,
         nodes_left: budget,
+        split_top,
     };
     d.run().ok()
 }
@@ -70,10 +84,12 @@ struct Direct<'a> {
     max_depth: u32,
     /// Pushes still allowed.
     nodes_left: usize,
+    /// Whether to hand a top-level 4-tuple over as its items.
+    split_top: bool,
 }
 
 impl Direct<'_> {
-    fn run(&mut self) -> Result<Value, GiveUp> {
+    fn run(&mut self) -> Result<TopLevel, GiveUp> {
         loop {
             let (op, offset) = self.input.next_op().ok_or(GiveUp)?;
             match op {
@@ -108,6 +124,14 @@ impl Direct<'_> {
                 b'}' => self.push(Value::Map(Vec::new()), 1)?,
                 b't' | b'l' => {
                     let mark = self.innermost_mark()?;
+                    if op == b't'
+                        && mark == 0
+                        && self.split_top
+                        && self.stack.len() == 5
+                        && self.input.at_stop()
+                    {
+                        return self.top_four();
+                    }
                     let (items, depth) = self.drain_above(mark + 1);
                     self.stack.truncate(mark);
                     let kind = if op == b't' { SeqKind::Tuple } else { SeqKind::List };
@@ -201,11 +225,26 @@ impl Direct<'_> {
         }
     }
 
-    fn stop(&mut self) -> Result<Value, GiveUp> {
+    fn stop(&mut self) -> Result<TopLevel, GiveUp> {
         match self.stack.as_mut_slice() {
             [root] if root.depth != MARK && self.input.at_end() => {
-                Ok(std::mem::replace(&mut root.value, Value::None))
+                Ok(TopLevel::Other(std::mem::replace(&mut root.value, Value::None)))
             }
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// `TUPLE` of the four values above the one mark, with `STOP` next and last: the limits
+    /// as for building the tuple, then its items.
+    fn top_four(&mut self) -> Result<TopLevel, GiveUp> {
+        let depth = self.stack.iter().skip(1).map(|e| e.depth).max().unwrap_or(0) + 1;
+        if depth > self.max_depth {
+            return Err(GiveUp);
+        }
+        self.nodes_left = self.nodes_left.checked_sub(1).ok_or(GiveUp)?;
+        let mut items = self.stack.drain(1..).map(|e| e.value);
+        match (items.next(), items.next(), items.next(), items.next()) {
+            (Some(a), Some(b), Some(c), Some(d)) => Ok(TopLevel::Four([a, b, c, d])),
             _ => Err(GiveUp),
         }
     }

@@ -30,6 +30,11 @@ impl<'a> Input<'a> {
         self.pos >= self.payload.len()
     }
 
+    /// Whether the one byte left is a `STOP`.
+    pub(super) fn at_stop(&self) -> bool {
+        self.payload.get(self.pos..) == Some(b".")
+    }
+
     /// The next opcode and its offset, or `None` at the end of the payload.
     pub(super) fn next_op(&mut self) -> Option<(u8, usize)> {
         let offset = self.pos;

@@ -25,6 +25,7 @@ mod keys;
 mod tests;
 
 pub use decode::decode;
+pub(crate) use decode::decode_top;
 pub use encode::encode;
 
 #[cfg(doc)]
