@@ -194,6 +194,41 @@ mod tests {
             prop_assert!(top_agrees(&codec, &out)?, "not taken apart");
         }
 
+        /// A call whose arguments do not fit its method keeps them all, exactly as decoded,
+        /// even when the arguments before the bad one were taken (e.g. storea's data).
+        #[test]
+        fn bad_calls_keep_their_arguments(
+            method in proptest::sample::select(crate::wire::request::Method::ALL.to_vec()),
+            args in proptest::collection::vec(
+                prop_oneof![
+                    3 => arbitrary::oid().prop_map(crate::wire::types::oid_value),
+                    2 => arbitrary::value(),
+                    1 => arbitrary::txn_id().prop_map(|t| t.0),
+                ],
+                0..7,
+            ),
+            pickle in any::<bool>(),
+        ) {
+            let codec = Codec::new(if pickle { Encoding::Pickle } else { Encoding::Msgpack });
+            let v = Value::tuple(vec![
+                Value::Int(3),
+                Value::Bool(false),
+                Value::str_static(method.name()),
+                Value::tuple(args),
+            ]);
+            let mut out = Vec::new();
+            codec.encode_value(&v, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let payload = Bytes::from(out);
+            let decoded = codec.decode_value(&payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let sent = decoded.as_seq().and_then(|items| items[3].as_seq()).map(<[Value]>::to_vec);
+            let msg = codec.decode_client(&payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let by_ref = ClientMessage::from_value(&decoded);
+            prop_assert_eq!(by_ref.as_ref(), Ok(&msg));
+            if let ClientMessage::BadCall { args, .. } = &msg {
+                prop_assert_eq!(Some(args), sent.as_ref());
+            }
+        }
+
         /// Any 4-tuple or other value, intact or damaged, under any limits.
         #[test]
         fn decode_top_agrees_with_decode_value(

@@ -149,13 +149,13 @@ impl ClientMessage {
         if name == REPLY {
             return Err(TypedError::Envelope("a client sent a .reply"));
         }
-        let args = match args {
+        let mut args = match args {
             Value::Seq(_, items) => items,
             other => return Err(field_err("message args", "a tuple", &other)),
         };
         let is_async = flag.is_truthy();
         let request = match Method::from_wire_name(name.as_bytes()) {
-            Some(method) => match Request::from_args(method, &args) {
+            Some(method) => match Request::from_owned_args(method, &mut args) {
                 Ok(request) => request,
                 Err(error) => return Ok(ClientMessage::BadCall { msgid, is_async, name, args, error }),
             },

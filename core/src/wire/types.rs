@@ -89,6 +89,83 @@ impl From<ArgCtx> for String {
     }
 }
 
+/// A value that can be moved out of the [`Value`] holding it, leaving something that owns
+/// nothing behind. The `Value` has been checked to be of the right kind (see [`Slot`]); were it
+/// not, the result would be empty rather than a panic.
+pub(crate) trait Owned: Sized {
+    fn take_from(v: &mut Value) -> Self;
+}
+
+impl Owned for Bytes {
+    fn take_from(v: &mut Value) -> Bytes {
+        match v {
+            Value::Bytes(b) => std::mem::take(b),
+            _ => Bytes::new(),
+        }
+    }
+}
+
+impl Owned for Option<Bytes> {
+    fn take_from(v: &mut Value) -> Option<Bytes> {
+        match v {
+            Value::Bytes(b) => Some(std::mem::take(b)),
+            _ => None,
+        }
+    }
+}
+
+impl Owned for Text {
+    fn take_from(v: &mut Value) -> Text {
+        match v {
+            Value::Str(t) => std::mem::take(t),
+            _ => Text::default(),
+        }
+    }
+}
+
+impl Owned for Value {
+    fn take_from(v: &mut Value) -> Value {
+        std::mem::replace(v, Value::None)
+    }
+}
+
+impl Owned for TxnId {
+    fn take_from(v: &mut Value) -> TxnId {
+        TxnId(Value::take_from(v))
+    }
+}
+
+impl Owned for Vec<(Value, Value)> {
+    fn take_from(v: &mut Value) -> Self {
+        match v {
+            Value::Map(m) => std::mem::take(m),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An argument checked to hold a `T`, to be moved out of the argument list only once every
+/// argument has been checked: a call with a bad argument keeps all of its arguments (for the
+/// error reply), and a good one gives its byte strings and texts away without copying them.
+pub(crate) struct Slot<T> {
+    pos: usize,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Owned> Slot<T> {
+    fn at(pos: usize) -> Slot<T> {
+        Slot { pos, kind: std::marker::PhantomData }
+    }
+
+    /// Moves the argument out of `args`, the list it was checked in.
+    pub(crate) fn take(self, args: &mut [Value]) -> T {
+        match args.get_mut(self.pos) {
+            Some(v) => T::take_from(v),
+            None => T::take_from(&mut Value::None),
+        }
+    }
+}
+
 /// Reads typed fields out of an argument tuple or a result tuple, in order.
 pub(crate) struct Args<'a> {
     context: &'static str,
@@ -199,17 +276,50 @@ impl<'a> Args<'a> {
         }
     }
 
-    pub(crate) fn txn(&mut self) -> Result<TxnId, TypedError> {
-        let ctx = self.ctx();
+    /// [`Args::bytes`], to be taken later.
+    pub(crate) fn bytes_slot(&mut self) -> Result<Slot<Bytes>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
         match self.next()? {
-            v @ (Value::Int(_)
+            Value::Bytes(_) => Ok(Slot::at(pos)),
+            v => Err(field_err(ctx, "bytes", v)),
+        }
+    }
+
+    /// [`Args::opt_bytes`], to be taken later.
+    pub(crate) fn opt_bytes_slot(&mut self) -> Result<Slot<Option<Bytes>>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
+        match self.next()? {
+            Value::None | Value::Bytes(_) => Ok(Slot::at(pos)),
+            v => Err(field_err(ctx, "bytes", v)),
+        }
+    }
+
+    /// [`Args::text`], to be taken later.
+    pub(crate) fn text_slot(&mut self) -> Result<Slot<Text>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
+        match self.next()? {
+            Value::Str(_) => Ok(Slot::at(pos)),
+            v => Err(field_err(ctx, "a str", v)),
+        }
+    }
+
+    /// A transaction id (any scalar), to be taken later.
+    pub(crate) fn txn_slot(&mut self) -> Result<Slot<TxnId>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
+        match self.next()? {
+            Value::Int(_)
             | Value::BigInt(_)
             | Value::Str(_)
             | Value::Bytes(_)
             | Value::None
-            | Value::Bool(_)) => Ok(TxnId(v.clone())),
+            | Value::Bool(_) => Ok(Slot::at(pos)),
             v => Err(field_err(ctx, "a scalar transaction id", v)),
         }
+    }
+
+    /// The position the next argument would be read from.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
     pub(crate) fn iter_id(&mut self) -> Result<IterId, TypedError> {
