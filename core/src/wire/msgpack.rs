@@ -300,8 +300,10 @@ impl<'a> Decoder<'a> {
     fn one(&mut self, stack: &mut Vec<Open>) -> Result<Value, MsgpackError> {
         loop {
             let offset = self.pos;
-            let wants_key = stack.last().is_some_and(Open::wants_key);
-            let marker = Marker::from_u8(self.u8("marker")?);
+            let Some(&byte) = self.data.get(offset) else {
+                return Err(MsgpackError::Truncated { offset, what: "marker", needed: 1, available: 0 });
+            };
+            self.pos = offset + 1;
             // The marker fills one slot of the innermost open container (if any).
             let in_container = !stack.is_empty() || self.base_depth > 0;
             self.pending = self.pending.saturating_sub(usize::from(in_container));
@@ -309,12 +311,25 @@ impl<'a> Decoder<'a> {
             if self.nodes > self.limits.max_nodes {
                 return Err(MsgpackError::TooManyNodes { offset, max: self.limits.max_nodes });
             }
-            if wants_key && !is_str_or_bin(marker) {
-                return Err(MsgpackError::MapKey { offset, found: marker_type(marker) });
+            if stack.last().is_some_and(Open::wants_key) && !is_str_or_bin(Marker::from_u8(byte)) {
+                return Err(MsgpackError::MapKey { offset, found: marker_type(Marker::from_u8(byte)) });
             }
-            let step = self.scalar_or_open(marker, offset, stack)?;
-            let Step::Value(mut value) = step else {
-                continue;
+            // The markers of ZEO's small messages are read here directly; the rest, by their
+            // `Marker`.
+            let mut value = match byte {
+                0x00..=0x7f => Value::Int(i128::from(byte)),
+                0xa0..=0xbf => self.str(offset, u64::from(byte & 0x1f))?,
+                0xc4 => {
+                    let n = self.u8("bin8 length")?;
+                    self.bin(u64::from(n))?
+                }
+                0xc0 => Value::None,
+                0xc2 => Value::Bool(false),
+                0xc3 => Value::Bool(true),
+                _ => match self.scalar_or_open(Marker::from_u8(byte), offset, stack)? {
+                    Step::Value(value) => value,
+                    Step::Opened => continue,
+                },
             };
             // Attach the finished value to its container, closing every container it completes.
             loop {
