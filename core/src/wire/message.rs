@@ -34,6 +34,7 @@ impl MsgId {
     }
 
     /// The msgid as an int, if it is one.
+    #[inline]
     pub fn as_int(&self) -> Option<i128> {
         match self.0 {
             Value::Int(i) => Some(i),
@@ -42,6 +43,7 @@ impl MsgId {
     }
 
     /// Whether this is the heartbeat msgid `-1`, which a server silently drops (§1.4).
+    #[inline]
     pub fn is_heartbeat(&self) -> bool {
         self.as_int() == Some(-1)
     }

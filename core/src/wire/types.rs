@@ -153,11 +153,13 @@ pub(crate) struct Slot<T> {
 }
 
 impl<T: Owned> Slot<T> {
+    #[inline]
     fn at(pos: usize) -> Slot<T> {
         Slot { pos, kind: std::marker::PhantomData }
     }
 
     /// Moves the argument out of `args`, the list it was checked in.
+    #[inline]
     pub(crate) fn take(self, args: &mut [Value]) -> T {
         match args.get_mut(self.pos) {
             Some(v) => T::take_from(v),
@@ -175,6 +177,7 @@ pub(crate) struct Args<'a> {
 
 impl<'a> Args<'a> {
     /// Checks the count is within `min..=max` (`expected` spells it for the error).
+    #[inline]
     pub(crate) fn new(
         context: &'static str,
         items: &'a [Value],
@@ -200,17 +203,20 @@ impl<'a> Args<'a> {
     }
 
     /// The context of the next argument, formatted only if an error needs it.
+    #[inline]
     fn ctx(&self) -> ArgCtx {
         ArgCtx { method: self.context, pos: self.pos }
     }
 
     /// The next value, or `None` past the end (an omitted optional argument).
+    #[inline]
     pub(crate) fn next_opt(&mut self) -> Option<&'a Value> {
         let v = self.items.get(self.pos);
         self.pos += 1;
         v
     }
 
+    #[inline]
     fn next(&mut self) -> Result<&'a Value, TypedError> {
         let ctx = self.ctx();
         self.next_opt().ok_or_else(|| TypedError::Field {
@@ -225,21 +231,25 @@ impl<'a> Args<'a> {
         self.next()
     }
 
+    #[inline]
     pub(crate) fn oid(&mut self) -> Result<Oid, TypedError> {
         let ctx = self.ctx();
         oid_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn tid(&mut self) -> Result<Tid, TypedError> {
         let ctx = self.ctx();
         tid_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn opt_tid(&mut self) -> Result<Option<Tid>, TypedError> {
         let ctx = self.ctx();
         opt_tid_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self) -> Result<Bytes, TypedError> {
         let ctx = self.ctx();
         bytes_of(self.next()?, ctx)
@@ -268,6 +278,7 @@ impl<'a> Args<'a> {
         float_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn truthy(&mut self) -> Result<bool, TypedError> {
         let ctx = self.ctx();
         match self.next()? {
@@ -277,6 +288,7 @@ impl<'a> Args<'a> {
     }
 
     /// [`Args::bytes`], to be taken later.
+    #[inline]
     pub(crate) fn bytes_slot(&mut self) -> Result<Slot<Bytes>, TypedError> {
         let (pos, ctx) = (self.pos, self.ctx());
         match self.next()? {
@@ -286,6 +298,7 @@ impl<'a> Args<'a> {
     }
 
     /// [`Args::opt_bytes`], to be taken later.
+    #[inline]
     pub(crate) fn opt_bytes_slot(&mut self) -> Result<Slot<Option<Bytes>>, TypedError> {
         let (pos, ctx) = (self.pos, self.ctx());
         match self.next()? {
@@ -295,6 +308,7 @@ impl<'a> Args<'a> {
     }
 
     /// [`Args::text`], to be taken later.
+    #[inline]
     pub(crate) fn text_slot(&mut self) -> Result<Slot<Text>, TypedError> {
         let (pos, ctx) = (self.pos, self.ctx());
         match self.next()? {
@@ -304,6 +318,7 @@ impl<'a> Args<'a> {
     }
 
     /// A transaction id (any scalar), to be taken later.
+    #[inline]
     pub(crate) fn txn_slot(&mut self) -> Result<Slot<TxnId>, TypedError> {
         let (pos, ctx) = (self.pos, self.ctx());
         match self.next()? {
@@ -327,6 +342,7 @@ impl<'a> Args<'a> {
     }
 }
 
+#[inline]
 pub(crate) fn oid_of(v: &Value, ctx: impl Into<String>) -> Result<Oid, TypedError> {
     match v {
         Value::Bytes(b) => Oid::from_slice(b).ok_or_else(|| TypedError::Field {
@@ -338,6 +354,7 @@ pub(crate) fn oid_of(v: &Value, ctx: impl Into<String>) -> Result<Oid, TypedErro
     }
 }
 
+#[inline]
 pub(crate) fn tid_of(v: &Value, ctx: impl Into<String>) -> Result<Tid, TypedError> {
     match v {
         Value::Bytes(b) => Tid::from_slice(b).ok_or_else(|| TypedError::Field {
@@ -349,6 +366,7 @@ pub(crate) fn tid_of(v: &Value, ctx: impl Into<String>) -> Result<Tid, TypedErro
     }
 }
 
+#[inline]
 pub(crate) fn opt_tid_of(v: &Value, ctx: impl Into<String>) -> Result<Option<Tid>, TypedError> {
     match v {
         Value::None => Ok(None),
@@ -356,6 +374,7 @@ pub(crate) fn opt_tid_of(v: &Value, ctx: impl Into<String>) -> Result<Option<Tid
     }
 }
 
+#[inline]
 pub(crate) fn bytes_of(v: &Value, ctx: impl Into<String>) -> Result<Bytes, TypedError> {
     match v {
         Value::Bytes(b) => Ok(b.clone()),
@@ -363,6 +382,7 @@ pub(crate) fn bytes_of(v: &Value, ctx: impl Into<String>) -> Result<Bytes, Typed
     }
 }
 
+#[inline]
 pub(crate) fn text_of(v: &Value, ctx: impl Into<String>) -> Result<Text, TypedError> {
     match v {
         Value::Str(t) => Ok(t.clone()),
@@ -370,6 +390,7 @@ pub(crate) fn text_of(v: &Value, ctx: impl Into<String>) -> Result<Text, TypedEr
     }
 }
 
+#[inline]
 pub(crate) fn int_of(v: &Value, ctx: impl Into<String>) -> Result<i64, TypedError> {
     match v {
         Value::Int(i) => i64::try_from(*i).map_err(|_| TypedError::Field {
@@ -423,6 +444,7 @@ pub(crate) fn map_of<'a>(v: &'a Value, ctx: &'static str) -> Result<&'a [(Value,
     }
 }
 
+#[inline]
 pub(crate) fn seq_of(v: &Value, ctx: impl Into<String>) -> Result<&[Value], TypedError> {
     v.as_seq().ok_or_else(|| field_err(ctx, "a tuple or list", v))
 }

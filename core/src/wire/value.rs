@@ -46,6 +46,7 @@ pub struct Text(Bytes);
 
 impl Text {
     /// Wraps bytes that must be valid UTF-8.
+    #[inline]
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
         // Names and most texts on the wire are short and ASCII, which this checks faster.
         if !bytes.is_ascii() {
@@ -68,6 +69,7 @@ impl Text {
     }
 
     /// The UTF-8 bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
@@ -224,6 +226,7 @@ impl Value {
     }
 
     /// The items of a tuple or list.
+    #[inline]
     pub fn as_seq(&self) -> Option<&[Value]> {
         match self {
             Value::Seq(_, items) => Some(items),
@@ -257,6 +260,7 @@ impl Value {
     }
 
     /// Python truthiness for the scalar kinds a flag can take.
+    #[inline]
     pub fn is_truthy(&self) -> bool {
         match self {
             Value::None => false,

@@ -99,7 +99,25 @@ impl Direct<'_> {
                 b'N' => self.push(Value::None, 0)?,
                 0x88 => self.push(Value::Bool(true), 0)?,
                 0x89 => self.push(Value::Bool(false), 0)?,
-                b'K' | b'M' | b'J' | 0x8a | 0x8b | b'I' | b'L' => {
+                // The opcodes ZEO messages are made of get arms of their own, so that the
+                // (inlined) readers are specialised to them.
+                b'K' => {
+                    let v = self.input.int(b'K', offset)?;
+                    self.push(v, 0)?;
+                }
+                0x8a => {
+                    let v = self.input.int(0x8a, offset)?;
+                    self.push(v, 0)?;
+                }
+                b'C' => {
+                    let v = self.input.bytes(b'C', offset)?;
+                    self.push(v, 0)?;
+                }
+                b'B' => {
+                    let v = self.input.bytes(b'B', offset)?;
+                    self.push(v, 0)?;
+                }
+                b'M' | b'J' | 0x8b | b'I' | b'L' => {
                     let v = self.input.int(op, offset)?;
                     self.push(v, 0)?;
                 }
@@ -111,7 +129,7 @@ impl Direct<'_> {
                     let v = self.input.text(offset)?;
                     self.push(v, 0)?;
                 }
-                b'C' | b'B' | b'U' | b'T' => {
+                b'U' | b'T' => {
                     let v = self.input.bytes(op, offset)?;
                     self.push(v, 0)?;
                 }
@@ -242,11 +260,9 @@ impl Direct<'_> {
             return Err(GiveUp);
         }
         self.nodes_left = self.nodes_left.checked_sub(1).ok_or(GiveUp)?;
-        let mut items = self.stack.drain(1..).map(|e| e.value);
-        match (items.next(), items.next(), items.next(), items.next()) {
-            (Some(a), Some(b), Some(c), Some(d)) => Ok(TopLevel::Four([a, b, c, d])),
-            _ => Err(GiveUp),
-        }
+        let mut pop = || self.stack.pop().map(|e| e.value).ok_or(GiveUp);
+        let (d, c, b, a) = (pop()?, pop()?, pop()?, pop()?);
+        Ok(TopLevel::Four([a, b, c, d]))
     }
 
     /// Pushes a value of nesting `depth`, within the depth limit and the node budget.

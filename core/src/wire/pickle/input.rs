@@ -21,21 +21,25 @@ impl<'a> Input<'a> {
     }
 
     /// Where the next byte would be read.
+    #[inline]
     pub(super) fn pos(&self) -> usize {
         self.pos
     }
 
     /// Whether every byte has been read.
+    #[inline]
     pub(super) fn at_end(&self) -> bool {
         self.pos >= self.payload.len()
     }
 
     /// Whether the one byte left is a `STOP`.
+    #[inline]
     pub(super) fn at_stop(&self) -> bool {
         self.payload.get(self.pos..) == Some(b".")
     }
 
     /// The next opcode and its offset, or `None` at the end of the payload.
+    #[inline]
     pub(super) fn next_op(&mut self) -> Option<(u8, usize)> {
         let offset = self.pos;
         let op = *self.payload.get(offset)?;
@@ -45,6 +49,7 @@ impl<'a> Input<'a> {
 
     /// Consumes `n` argument bytes; fails without consuming if fewer are present, so a
     /// claimed length is never trusted before the bytes are there.
+    #[inline]
     fn take(&mut self, n: usize, offset: usize) -> Result<Range<usize>, PickleError> {
         let available = self.payload.len() - self.pos;
         if n > available {
@@ -55,6 +60,7 @@ impl<'a> Input<'a> {
         Ok(range)
     }
 
+    #[inline]
     pub(super) fn take_array<const N: usize>(&mut self, offset: usize) -> Result<[u8; N], PickleError> {
         let range = self.take(N, offset)?;
         let mut out = [0u8; N];
@@ -62,10 +68,12 @@ impl<'a> Input<'a> {
         Ok(out)
     }
 
+    #[inline]
     fn take_u8(&mut self, offset: usize) -> Result<usize, PickleError> {
         Ok(usize::from(self.take_array::<1>(offset)?[0]))
     }
 
+    #[inline]
     fn take_u32(&mut self, offset: usize) -> Result<usize, PickleError> {
         let n = u32::from_le_bytes(self.take_array(offset)?);
         // Where usize is narrower than 32 bits, such a length cannot be present anyway.
@@ -73,6 +81,7 @@ impl<'a> Input<'a> {
     }
 
     /// A signed 32-bit length (`T`, `LONG4`); negative ones are an error, as in Python.
+    #[inline]
     fn take_i32_len(&mut self, offset: usize) -> Result<usize, PickleError> {
         let n = i32::from_le_bytes(self.take_array(offset)?);
         usize::try_from(n).map_err(|_| PickleError::NegativeLength { offset })
@@ -98,6 +107,7 @@ impl<'a> Input<'a> {
     // ----- opcodes that push a scalar -----
 
     /// `PROTO`: protocols 0 to 3 are accepted.
+    #[inline]
     pub(super) fn proto(&mut self, offset: usize) -> Result<(), PickleError> {
         let [protocol] = self.take_array(offset)?;
         if protocol > 3 {
@@ -107,6 +117,7 @@ impl<'a> Input<'a> {
     }
 
     /// The integer opcodes: `K`, `M`, `J`, `LONG1`, `LONG4`, and the text forms `I` and `L`.
+    #[inline]
     pub(super) fn int(&mut self, op: u8, offset: usize) -> Result<Value, PickleError> {
         Ok(match op {
             b'K' => Value::Int(i128::from(u8::from_le_bytes(self.take_array(offset)?))),
@@ -152,6 +163,7 @@ impl<'a> Input<'a> {
     }
 
     /// `BINUNICODE` (`X`).
+    #[inline]
     pub(super) fn text(&mut self, offset: usize) -> Result<Value, PickleError> {
         let n = self.take_u32(offset)?;
         let range = self.take(n, offset)?;
@@ -161,6 +173,7 @@ impl<'a> Input<'a> {
     }
 
     /// `C`/`B` (bytes) and the py2 strings `U`/`T`, which ZEO peers mean as bytes too.
+    #[inline]
     pub(super) fn bytes(&mut self, op: u8, offset: usize) -> Result<Value, PickleError> {
         let n = match op {
             b'C' | b'U' => self.take_u8(offset)?,
