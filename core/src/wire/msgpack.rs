@@ -159,7 +159,7 @@ pub enum MsgpackEncodeError {
 /// Never panics.
 pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, MsgpackError> {
     let mut d = Decoder::new(payload, limits);
-    let mut stack = Vec::new();
+    let mut stack = OpenStack::default();
     let value = d.one(&mut stack)?;
     d.end()?;
     Ok(value)
@@ -179,7 +179,7 @@ pub(crate) fn decode_top(payload: &Bytes, limits: &Limits) -> Result<TopLevel, M
     d.nodes = 1;
     d.base_depth = 1;
     d.pending = 4;
-    let mut stack = Vec::new();
+    let mut stack = OpenStack::default();
     let mut item = || d.one(&mut stack);
     let parts = (|| Ok::<_, MsgpackError>([item()?, item()?, item()?, item()?]))();
     match parts.and_then(|p| d.end().map(|()| p)) {
@@ -201,6 +201,45 @@ impl Open {
     /// Whether the next value read goes into a map-key position.
     fn wants_key(&self) -> bool {
         matches!(self, Open::Map { key: None, .. })
+    }
+}
+
+/// The open containers, innermost last. The innermost is kept apart, so that messages that
+/// nest no deeper than one container inside the top level (all of ZEO's small ones) never
+/// allocate for this stack.
+#[derive(Default)]
+struct OpenStack {
+    top: Option<Open>,
+    below: Vec<Open>,
+}
+
+impl OpenStack {
+    fn len(&self) -> usize {
+        self.below.len() + usize::from(self.top.is_some())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.top.is_none()
+    }
+
+    fn last(&self) -> Option<&Open> {
+        self.top.as_ref()
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Open> {
+        self.top.as_mut()
+    }
+
+    fn push(&mut self, open: Open) {
+        if let Some(outer) = self.top.replace(open) {
+            self.below.push(outer);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Open> {
+        let top = self.top.take();
+        self.top = self.below.pop();
+        top
     }
 }
 
@@ -297,7 +336,7 @@ impl<'a> Decoder<'a> {
 
     /// Reads one complete value. `stack` is empty on entry and on success; it is only passed in
     /// so that [`decode_top`] can reuse one allocation for its four items.
-    fn one(&mut self, stack: &mut Vec<Open>) -> Result<Value, MsgpackError> {
+    fn one(&mut self, stack: &mut OpenStack) -> Result<Value, MsgpackError> {
         loop {
             let offset = self.pos;
             let Some(&byte) = self.data.get(offset) else {
@@ -323,6 +362,14 @@ impl<'a> Decoder<'a> {
                     let n = self.u8("bin8 length")?;
                     self.bin(u64::from(n))?
                 }
+                0xc5 => {
+                    let n = self.u16("bin16 length")?;
+                    self.bin(u64::from(n))?
+                }
+                0xcc => Value::Int(i128::from(self.u8("uint8")?)),
+                0xcd => Value::Int(i128::from(self.u16("uint16")?)),
+                0xce => Value::Int(i128::from(self.u32("uint32")?)),
+                0xcf => Value::Int(i128::from(self.u64("uint64")?)),
                 0xc0 => Value::None,
                 0xc2 => Value::Bool(false),
                 0xc3 => Value::Bool(true),
@@ -374,7 +421,7 @@ impl<'a> Decoder<'a> {
         &mut self,
         marker: Marker,
         offset: usize,
-        stack: &mut Vec<Open>,
+        stack: &mut OpenStack,
     ) -> Result<Step, MsgpackError> {
         let value = match marker {
             Marker::Null => Value::None,
@@ -454,7 +501,7 @@ impl<'a> Decoder<'a> {
         is_map: bool,
         count: u32,
         offset: usize,
-        stack: &mut Vec<Open>,
+        stack: &mut OpenStack,
     ) -> Result<Step, MsgpackError> {
         // A container has depth 1 + its deepest child, so the innermost of `stack.len() + 1`
         // nested containers already makes the message that deep (even if it is empty).
