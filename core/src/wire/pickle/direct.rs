@@ -29,10 +29,10 @@ pub(super) const MAX_DIRECT_MAP: usize = 32;
 /// Depth limits from this one up are left to the general decoder.
 const MAX_DIRECT_DEPTH: u32 = 1 << 20;
 
-/// The stack depth that marks a `MARK` entry rather than a value.
-const MARK: u32 = u32::MAX;
+/// Marks open at once that this path keeps track of; more go to the general decoder.
+const MAX_MARKS: usize = 8;
 
-/// A stack entry: a value and its nesting depth, or a mark (`depth == MARK`).
+/// A value on the stack and its nesting depth.
 struct Entry {
     value: Value,
     depth: u32,
@@ -63,14 +63,16 @@ pub(super) fn decode_top(payload: &Bytes, limits: &Limits, budget: usize) -> Opt
 }
 
 fn run(payload: &Bytes, limits: &Limits, budget: usize, split_top: bool) -> Option<TopLevel> {
-    // Depths are kept in a `u32` next to `MARK`; no real limit comes anywhere near.
+    // Depths are kept in a `u32`; no real limit comes anywhere near this one.
     if limits.max_depth >= MAX_DIRECT_DEPTH {
         return None;
     }
     let mut d = Direct {
         input: Input::new(payload),
-        // Enough for any ZEO call's envelope, arguments and marks without growing.
-        stack: Vec::with_capacity(16),
+        // Enough for any ZEO call's envelope and arguments without growing.
+        stack: Vec::with_capacity(12),
+        marks: [0; MAX_MARKS],
+        open_marks: 0,
         max_depth: limits.max_depth,
         nodes_left: budget,
         split_top,
@@ -81,6 +83,11 @@ fn run(payload: &Bytes, limits: &Limits, budget: usize, split_top: bool) -> Opti
 struct Direct<'a> {
     input: Input<'a>,
     stack: Vec<Entry>,
+    /// Stack heights at each open `MARK`, innermost last (`open_marks` of them). As in the
+    /// general decoder (and CPython), values below the innermost mark cannot be popped by
+    /// single-value opcodes.
+    marks: [usize; MAX_MARKS],
+    open_marks: usize,
     max_depth: u32,
     /// Pushes still allowed.
     nodes_left: usize,
@@ -95,7 +102,10 @@ impl Direct<'_> {
             match op {
                 b'.' => return self.stop(),
                 0x80 => self.input.proto(offset)?,
-                b'(' => self.stack.push(Entry { value: Value::None, depth: MARK }),
+                b'(' => {
+                    *self.marks.get_mut(self.open_marks).ok_or(GiveUp)? = self.stack.len();
+                    self.open_marks += 1;
+                }
                 b'N' => self.push(Value::None, 0)?,
                 0x88 => self.push(Value::Bool(true), 0)?,
                 0x89 => self.push(Value::Bool(false), 0)?,
@@ -117,16 +127,16 @@ impl Direct<'_> {
                     let v = self.input.bytes(b'B', offset)?;
                     self.push(v, 0)?;
                 }
+                b'X' => {
+                    let v = self.input.text(offset)?;
+                    self.push(v, 0)?;
+                }
                 b'M' | b'J' | 0x8b | b'I' | b'L' => {
                     let v = self.input.int(op, offset)?;
                     self.push(v, 0)?;
                 }
                 b'G' | b'F' => {
                     let v = self.input.float(op, offset)?;
-                    self.push(v, 0)?;
-                }
-                b'X' => {
-                    let v = self.input.text(offset)?;
                     self.push(v, 0)?;
                 }
                 b'U' | b'T' => {
@@ -141,42 +151,33 @@ impl Direct<'_> {
                 b']' => self.push(Value::Seq(SeqKind::List, Vec::new()), 1)?,
                 b'}' => self.push(Value::Map(Vec::new()), 1)?,
                 b't' | b'l' => {
-                    let mark = self.innermost_mark()?;
+                    let mark = self.pop_mark()?;
                     if op == b't'
-                        && mark == 0
                         && self.split_top
-                        && self.stack.len() == 5
+                        && mark == 0
+                        && self.stack.len() == 4
                         && self.input.at_stop()
                     {
                         return self.top_four();
                     }
-                    let (items, depth) = self.drain_above(mark + 1);
-                    self.stack.truncate(mark);
+                    let (items, depth) = self.drain_above(mark);
                     let kind = if op == b't' { SeqKind::Tuple } else { SeqKind::List };
                     self.push(Value::Seq(kind, items), depth + 1)?;
                 }
                 0x85..=0x87 => {
-                    let n = usize::from(op - 0x84);
-                    let from = self.stack.len().checked_sub(n).ok_or(GiveUp)?;
-                    if self.stack[from..].iter().any(|e| e.depth == MARK) {
-                        return Err(GiveUp);
-                    }
+                    let from = self.above_fence(usize::from(op - 0x84))?;
                     let (items, depth) = self.drain_above(from);
                     self.push(Value::Seq(SeqKind::Tuple, items), depth + 1)?;
                 }
                 b'd' => {
-                    let mark = self.innermost_mark()?;
+                    let mark = self.pop_mark()?;
                     let mut map = Entry { value: Value::Map(Vec::new()), depth: 1 };
-                    self.insert_pairs(&mut map, mark + 1)?;
-                    self.stack.truncate(mark);
+                    self.insert_pairs(&mut map, mark)?;
                     self.push(map.value, map.depth)?;
                 }
                 b'a' => {
                     // The item and the list below it, both above the innermost mark.
-                    let len = self.stack.len();
-                    if len < 2 || self.stack[len - 1].depth == MARK || self.stack[len - 2].depth == MARK {
-                        return Err(GiveUp);
-                    }
+                    self.above_fence(2)?;
                     let item = self.stack.pop().ok_or(GiveUp)?;
                     let list = self.stack.last_mut().ok_or(GiveUp)?;
                     let Value::Seq(SeqKind::List, items) = &mut list.value else { return Err(GiveUp) };
@@ -187,19 +188,16 @@ impl Direct<'_> {
                     }
                 }
                 b'e' => {
-                    let mark = self.innermost_mark()?;
-                    let below = mark.checked_sub(1).ok_or(GiveUp)?;
-                    if self.stack[below].depth == MARK
-                        || !matches!(self.stack[below].value, Value::Seq(SeqKind::List, _))
-                    {
+                    // Everything above the mark, into the list just below it (which must be
+                    // above the next mark).
+                    let mark = self.pop_mark()?;
+                    if mark <= self.fence() {
                         return Err(GiveUp);
                     }
-                    let (new, depth) = self.drain_above(mark + 1);
-                    self.stack.truncate(mark);
-                    let list = &mut self.stack[below];
-                    if let Value::Seq(_, items) = &mut list.value {
-                        items.extend(new);
-                    }
+                    let (new, depth) = self.drain_above(mark);
+                    let list = self.stack.last_mut().ok_or(GiveUp)?;
+                    let Value::Seq(SeqKind::List, items) = &mut list.value else { return Err(GiveUp) };
+                    items.extend(new);
                     list.depth = list.depth.max(depth + 1);
                     if list.depth > self.max_depth {
                         return Err(GiveUp);
@@ -207,33 +205,36 @@ impl Direct<'_> {
                 }
                 b's' | b'u' => {
                     // SETITEM: key and value, with the dict below, all above the innermost mark.
-                    // SETITEMS: everything above the mark, with the dict just below the mark.
-                    let (from, map_at) = if op == b's' {
-                        let len = self.stack.len();
-                        if len < 3 || self.stack[len - 3..].iter().any(|e| e.depth == MARK) {
-                            return Err(GiveUp);
-                        }
-                        (len - 2, len - 3)
+                    // SETITEMS: everything above the mark, with the dict just below the mark
+                    // (and above the next one).
+                    let from = if op == b's' {
+                        self.above_fence(3)? + 1
                     } else {
-                        let mark = self.innermost_mark()?;
-                        let below = mark.checked_sub(1).ok_or(GiveUp)?;
-                        if self.stack[below].depth == MARK {
+                        let mark = self.pop_mark()?;
+                        if mark <= self.fence() {
                             return Err(GiveUp);
                         }
-                        (mark + 1, below)
+                        mark
                     };
-                    let mut map =
-                        std::mem::replace(&mut self.stack[map_at], Entry { value: Value::None, depth: 0 });
+                    let mut map = std::mem::replace(
+                        self.stack.get_mut(from - 1).ok_or(GiveUp)?,
+                        Entry { value: Value::None, depth: 0 },
+                    );
                     self.insert_pairs(&mut map, from)?;
-                    self.stack.truncate(map_at);
+                    self.stack.truncate(from - 1);
                     self.stack.push(map);
                 }
                 b'0' => {
                     // As in CPython, POP removes a mark when the mark is on top.
-                    self.stack.pop().ok_or(GiveUp)?;
+                    if self.open_marks > 0 && self.fence() == self.stack.len() {
+                        self.open_marks -= 1;
+                    } else {
+                        self.above_fence(1)?;
+                        self.stack.pop();
+                    }
                 }
                 b'1' => {
-                    let mark = self.innermost_mark()?;
+                    let mark = self.pop_mark()?;
                     self.stack.truncate(mark);
                 }
                 b'R' => self.reduce()?,
@@ -245,7 +246,7 @@ impl Direct<'_> {
 
     fn stop(&mut self) -> Result<TopLevel, GiveUp> {
         match self.stack.as_mut_slice() {
-            [root] if root.depth != MARK && self.input.at_end() => {
+            [root] if self.open_marks == 0 && self.input.at_end() => {
                 Ok(TopLevel::Other(std::mem::replace(&mut root.value, Value::None)))
             }
             _ => Err(GiveUp),
@@ -255,7 +256,10 @@ impl Direct<'_> {
     /// `TUPLE` of the four values above the one mark, with `STOP` next and last: the limits
     /// as for building the tuple, then its items.
     fn top_four(&mut self) -> Result<TopLevel, GiveUp> {
-        let depth = self.stack.iter().skip(1).map(|e| e.depth).max().unwrap_or(0) + 1;
+        if self.open_marks != 0 {
+            return Err(GiveUp);
+        }
+        let depth = self.stack.iter().map(|e| e.depth).max().unwrap_or(0) + 1;
         if depth > self.max_depth {
             return Err(GiveUp);
         }
@@ -275,13 +279,32 @@ impl Direct<'_> {
         Ok(())
     }
 
-    /// Position of the innermost mark.
-    fn innermost_mark(&self) -> Result<usize, GiveUp> {
-        self.stack.iter().rposition(|e| e.depth == MARK).ok_or(GiveUp)
+    /// The stack height at the innermost mark (0 if none).
+    fn fence(&self) -> usize {
+        self.open_marks.checked_sub(1).and_then(|i| self.marks.get(i)).copied().unwrap_or(0)
     }
 
-    /// Removes the entries from `from` up (all values: callers check there is no mark among
-    /// them) and returns their values, in one allocation, and their greatest depth.
+    /// Where the top `n` values start, if they are all above the innermost mark.
+    fn above_fence(&self, n: usize) -> Result<usize, GiveUp> {
+        match self.stack.len().checked_sub(n) {
+            Some(from) if from >= self.fence() => Ok(from),
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// Closes the innermost mark and returns the stack height it was set at.
+    fn pop_mark(&mut self) -> Result<usize, GiveUp> {
+        self.open_marks = self.open_marks.checked_sub(1).ok_or(GiveUp)?;
+        let mark = self.marks.get(self.open_marks).copied().ok_or(GiveUp)?;
+        // The stack never shrinks below an open mark; should it have, give up.
+        if mark > self.stack.len() {
+            return Err(GiveUp);
+        }
+        Ok(mark)
+    }
+
+    /// Removes the entries from `from` up and returns their values, in one allocation, and
+    /// their greatest depth.
     fn drain_above(&mut self, from: usize) -> (Vec<Value>, u32) {
         let mut items = Vec::with_capacity(self.stack.len().saturating_sub(from));
         let mut depth = 0;
@@ -322,10 +345,7 @@ impl Direct<'_> {
     /// `REDUCE`, recognising `ZODB.POSException._recon((module.Class, state))` as an exception
     /// the way the general decoder does.
     fn reduce(&mut self) -> Result<(), GiveUp> {
-        let len = self.stack.len();
-        if len < 2 || self.stack[len - 1].depth == MARK || self.stack[len - 2].depth == MARK {
-            return Err(GiveUp);
-        }
+        self.above_fence(2)?;
         let args = self.stack.pop().ok_or(GiveUp)?;
         let callable = self.stack.pop().ok_or(GiveUp)?;
         // The args tuple is `(global, state)`, one deeper than the state: the exception that
