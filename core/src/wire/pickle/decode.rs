@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 ///
 /// Pickles without memo opcodes (all that ZEO peers send) take a fast path that builds the
 /// value directly; anything else, errors included, is decided by the general decoder, which
-/// builds an arena first (see [`super::direct`]).
+/// builds an arena first (see `pickle/direct.rs`).
 pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
     if let Some(value) = super::direct::decode(payload, limits, budget(payload, limits)) {
         return Ok(value);

@@ -2,10 +2,11 @@
 //!
 //! ZEO pickles in fast mode: no memo opcodes, so no value is ever shared, and every container
 //! can be built as a [`Value`] the moment its opcode runs, with one allocation for its items.
-//! This decoder does exactly that, on a single stack. It gives up (returns `None`) the moment
-//! it meets anything it does not handle exactly as the general decoder would: a memo opcode,
-//! `DUP`, a dict key other than `None`, a bool, an int, bytes or a str, a dict of more than
-//! [`MAX_DIRECT_MAP`] entries, the node budget running out, or any error at all. The caller
+//! This decoder does exactly that, on one stack of values (marks are kept beside it, as stack
+//! heights). It gives up (returns `None`) the moment it meets anything it does not handle
+//! exactly as the general decoder would: a memo opcode, `DUP`, a dict key other than `None`,
+//! a bool, an int, bytes or a str, a dict of more than [`MAX_DIRECT_MAP`] entries, more than
+//! [`MAX_MARKS`] marks open at once, the node budget running out, or any error at all. The caller
 //! then runs the general decoder from the start, which decides. So its result, when there is
 //! one, is always the general decoder's result (the tests in `direct_tests` check this), and
 //! its errors never need to match.
