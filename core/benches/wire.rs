@@ -85,6 +85,39 @@ fn cases() -> Vec<Case> {
             black_box(c.decode_server(p).expect("decodes"));
         }),
     });
+    let oid = Oid::new(0x1234);
+    let before = Tid::new(0x040d_40fe_c8af_a744);
+    let load_before = ClientMessage::Call {
+        msgid: MsgId::load_before(oid, before),
+        request: Request::LoadBefore { oid, before },
+    };
+    out.push(Case {
+        name: "loadBefore call",
+        data_len: 0,
+        encode: Box::new(move |c, buf| c.encode_client(&load_before, buf).expect("encodes")),
+        decode: Box::new(|c, p| {
+            black_box(c.decode_client(p).expect("decodes"));
+        }),
+    });
+    // The two replies of a commit, as a stock server sends them: vote's empty list (no
+    // server-side changes) and tpc_finish's tid. Decoding includes typing the result.
+    for (name, method, reply) in [
+        ("vote reply", Method::Vote, Reply::Vote(Vec::new())),
+        ("tpc_finish reply", Method::TpcFinish, Reply::TpcFinish(Some(before))),
+    ] {
+        let msg = ServerMessage::reply(MsgId::int(7), &reply);
+        out.push(Case {
+            name,
+            data_len: 0,
+            encode: Box::new(move |c, buf| c.encode_server(&msg, buf).expect("encodes")),
+            decode: Box::new(move |c, p| {
+                let ServerMessage::Reply { result, .. } = c.decode_server(p).expect("decodes") else {
+                    panic!("not a reply")
+                };
+                black_box(Reply::from_value(method, &result).expect("types"));
+            }),
+        });
+    }
     let register = ClientMessage::Call {
         msgid: MsgId::int(1),
         request: Request::Register { storage: Text::from_static("1"), read_only: false },
@@ -129,6 +162,15 @@ fn measure(budget: Duration, rounds: usize, mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// Runs `f` exactly `n` times. Not inlined, so that an instruction counter can be limited to
+/// it: `valgrind --tool=callgrind --toggle-collect='*counted*'` (see `--iters` below).
+#[inline(never)]
+fn counted(n: u64, f: &mut dyn FnMut()) {
+    for _ in 0..n {
+        f();
+    }
+}
+
 fn human_rate(ops: f64) -> String {
     if ops >= 1e6 {
         format!("{:.2} M/s", ops / 1e6)
@@ -143,7 +185,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     // `--filter TEXT` runs only the cases whose name contains TEXT (for profiling one case).
-    let filter = args.iter().position(|a| a == "--filter").and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let filter = arg("--filter");
+    // `--iters N` runs each selected operation exactly N times instead of timing it, for
+    // instruction counts; `--op encode|decode` and `--encoding pickle|msgpack` narrow it down.
+    let iters = arg("--iters").map(|n| n.parse::<u64>().expect("--iters takes a count"));
+    let only_op = arg("--op");
+    let only_encoding = arg("--encoding");
     let (budget, rounds) =
         if quick { (Duration::from_millis(100), 2) } else { (Duration::from_millis(500), 5) };
     println!("| message | encoding | op | frame bytes | rate | data throughput |");
@@ -161,7 +209,24 @@ fn main() {
                 Encoding::Pickle => "pickle",
                 Encoding::Msgpack => "msgpack",
             };
+            if only_encoding.as_ref().is_some_and(|e| e != enc_name) {
+                continue;
+            }
             let mut scratch = Vec::with_capacity(buf.len());
+            if let Some(n) = iters {
+                if only_op.as_deref() != Some("decode") {
+                    counted(n, &mut || {
+                        scratch.clear();
+                        (case.encode)(&codec, &mut scratch);
+                        black_box(&scratch);
+                    });
+                }
+                if only_op.as_deref() != Some("encode") {
+                    counted(n, &mut || (case.decode)(&codec, &payload));
+                }
+                println!("| {} | {enc_name} | {n} iterations | {} | – | – |", case.name, payload.len());
+                continue;
+            }
             let enc = measure(budget, rounds, || {
                 scratch.clear();
                 (case.encode)(&codec, &mut scratch);

@@ -2,7 +2,7 @@
 
 use super::message::{ClientMessage, ServerMessage};
 use super::types::TypedError;
-use super::value::{Limits, Value};
+use super::value::{Limits, TopLevel, Value};
 use super::{msgpack, pickle, Encoding};
 use bytes::Bytes;
 use thiserror::Error;
@@ -51,6 +51,14 @@ impl Codec {
         })
     }
 
+    /// [`Codec::decode_value`], with a top-level 4-tuple possibly handed over as its items.
+    fn decode_top(&self, payload: &Bytes) -> Result<TopLevel, CodecError> {
+        Ok(match self.encoding {
+            Encoding::Pickle => pickle::decode_top(payload, &self.limits)?,
+            Encoding::Msgpack => msgpack::decode_top(payload, &self.limits)?,
+        })
+    }
+
     /// Encodes one [`Value`] as a frame payload, appended to `out`.
     pub fn encode_value(&self, value: &Value, out: &mut Vec<u8>) -> Result<(), CodecError> {
         match self.encoding {
@@ -62,7 +70,10 @@ impl Codec {
 
     /// Server side: decodes a client's frame.
     pub fn decode_client(&self, payload: &Bytes) -> Result<ClientMessage, CodecError> {
-        Ok(ClientMessage::from_value(&self.decode_value(payload)?)?)
+        Ok(match self.decode_top(payload)? {
+            TopLevel::Four(items) => ClientMessage::from_items(items),
+            TopLevel::Other(v) => ClientMessage::from_owned_value(v),
+        }?)
     }
 
     /// Client side: encodes a message to a server.
@@ -72,7 +83,10 @@ impl Codec {
 
     /// Client side: decodes a server's frame.
     pub fn decode_server(&self, payload: &Bytes) -> Result<ServerMessage, CodecError> {
-        Ok(ServerMessage::from_value(&self.decode_value(payload)?)?)
+        Ok(match self.decode_top(payload)? {
+            TopLevel::Four(items) => ServerMessage::from_items(items),
+            TopLevel::Other(v) => ServerMessage::from_owned_value(v),
+        }?)
     }
 
     /// Server side: encodes a message to a client.
@@ -126,6 +140,111 @@ mod tests {
         Ok(())
     }
 
+    /// `decode_top` says what `decode_value` says: the same value (taken apart or not) or the
+    /// same error. Returns whether it took the value apart.
+    fn top_agrees(codec: &Codec, data: &[u8]) -> Result<bool, TestCaseError> {
+        let payload = Bytes::copy_from_slice(data);
+        let whole = codec.decode_value(&payload).map_err(|e| e.to_string());
+        match codec.decode_top(&payload) {
+            Ok(TopLevel::Four(items)) => {
+                prop_assert_eq!(Ok(Value::tuple(items.to_vec())), whole);
+                Ok(true)
+            }
+            Ok(TopLevel::Other(v)) => {
+                prop_assert_eq!(Ok(v), whole);
+                Ok(false)
+            }
+            Err(e) => {
+                prop_assert_eq!(Err(e.to_string()), whole);
+                Ok(false)
+            }
+        }
+    }
+
+    fn damage(data: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+        for &(at, byte, kind) in edits {
+            let at = at % data.len().max(1);
+            match kind {
+                0 if !data.is_empty() => data[at] = byte,
+                1 => data.insert(at.min(data.len()), byte),
+                2 if !data.is_empty() => {
+                    data.remove(at);
+                }
+                _ => data.truncate(at),
+            }
+        }
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        prop_oneof![
+            Just(Limits::default()),
+            (0u32..5, 0usize..40).prop_map(|(max_depth, max_nodes)| Limits { max_depth, max_nodes }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Every ZEO message comes back from `decode_top` as its four items.
+        #[test]
+        fn messages_are_taken_apart((_, msg) in arbitrary::server_message(), pickle in any::<bool>()) {
+            let codec = Codec::new(if pickle { Encoding::Pickle } else { Encoding::Msgpack });
+            let mut out = Vec::new();
+            codec.encode_server(&msg, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(top_agrees(&codec, &out)?, "not taken apart");
+        }
+
+        /// A call whose arguments do not fit its method keeps them all, exactly as decoded,
+        /// even when the arguments before the bad one were taken (e.g. storea's data).
+        #[test]
+        fn bad_calls_keep_their_arguments(
+            method in proptest::sample::select(crate::wire::request::Method::ALL.to_vec()),
+            args in proptest::collection::vec(
+                prop_oneof![
+                    3 => arbitrary::oid().prop_map(crate::wire::types::oid_value),
+                    2 => arbitrary::value(),
+                    1 => arbitrary::txn_id().prop_map(|t| t.0),
+                ],
+                0..7,
+            ),
+            pickle in any::<bool>(),
+        ) {
+            let codec = Codec::new(if pickle { Encoding::Pickle } else { Encoding::Msgpack });
+            let v = Value::tuple(vec![
+                Value::Int(3),
+                Value::Bool(false),
+                Value::str_static(method.name()),
+                Value::tuple(args),
+            ]);
+            let mut out = Vec::new();
+            codec.encode_value(&v, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let payload = Bytes::from(out);
+            let decoded = codec.decode_value(&payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let sent = decoded.as_seq().and_then(|items| items[3].as_seq()).map(<[Value]>::to_vec);
+            let msg = codec.decode_client(&payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let by_ref = ClientMessage::from_value(&decoded);
+            prop_assert_eq!(by_ref.as_ref(), Ok(&msg));
+            if let ClientMessage::BadCall { args, .. } = &msg {
+                prop_assert_eq!(Some(args), sent.as_ref());
+            }
+        }
+
+        /// Any 4-tuple or other value, intact or damaged, under any limits.
+        #[test]
+        fn decode_top_agrees_with_decode_value(
+            items in proptest::collection::vec(arbitrary::value(), 3..6),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 0..3),
+            limits in limits(),
+            pickle in any::<bool>(),
+        ) {
+            let encoding = if pickle { Encoding::Pickle } else { Encoding::Msgpack };
+            let mut data = Vec::new();
+            Codec::new(encoding).encode_value(&Value::tuple(items), &mut data).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            damage(&mut data, &edits);
+            top_agrees(&Codec { encoding, limits }, &data)?;
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]
 
@@ -147,6 +266,29 @@ mod tests {
         #[test]
         fn server_messages_round_trip_in_msgpack((method, msg) in arbitrary::server_message()) {
             server_round_trip(Encoding::Msgpack, method, &msg)?;
+        }
+    }
+
+    #[test]
+    fn decode_top_keeps_the_limits_at_their_edges() {
+        // `(1, 2, 3, (4,))`: six nodes, two levels.
+        let v = Value::tuple(vec![
+            Value::Int(1),
+            Value::Int(2),
+            Value::Int(3),
+            Value::tuple(vec![Value::Int(4)]),
+        ]);
+        for encoding in [Encoding::Pickle, Encoding::Msgpack] {
+            let mut data = Vec::new();
+            Codec::new(encoding).encode_value(&v, &mut data).expect("encodes");
+            for (max_depth, max_nodes, ok) in [(2, 6, true), (1, 6, false), (2, 5, false), (0, 6, false)] {
+                let codec = Codec { encoding, limits: Limits { max_depth, max_nodes } };
+                let top = codec.decode_top(&Bytes::from(data.clone()));
+                assert_eq!(top.is_ok(), ok, "{encoding:?} depth {max_depth} nodes {max_nodes}");
+                if ok {
+                    assert!(matches!(top, Ok(TopLevel::Four(_))), "{encoding:?}");
+                }
+            }
         }
     }
 

@@ -59,7 +59,13 @@ pub fn message(encoding: Encoding, data: &[u8]) {
         let again = codec.decode_value(&Bytes::from(out)).expect("an encoded value decodes");
         assert_eq!(again, value, "value round trip");
     }
-    if let Ok(msg) = super::message::ClientMessage::from_value(&value) {
+    // The codec types the payload straight from the decoder (a 4-tuple handed over as its
+    // items): exactly as typing the decoded value does.
+    let typed_client = super::message::ClientMessage::from_value(&value);
+    assert_eq!(codec.decode_client(&payload).ok(), typed_client.clone().ok(), "client typing paths agree");
+    let typed_server = super::message::ServerMessage::from_value(&value);
+    assert_eq!(codec.decode_server(&payload).ok(), typed_server.clone().ok(), "server typing paths agree");
+    if let Ok(msg) = typed_client {
         let mut first = Vec::new();
         codec.encode_client(&msg, &mut first).expect("a typed client message encodes");
         let back = codec.decode_client(&Bytes::from(first.clone())).expect("and decodes");
@@ -67,7 +73,7 @@ pub fn message(encoding: Encoding, data: &[u8]) {
         codec.encode_client(&back, &mut second).expect("and encodes again");
         assert_eq!(first, second, "typed client message round trip is stable");
     }
-    if let Ok(msg) = super::message::ServerMessage::from_value(&value) {
+    if let Ok(msg) = typed_server {
         let mut first = Vec::new();
         codec.encode_server(&msg, &mut first).expect("a typed server message encodes");
         let back = codec.decode_server(&Bytes::from(first.clone())).expect("and decodes");

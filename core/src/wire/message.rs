@@ -8,8 +8,8 @@
 use super::error::ZeoError;
 use super::push::Push;
 use super::reply::Reply;
-use super::request::Request;
-use super::types::{field_err, text_of, TypedError};
+use super::request::{Method, Request};
+use super::types::{field_err, TypedError};
 use super::value::{Text, Value};
 use crate::ids::{Oid, Tid};
 
@@ -34,6 +34,7 @@ impl MsgId {
     }
 
     /// The msgid as an int, if it is one.
+    #[inline]
     pub fn as_int(&self) -> Option<i128> {
         match self.0 {
             Value::Int(i) => Some(i),
@@ -42,6 +43,7 @@ impl MsgId {
     }
 
     /// Whether this is the heartbeat msgid `-1`, which a server silently drops (§1.4).
+    #[inline]
     pub fn is_heartbeat(&self) -> bool {
         self.as_int() == Some(-1)
     }
@@ -110,14 +112,18 @@ impl ServerMessage {
     }
 }
 
-fn envelope(v: &Value) -> Result<(&Value, &Value, Text, &Value), TypedError> {
-    match v.as_seq() {
-        Some([msgid, flag, name, args]) => {
-            let name =
-                text_of(name, "message name").map_err(|_| TypedError::Envelope("name is not a str"))?;
-            Ok((msgid, flag, name, args))
-        }
-        _ => Err(TypedError::Envelope("not a 4-tuple")),
+/// The items of the `(msgid, flag, name, args)` envelope, moved out of it.
+fn envelope(v: Value) -> Result<[Value; 4], TypedError> {
+    let not_4_tuple = TypedError::Envelope("not a 4-tuple");
+    let Value::Seq(_, items) = v else { return Err(not_4_tuple) };
+    <[Value; 4]>::try_from(items).map_err(|_| not_4_tuple)
+}
+
+/// The envelope's parts, checking that the name is a str.
+fn parts([msgid, flag, name, args]: [Value; 4]) -> Result<(Value, Value, Text, Value), TypedError> {
+    match name {
+        Value::Str(name) => Ok((msgid, flag, name, args)),
+        _ => Err(TypedError::Envelope("name is not a str")),
     }
 }
 
@@ -127,21 +133,41 @@ impl ClientMessage {
     /// Errors (the connection should be closed, §3.7) for a malformed envelope, a non-sequence
     /// argument list, or a `.reply` from a client that is not the heartbeat.
     pub fn from_value(v: &Value) -> Result<ClientMessage, TypedError> {
-        let (msgid, flag, name, args) = envelope(v)?;
-        let msgid = MsgId(msgid.clone());
+        ClientMessage::from_owned_value(v.clone())
+    }
+
+    /// [`ClientMessage::from_value`], taking the value apart instead of copying from it.
+    pub fn from_owned_value(v: Value) -> Result<ClientMessage, TypedError> {
+        ClientMessage::from_items(envelope(v)?)
+    }
+
+    /// [`ClientMessage::from_owned_value`] of the 4-tuple holding `items`.
+    pub(crate) fn from_items(items: [Value; 4]) -> Result<ClientMessage, TypedError> {
+        let (msgid, flag, name, args) = parts(items)?;
+        let msgid = MsgId(msgid);
         if msgid.is_heartbeat() {
             return Ok(ClientMessage::Heartbeat);
         }
-        if name.as_str() == REPLY {
+        if name == REPLY {
             return Err(TypedError::Envelope("a client sent a .reply"));
         }
-        let args = args.as_seq().ok_or_else(|| field_err("message args", "a tuple", args))?;
+        let mut args = match args {
+            Value::Seq(_, items) => items,
+            other => return Err(field_err("message args", "a tuple", &other)),
+        };
         let is_async = flag.is_truthy();
-        match Request::from_call(&name, args) {
-            Ok(request) if is_async => Ok(ClientMessage::Async { msgid, request }),
-            Ok(request) => Ok(ClientMessage::Call { msgid, request }),
-            Err(error) => Ok(ClientMessage::BadCall { msgid, is_async, name, args: args.to_vec(), error }),
-        }
+        let request = match Method::from_wire_name(name.as_bytes()) {
+            Some(method) => match Request::from_owned_args(method, &mut args) {
+                Ok(request) => request,
+                Err(error) => return Ok(ClientMessage::BadCall { msgid, is_async, name, args, error }),
+            },
+            None => Request::Unknown { name, args },
+        };
+        Ok(if is_async {
+            ClientMessage::Async { msgid, request }
+        } else {
+            ClientMessage::Call { msgid, request }
+        })
     }
 
     /// The 4-tuple, as the Python client writes it (bool flags).
@@ -170,22 +196,30 @@ fn call_value(msgid: &MsgId, is_async: bool, name: Text, args: Vec<Value>) -> Va
 impl ServerMessage {
     /// Types a decoded server frame.
     pub fn from_value(v: &Value) -> Result<ServerMessage, TypedError> {
-        let (msgid, flag, name, payload) = envelope(v)?;
-        let msgid = MsgId(msgid.clone());
-        if name.as_str() == REPLY {
+        ServerMessage::from_owned_value(v.clone())
+    }
+
+    /// [`ServerMessage::from_value`], taking the value apart instead of copying from it.
+    pub fn from_owned_value(v: Value) -> Result<ServerMessage, TypedError> {
+        ServerMessage::from_items(envelope(v)?)
+    }
+
+    /// [`ServerMessage::from_owned_value`] of the 4-tuple holding `items`.
+    pub(crate) fn from_items(items: [Value; 4]) -> Result<ServerMessage, TypedError> {
+        let (msgid, flag, name, payload) = parts(items)?;
+        let msgid = MsgId(msgid);
+        if name == REPLY {
             if !flag.is_truthy() {
-                return Ok(ServerMessage::Reply { msgid, result: payload.clone() });
+                return Ok(ServerMessage::Reply { msgid, result: payload });
             }
             let error = match payload.as_seq() {
                 Some([Value::Str(class_path), p]) => ZeoError::from_reply(class_path, p),
                 // ZEO 4 style or garbage: keep it, typed as an unknown error.
-                _ => {
-                    ZeoError::Other { class_path: Text::from_static("<malformed>"), payload: payload.clone() }
-                }
+                _ => ZeoError::Other { class_path: Text::from_static("<malformed>"), payload },
             };
             return Ok(ServerMessage::Error { msgid, error });
         }
-        let args = payload.as_seq().ok_or_else(|| field_err("push args", "a tuple", payload))?;
+        let args = payload.as_seq().ok_or_else(|| field_err("push args", "a tuple", &payload))?;
         Ok(ServerMessage::Push(Push::from_call(&name, args)?))
     }
 

@@ -11,7 +11,7 @@
 //! * [`encode`] writes the canonical bytes Python would write for the same value (smallest
 //!   int, str, bin, array and map forms; floats always as float64).
 
-use super::value::{ExceptionValue, Limits, SeqKind, Text, Value};
+use super::value::{ExceptionValue, Limits, SeqKind, Text, TopLevel, Value};
 use bytes::Bytes;
 use rmp::Marker;
 
@@ -158,7 +158,35 @@ pub enum MsgpackEncodeError {
 /// than `limits.max_depth`, more than `limits.max_nodes` values, and trailing bytes.
 /// Never panics.
 pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, MsgpackError> {
-    Decoder { payload, data: payload.as_ref(), pos: 0 }.run(limits)
+    let mut d = Decoder::new(payload, limits);
+    let mut stack = OpenStack::default();
+    let value = d.one(&mut stack)?;
+    d.end()?;
+    Ok(value)
+}
+
+/// [`decode`], except that a payload holding a 4-element array (every ZEO message) comes back
+/// as its four items, without allocating the array.
+pub(crate) fn decode_top(payload: &Bytes, limits: &Limits) -> Result<TopLevel, MsgpackError> {
+    const FIXARRAY_4: u8 = 0x94;
+    if payload.first() != Some(&FIXARRAY_4) || limits.max_depth == 0 || limits.max_nodes == 0 {
+        return decode(payload, limits).map(TopLevel::Other);
+    }
+    // What `decode` does for the array, then for each item as a child of it: the array takes
+    // one node and one level, and its slots stay owed to it while each item is read.
+    let mut d = Decoder::new(payload, limits);
+    d.pos = 1;
+    d.nodes = 1;
+    d.base_depth = 1;
+    d.pending = 4;
+    let mut stack = OpenStack::default();
+    let mut item = || d.one(&mut stack);
+    let parts = (|| Ok::<_, MsgpackError>([item()?, item()?, item()?, item()?]))();
+    match parts.and_then(|p| d.end().map(|()| p)) {
+        Ok(parts) => Ok(TopLevel::Four(parts)),
+        // Any error is reported exactly as `decode` reports it.
+        Err(_) => decode(payload, limits).map(TopLevel::Other),
+    }
 }
 
 /// A container being filled.
@@ -176,6 +204,45 @@ impl Open {
     }
 }
 
+/// The open containers, innermost last. The innermost is kept apart, so that messages that
+/// nest no deeper than one container inside the top level (all of ZEO's small ones) never
+/// allocate for this stack.
+#[derive(Default)]
+struct OpenStack {
+    top: Option<Open>,
+    below: Vec<Open>,
+}
+
+impl OpenStack {
+    fn len(&self) -> usize {
+        self.below.len() + usize::from(self.top.is_some())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.top.is_none()
+    }
+
+    fn last(&self) -> Option<&Open> {
+        self.top.as_ref()
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Open> {
+        self.top.as_mut()
+    }
+
+    fn push(&mut self, open: Open) {
+        if let Some(outer) = self.top.replace(open) {
+            self.below.push(outer);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Open> {
+        let top = self.top.take();
+        self.top = self.below.pop();
+        top
+    }
+}
+
 /// What one marker turned into.
 enum Step {
     /// A complete value.
@@ -188,9 +255,31 @@ struct Decoder<'a> {
     payload: &'a Bytes,
     data: &'a [u8],
     pos: usize,
+    limits: &'a Limits,
+    /// Element slots the open containers still expect. Each needs at least one byte, so a
+    /// well-formed input always has `pending <= remaining()`; checking that when a container
+    /// opens is what makes it safe to reserve the container's full claimed size.
+    pending: usize,
+    /// Values read so far.
+    nodes: usize,
+    /// Containers open outside the stack passed to [`Decoder::one`] (the top-level array
+    /// [`decode_top`] reads itself).
+    base_depth: usize,
 }
 
-impl Decoder<'_> {
+impl<'a> Decoder<'a> {
+    fn new(payload: &'a Bytes, limits: &'a Limits) -> Self {
+        Decoder { payload, data: payload.as_ref(), pos: 0, limits, pending: 0, nodes: 0, base_depth: 0 }
+    }
+
+    /// Fails if bytes are left after the value.
+    fn end(&self) -> Result<(), MsgpackError> {
+        match self.remaining() {
+            0 => Ok(()),
+            len => Err(MsgpackError::TrailingBytes { offset: self.pos, len }),
+        }
+    }
+
     fn remaining(&self) -> usize {
         self.data.len().saturating_sub(self.pos)
     }
@@ -245,38 +334,54 @@ impl Decoder<'_> {
         Ok(Value::Bytes(self.payload.slice(start..end)))
     }
 
-    fn run(mut self, limits: &Limits) -> Result<Value, MsgpackError> {
-        let mut stack: Vec<Open> = Vec::new();
-        // Element slots the open containers still expect. Each needs at least one byte, so a
-        // well-formed input always has `pending <= remaining()`; checking that when a container
-        // opens is what makes it safe to reserve the container's full claimed size.
-        let mut pending: usize = 0;
-        let mut nodes: usize = 0;
+    /// Reads one complete value. `stack` is empty on entry and on success; it is only passed in
+    /// so that [`decode_top`] can reuse one allocation for its four items.
+    fn one(&mut self, stack: &mut OpenStack) -> Result<Value, MsgpackError> {
         loop {
             let offset = self.pos;
-            let wants_key = stack.last().is_some_and(Open::wants_key);
-            let marker = Marker::from_u8(self.u8("marker")?);
+            let Some(&byte) = self.data.get(offset) else {
+                return Err(MsgpackError::Truncated { offset, what: "marker", needed: 1, available: 0 });
+            };
+            self.pos = offset + 1;
             // The marker fills one slot of the innermost open container (if any).
-            pending = pending.saturating_sub(usize::from(!stack.is_empty()));
-            nodes += 1;
-            if nodes > limits.max_nodes {
-                return Err(MsgpackError::TooManyNodes { offset, max: limits.max_nodes });
+            let in_container = !stack.is_empty() || self.base_depth > 0;
+            self.pending = self.pending.saturating_sub(usize::from(in_container));
+            self.nodes += 1;
+            if self.nodes > self.limits.max_nodes {
+                return Err(MsgpackError::TooManyNodes { offset, max: self.limits.max_nodes });
             }
-            if wants_key && !is_str_or_bin(marker) {
-                return Err(MsgpackError::MapKey { offset, found: marker_type(marker) });
+            if stack.last().is_some_and(Open::wants_key) && !is_str_or_bin(Marker::from_u8(byte)) {
+                return Err(MsgpackError::MapKey { offset, found: marker_type(Marker::from_u8(byte)) });
             }
-            let step = self.scalar_or_open(marker, offset, limits, &mut stack, &mut pending)?;
-            let Step::Value(mut value) = step else {
-                continue;
+            // The markers of ZEO's small messages are read here directly; the rest, by their
+            // `Marker`.
+            let mut value = match byte {
+                0x00..=0x7f => Value::Int(i128::from(byte)),
+                0xa0..=0xbf => self.str(offset, u64::from(byte & 0x1f))?,
+                0xc4 => {
+                    let n = self.u8("bin8 length")?;
+                    self.bin(u64::from(n))?
+                }
+                0xc5 => {
+                    let n = self.u16("bin16 length")?;
+                    self.bin(u64::from(n))?
+                }
+                0xcc => Value::Int(i128::from(self.u8("uint8")?)),
+                0xcd => Value::Int(i128::from(self.u16("uint16")?)),
+                0xce => Value::Int(i128::from(self.u32("uint32")?)),
+                0xcf => Value::Int(i128::from(self.u64("uint64")?)),
+                0xc0 => Value::None,
+                0xc2 => Value::Bool(false),
+                0xc3 => Value::Bool(true),
+                _ => match self.scalar_or_open(Marker::from_u8(byte), offset, stack)? {
+                    Step::Value(value) => value,
+                    Step::Opened => continue,
+                },
             };
             // Attach the finished value to its container, closing every container it completes.
             loop {
                 let Some(top) = stack.last_mut() else {
-                    return if self.remaining() == 0 {
-                        Ok(value)
-                    } else {
-                        Err(MsgpackError::TrailingBytes { offset: self.pos, len: self.remaining() })
-                    };
+                    return Ok(value);
                 };
                 let complete = match top {
                     Open::Seq { items, left } => {
@@ -316,9 +421,7 @@ impl Decoder<'_> {
         &mut self,
         marker: Marker,
         offset: usize,
-        limits: &Limits,
-        stack: &mut Vec<Open>,
-        pending: &mut usize,
+        stack: &mut OpenStack,
     ) -> Result<Step, MsgpackError> {
         let value = match marker {
             Marker::Null => Value::None,
@@ -361,23 +464,23 @@ impl Decoder<'_> {
                 let n = self.u32("bin32 length")?;
                 self.bin(u64::from(n))?
             }
-            Marker::FixArray(n) => return self.open(false, u32::from(n), offset, limits, stack, pending),
+            Marker::FixArray(n) => return self.open(false, u32::from(n), offset, stack),
             Marker::Array16 => {
                 let n = self.u16("array16 length")?;
-                return self.open(false, u32::from(n), offset, limits, stack, pending);
+                return self.open(false, u32::from(n), offset, stack);
             }
             Marker::Array32 => {
                 let n = self.u32("array32 length")?;
-                return self.open(false, n, offset, limits, stack, pending);
+                return self.open(false, n, offset, stack);
             }
-            Marker::FixMap(n) => return self.open(true, u32::from(n), offset, limits, stack, pending),
+            Marker::FixMap(n) => return self.open(true, u32::from(n), offset, stack),
             Marker::Map16 => {
                 let n = self.u16("map16 length")?;
-                return self.open(true, u32::from(n), offset, limits, stack, pending);
+                return self.open(true, u32::from(n), offset, stack);
             }
             Marker::Map32 => {
                 let n = self.u32("map32 length")?;
-                return self.open(true, n, offset, limits, stack, pending);
+                return self.open(true, n, offset, stack);
             }
             Marker::Reserved => return Err(MsgpackError::ReservedMarker { offset }),
             Marker::FixExt1
@@ -398,15 +501,14 @@ impl Decoder<'_> {
         is_map: bool,
         count: u32,
         offset: usize,
-        limits: &Limits,
-        stack: &mut Vec<Open>,
-        pending: &mut usize,
+        stack: &mut OpenStack,
     ) -> Result<Step, MsgpackError> {
         // A container has depth 1 + its deepest child, so the innermost of `stack.len() + 1`
         // nested containers already makes the message that deep (even if it is empty).
-        let depth = u32::try_from(stack.len()).unwrap_or(u32::MAX).saturating_add(1);
-        if depth > limits.max_depth {
-            return Err(MsgpackError::TooDeep { offset, max: limits.max_depth });
+        let open = stack.len().saturating_add(self.base_depth);
+        let depth = u32::try_from(open).unwrap_or(u32::MAX).saturating_add(1);
+        if depth > self.limits.max_depth {
+            return Err(MsgpackError::TooDeep { offset, max: self.limits.max_depth });
         }
         let kind = if is_map { "map" } else { "array" };
         // u32 → usize cannot fail on the 32/64-bit targets zeoraid supports; saturating keeps
@@ -414,13 +516,13 @@ impl Decoder<'_> {
         let count = usize::try_from(count).unwrap_or(usize::MAX);
         let slots = if is_map { count.saturating_mul(2) } else { count };
         let available = self.remaining();
-        if pending.saturating_add(slots) > available {
+        if self.pending.saturating_add(slots) > available {
             return Err(MsgpackError::CountTooLarge {
                 offset,
                 kind,
                 count: slots as u64,
                 available,
-                pending: *pending,
+                pending: self.pending,
             });
         }
         if count == 0 {
@@ -432,7 +534,7 @@ impl Decoder<'_> {
         }
         // Safe to reserve in full: the check above bounds the slots of all open containers by
         // the bytes still unread, so total reservations stay proportional to the input size.
-        *pending += slots;
+        self.pending += slots;
         stack.push(if is_map {
             Open::Map { entries: Vec::with_capacity(count), key: None, left: count }
         } else {

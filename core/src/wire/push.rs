@@ -65,27 +65,27 @@ impl Push {
 
     /// Types a push from its name and arguments.
     pub fn from_call(name: &Text, args: &[Value]) -> Result<Push, TypedError> {
-        Ok(match name.as_str() {
-            "invalidateTransaction" => {
+        Ok(match name.as_bytes().as_ref() {
+            b"invalidateTransaction" => {
                 let mut a = Args::new("invalidateTransaction", args, 2, 2, "2")?;
                 let tid = a.tid()?;
-                Push::InvalidateTransaction { tid, oids: oids_of(&a.value()?, "invalidateTransaction oids")? }
+                Push::InvalidateTransaction { tid, oids: oids_of(a.value()?, "invalidateTransaction oids")? }
             }
-            "info" => {
+            b"info" => {
                 let mut a = Args::new("info", args, 1, 1, "1")?;
                 let v = a.value()?;
-                map_of(&v, "info")?;
-                Push::Info(StorageInfo::from_value(&v)?)
+                map_of(v, "info")?;
+                Push::Info(StorageInfo::from_value(v)?)
             }
-            "receiveBlobStart" => {
+            b"receiveBlobStart" => {
                 let mut a = Args::new("receiveBlobStart", args, 2, 2, "2")?;
                 Push::ReceiveBlobStart { oid: a.oid()?, serial: a.tid()? }
             }
-            "receiveBlobChunk" => {
+            b"receiveBlobChunk" => {
                 let mut a = Args::new("receiveBlobChunk", args, 3, 3, "3")?;
                 Push::ReceiveBlobChunk { oid: a.oid()?, serial: a.tid()?, chunk: a.bytes()? }
             }
-            "receiveBlobStop" => {
+            b"receiveBlobStop" => {
                 let mut a = Args::new("receiveBlobStop", args, 2, 2, "2")?;
                 Push::ReceiveBlobStop { oid: a.oid()?, serial: a.tid()? }
             }

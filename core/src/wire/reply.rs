@@ -367,7 +367,7 @@ impl Reply {
                 v => {
                     let mut a = Args::of_seq(ctx, v, 2, "2")?;
                     let tid = a.tid()?;
-                    let oids = oids_of(&a.value()?, "getInvalidations oids")?;
+                    let oids = oids_of(a.value()?, "getInvalidations oids")?;
                     Some(Invalidations { tid, oids })
                 }
             }),
@@ -392,7 +392,7 @@ impl Reply {
                     data: a.bytes()?,
                     next: match a.value()? {
                         Value::None => None,
-                        o => Some(oid_of(&o, "record_iternext next")?),
+                        o => Some(oid_of(o, "record_iternext next")?),
                     },
                 })
             }
@@ -407,10 +407,10 @@ impl Reply {
                 v => {
                     let mut a = Args::of_seq(ctx, v, 5, "5")?;
                     let tid = a.tid()?;
-                    let status = status_of(&a.value()?, "iterator_next status")?;
+                    let status = status_of(a.value()?, "iterator_next status")?;
                     let user = a.bytes()?;
                     let description = a.bytes()?;
-                    let extension = Extension(map_of(&a.value()?, "iterator_next extension")?.to_vec());
+                    let extension = Extension(map_of(a.value()?, "iterator_next extension")?.to_vec());
                     Some(TxnHeader { tid, status, user, description, extension })
                 }
             }),

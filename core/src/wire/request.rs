@@ -5,8 +5,8 @@
 //! client sends, so that re-encoding a decoded call reproduces its bytes.
 
 use super::types::{
-    field_err, oid_value, opt_tid_value, status_value, tid_value, Args, Extension, IterId, TxnId, TxnStatus,
-    TypedError, UndoId,
+    field_err, oid_value, opt_tid_value, status_value, tid_value, Args, Extension, IterId, Owned, TxnId,
+    TxnStatus, TypedError, UndoId,
 };
 use super::value::{SeqKind, Text, Value};
 use crate::ids::{Oid, Tid};
@@ -139,7 +139,50 @@ impl Method {
 
     /// The method with this wire name, if the server registers one.
     pub fn from_name(name: &str) -> Option<Method> {
-        Method::ALL.iter().copied().find(|m| m.name() == name)
+        Method::from_wire_name(name.as_bytes())
+    }
+
+    /// [`Method::from_name`] on the name's bytes, as they come off the wire.
+    pub fn from_wire_name(name: &[u8]) -> Option<Method> {
+        Some(match name {
+            b"register" => Method::Register,
+            b"get_info" => Method::GetInfo,
+            b"lastTransaction" => Method::LastTransaction,
+            b"getInvalidations" => Method::GetInvalidations,
+            b"new_oids" => Method::NewOids,
+            b"new_oid" => Method::NewOid,
+            b"pack" => Method::Pack,
+            b"loadBefore" => Method::LoadBefore,
+            b"storea" => Method::Storea,
+            b"checkCurrentSerialInTransaction" => Method::CheckCurrentSerialInTransaction,
+            b"restorea" => Method::Restorea,
+            b"storeBlobStart" => Method::StoreBlobStart,
+            b"storeBlobChunk" => Method::StoreBlobChunk,
+            b"storeBlobEnd" => Method::StoreBlobEnd,
+            b"storeBlobShared" => Method::StoreBlobShared,
+            b"deleteObject" => Method::DeleteObject,
+            b"tpc_begin" => Method::TpcBegin,
+            b"vote" => Method::Vote,
+            b"tpc_finish" => Method::TpcFinish,
+            b"tpc_abort" => Method::TpcAbort,
+            b"history" => Method::History,
+            b"record_iternext" => Method::RecordIternext,
+            b"sendBlob" => Method::SendBlob,
+            b"getTid" => Method::GetTid,
+            b"loadSerial" => Method::LoadSerial,
+            b"undoa" => Method::Undoa,
+            b"undoLog" => Method::UndoLog,
+            b"undoInfo" => Method::UndoInfo,
+            b"iterator_start" => Method::IteratorStart,
+            b"iterator_next" => Method::IteratorNext,
+            b"iterator_record_start" => Method::IteratorRecordStart,
+            b"iterator_record_next" => Method::IteratorRecordNext,
+            b"iterator_gc" => Method::IteratorGc,
+            b"server_status" => Method::ServerStatus,
+            b"set_client_label" => Method::SetClientLabel,
+            b"ping" => Method::Ping,
+            _ => return None,
+        })
     }
 
     /// Whether the stock client sends it as an asynchronous call (no reply).
@@ -464,15 +507,28 @@ impl Request {
     /// An unregistered name gives [`Request::Unknown`]; wrong arguments give the error that a
     /// Python server would raise as `TypeError` (or close the connection for async calls).
     pub fn from_call(name: &Text, args: &[Value]) -> Result<Request, TypedError> {
-        let Some(method) = Method::from_name(name.as_str()) else {
-            return Ok(Request::Unknown { name: name.clone(), args: args.to_vec() });
-        };
+        match Method::from_wire_name(name.as_bytes()) {
+            Some(method) => Request::from_args(method, args),
+            None => Ok(Request::Unknown { name: name.clone(), args: args.to_vec() }),
+        }
+    }
+
+    /// Types a call to a registered method from its argument tuple; see [`Request::from_call`].
+    pub fn from_args(method: Method, args: &[Value]) -> Result<Request, TypedError> {
+        Request::from_owned_args(method, &mut args.to_vec())
+    }
+
+    /// [`Request::from_args`], moving the byte strings, texts and other owned values it keeps
+    /// out of `args` (leaving `None`s or empty values there). Every argument is checked before
+    /// anything is moved, so on error `args` is as it came.
+    pub fn from_owned_args(method: Method, args: &mut [Value]) -> Result<Request, TypedError> {
         let n = method.name();
         let exact = |k: usize, spelled: &'static str| Args::new(n, args, k, k, spelled);
         Ok(match method {
             Method::Register => {
                 let mut a = exact(2, "2")?;
-                Request::Register { storage: a.text()?, read_only: a.truthy()? }
+                let (storage, read_only) = (a.text_slot()?, a.truthy()?);
+                Request::Register { storage: storage.take(args), read_only }
             }
             Method::GetInfo => no_args(exact(0, "0")?, Request::GetInfo),
             Method::LastTransaction => no_args(exact(0, "0")?, Request::LastTransaction),
@@ -499,52 +555,57 @@ impl Request {
             }
             Method::Storea => {
                 let mut a = exact(4, "4")?;
-                Request::Storea { oid: a.oid()?, serial: a.tid()?, data: a.bytes()?, txn: a.txn()? }
+                let (oid, serial, data, txn) = (a.oid()?, a.tid()?, a.bytes_slot()?, a.txn_slot()?);
+                Request::Storea { oid, serial, data: data.take(args), txn: txn.take(args) }
             }
             Method::CheckCurrentSerialInTransaction => {
                 let mut a = exact(3, "3")?;
-                Request::CheckCurrentSerialInTransaction { oid: a.oid()?, serial: a.tid()?, txn: a.txn()? }
+                let (oid, serial, txn) = (a.oid()?, a.tid()?, a.txn_slot()?);
+                Request::CheckCurrentSerialInTransaction { oid, serial, txn: txn.take(args) }
             }
             Method::Restorea => {
                 let mut a = exact(5, "5")?;
-                Request::Restorea {
-                    oid: a.oid()?,
-                    serial: a.tid()?,
-                    data: a.opt_bytes()?,
-                    prev_txn: a.opt_tid()?,
-                    txn: a.txn()?,
-                }
+                let (oid, serial, data) = (a.oid()?, a.tid()?, a.opt_bytes_slot()?);
+                let (prev_txn, txn) = (a.opt_tid()?, a.txn_slot()?);
+                Request::Restorea { oid, serial, data: data.take(args), prev_txn, txn: txn.take(args) }
             }
             Method::StoreBlobStart => no_args(exact(0, "0")?, Request::StoreBlobStart),
-            Method::StoreBlobChunk => Request::StoreBlobChunk { chunk: exact(1, "1")?.bytes()? },
+            Method::StoreBlobChunk => {
+                let chunk = exact(1, "1")?.bytes_slot()?;
+                Request::StoreBlobChunk { chunk: chunk.take(args) }
+            }
             Method::StoreBlobEnd => {
                 let mut a = exact(4, "4")?;
-                Request::StoreBlobEnd { oid: a.oid()?, serial: a.tid()?, data: a.bytes()?, txn: a.txn()? }
+                let (oid, serial, data, txn) = (a.oid()?, a.tid()?, a.bytes_slot()?, a.txn_slot()?);
+                Request::StoreBlobEnd { oid, serial, data: data.take(args), txn: txn.take(args) }
             }
             Method::StoreBlobShared => {
                 let mut a = exact(5, "5")?;
+                let (oid, serial, data) = (a.oid()?, a.tid()?, a.bytes_slot()?);
+                let (filename, txn) = (a.text_slot()?, a.txn_slot()?);
                 Request::StoreBlobShared {
-                    oid: a.oid()?,
-                    serial: a.tid()?,
-                    data: a.bytes()?,
-                    filename: a.text()?,
-                    txn: a.txn()?,
+                    oid,
+                    serial,
+                    data: data.take(args),
+                    filename: filename.take(args),
+                    txn: txn.take(args),
                 }
             }
             Method::DeleteObject => {
                 let mut a = exact(3, "3")?;
-                Request::DeleteObject { oid: a.oid()?, serial: a.tid()?, txn: a.txn()? }
+                let (oid, serial, txn) = (a.oid()?, a.tid()?, a.txn_slot()?);
+                Request::DeleteObject { oid, serial, txn: txn.take(args) }
             }
             Method::TpcBegin => {
                 let mut a = Args::new(n, args, 4, 6, "4 to 6")?;
-                let txn = a.txn()?;
-                let user = a.bytes()?;
-                let description = a.bytes()?;
-                let ext = a.value()?;
-                let extension = match ext {
-                    Value::Map(m) => Extension(m),
-                    other => return Err(field_err("tpc_begin arg 3", "a dict", &other)),
-                };
+                let txn = a.txn_slot()?;
+                let user = a.bytes_slot()?;
+                let description = a.bytes_slot()?;
+                let ext_at = a.pos();
+                match a.value()? {
+                    Value::Map(_) => {}
+                    other => return Err(field_err("tpc_begin arg 3", "a dict", other)),
+                }
                 let tid = match a.next_opt() {
                     None => None,
                     Some(v) => super::types::opt_tid_of(v, "tpc_begin arg 4")?,
@@ -553,11 +614,19 @@ impl Request {
                     None => TxnStatus::NORMAL,
                     Some(v) => super::types::status_of(v, "tpc_begin arg 5")?,
                 };
-                Request::TpcBegin { txn, user, description, extension, tid, status }
+                let extension = Extension(args.get_mut(ext_at).map(Owned::take_from).unwrap_or_default());
+                Request::TpcBegin {
+                    txn: txn.take(args),
+                    user: user.take(args),
+                    description: description.take(args),
+                    extension,
+                    tid,
+                    status,
+                }
             }
-            Method::Vote => Request::Vote { txn: exact(1, "1")?.txn()? },
-            Method::TpcFinish => Request::TpcFinish { txn: exact(1, "1")?.txn()? },
-            Method::TpcAbort => Request::TpcAbort { txn: exact(1, "1")?.txn()? },
+            Method::Vote => Request::Vote { txn: exact(1, "1")?.txn_slot()?.take(args) },
+            Method::TpcFinish => Request::TpcFinish { txn: exact(1, "1")?.txn_slot()?.take(args) },
+            Method::TpcAbort => Request::TpcAbort { txn: exact(1, "1")?.txn_slot()?.take(args) },
             Method::History => {
                 let mut a = Args::new(n, args, 1, 2, "1 to 2")?;
                 let oid = a.oid()?;
@@ -586,7 +655,8 @@ impl Request {
             }
             Method::Undoa => {
                 let mut a = exact(2, "2")?;
-                Request::Undoa { undo_id: UndoId(a.bytes()?), txn: a.txn()? }
+                let (undo_id, txn) = (a.bytes_slot()?, a.txn_slot()?);
+                Request::Undoa { undo_id: UndoId(undo_id.take(args)), txn: txn.take(args) }
             }
             Method::UndoLog => {
                 let mut a = Args::new(n, args, 0, 2, "0 to 2")?;
@@ -608,11 +678,13 @@ impl Request {
                     .map(|v| super::types::int_of(v, "undoInfo arg 1"))
                     .transpose()?
                     .unwrap_or(-20);
+                let spec_at = a.pos();
                 let spec = match a.next_opt() {
-                    None | Some(Value::None) => None,
-                    Some(v @ Value::Map(_)) => Some(v.clone()),
+                    None | Some(Value::None) => false,
+                    Some(Value::Map(_)) => true,
                     Some(v) => return Err(field_err("undoInfo arg 2", "a dict or None", v)),
                 };
+                let spec = if spec { args.get_mut(spec_at).map(Owned::take_from) } else { None };
                 Request::UndoInfo { first, last, spec }
             }
             Method::IteratorStart => {
@@ -637,7 +709,7 @@ impl Request {
             Method::IteratorRecordNext => Request::IteratorRecordNext { riid: exact(1, "1")?.iter_id()? },
             Method::IteratorGc => {
                 let v = exact(1, "1")?.value()?;
-                let items = super::types::seq_of(&v, "iterator_gc arg 0")?;
+                let items = super::types::seq_of(v, "iterator_gc arg 0")?;
                 let iids = items
                     .iter()
                     .map(|i| super::types::int_of(i, "iterator_gc arg 0").map(IterId))
@@ -645,7 +717,9 @@ impl Request {
                 Request::IteratorGc { iids }
             }
             Method::ServerStatus => no_args(exact(0, "0")?, Request::ServerStatus),
-            Method::SetClientLabel => Request::SetClientLabel { label: exact(1, "1")?.text()? },
+            Method::SetClientLabel => {
+                Request::SetClientLabel { label: exact(1, "1")?.text_slot()?.take(args) }
+            }
             Method::Ping => no_args(exact(0, "0")?, Request::Ping),
         })
     }
@@ -735,4 +809,19 @@ impl Request {
 
 fn no_args(_: Args<'_>, r: Request) -> Request {
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_found_by_its_name() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_name(m.name()), Some(m));
+            assert_eq!(Method::from_wire_name(m.name().as_bytes()), Some(m));
+        }
+        assert_eq!(Method::from_name("registe"), None);
+        assert_eq!(Method::from_name(".reply"), None);
+    }
 }

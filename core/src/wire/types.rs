@@ -89,6 +89,85 @@ impl From<ArgCtx> for String {
     }
 }
 
+/// A value that can be moved out of the [`Value`] holding it, leaving something that owns
+/// nothing behind. The `Value` has been checked to be of the right kind (see [`Slot`]); were it
+/// not, the result would be empty rather than a panic.
+pub(crate) trait Owned: Sized {
+    fn take_from(v: &mut Value) -> Self;
+}
+
+impl Owned for Bytes {
+    fn take_from(v: &mut Value) -> Bytes {
+        match v {
+            Value::Bytes(b) => std::mem::take(b),
+            _ => Bytes::new(),
+        }
+    }
+}
+
+impl Owned for Option<Bytes> {
+    fn take_from(v: &mut Value) -> Option<Bytes> {
+        match v {
+            Value::Bytes(b) => Some(std::mem::take(b)),
+            _ => None,
+        }
+    }
+}
+
+impl Owned for Text {
+    fn take_from(v: &mut Value) -> Text {
+        match v {
+            Value::Str(t) => std::mem::take(t),
+            _ => Text::default(),
+        }
+    }
+}
+
+impl Owned for Value {
+    fn take_from(v: &mut Value) -> Value {
+        std::mem::replace(v, Value::None)
+    }
+}
+
+impl Owned for TxnId {
+    fn take_from(v: &mut Value) -> TxnId {
+        TxnId(Value::take_from(v))
+    }
+}
+
+impl Owned for Vec<(Value, Value)> {
+    fn take_from(v: &mut Value) -> Self {
+        match v {
+            Value::Map(m) => std::mem::take(m),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An argument checked to hold a `T`, to be moved out of the argument list only once every
+/// argument has been checked: a call with a bad argument keeps all of its arguments (for the
+/// error reply), and a good one gives its byte strings and texts away without copying them.
+pub(crate) struct Slot<T> {
+    pos: usize,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Owned> Slot<T> {
+    #[inline]
+    fn at(pos: usize) -> Slot<T> {
+        Slot { pos, kind: std::marker::PhantomData }
+    }
+
+    /// Moves the argument out of `args`, the list it was checked in.
+    #[inline]
+    pub(crate) fn take(self, args: &mut [Value]) -> T {
+        match args.get_mut(self.pos) {
+            Some(v) => T::take_from(v),
+            None => T::take_from(&mut Value::None),
+        }
+    }
+}
+
 /// Reads typed fields out of an argument tuple or a result tuple, in order.
 pub(crate) struct Args<'a> {
     context: &'static str,
@@ -98,6 +177,7 @@ pub(crate) struct Args<'a> {
 
 impl<'a> Args<'a> {
     /// Checks the count is within `min..=max` (`expected` spells it for the error).
+    #[inline]
     pub(crate) fn new(
         context: &'static str,
         items: &'a [Value],
@@ -123,17 +203,20 @@ impl<'a> Args<'a> {
     }
 
     /// The context of the next argument, formatted only if an error needs it.
+    #[inline]
     fn ctx(&self) -> ArgCtx {
         ArgCtx { method: self.context, pos: self.pos }
     }
 
     /// The next value, or `None` past the end (an omitted optional argument).
+    #[inline]
     pub(crate) fn next_opt(&mut self) -> Option<&'a Value> {
         let v = self.items.get(self.pos);
         self.pos += 1;
         v
     }
 
+    #[inline]
     fn next(&mut self) -> Result<&'a Value, TypedError> {
         let ctx = self.ctx();
         self.next_opt().ok_or_else(|| TypedError::Field {
@@ -143,25 +226,30 @@ impl<'a> Args<'a> {
         })
     }
 
-    pub(crate) fn value(&mut self) -> Result<Value, TypedError> {
-        self.next().cloned()
+    /// The next value as it is, for the caller to check.
+    pub(crate) fn value(&mut self) -> Result<&'a Value, TypedError> {
+        self.next()
     }
 
+    #[inline]
     pub(crate) fn oid(&mut self) -> Result<Oid, TypedError> {
         let ctx = self.ctx();
         oid_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn tid(&mut self) -> Result<Tid, TypedError> {
         let ctx = self.ctx();
         tid_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn opt_tid(&mut self) -> Result<Option<Tid>, TypedError> {
         let ctx = self.ctx();
         opt_tid_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self) -> Result<Bytes, TypedError> {
         let ctx = self.ctx();
         bytes_of(self.next()?, ctx)
@@ -190,6 +278,7 @@ impl<'a> Args<'a> {
         float_of(self.next()?, ctx)
     }
 
+    #[inline]
     pub(crate) fn truthy(&mut self) -> Result<bool, TypedError> {
         let ctx = self.ctx();
         match self.next()? {
@@ -198,17 +287,54 @@ impl<'a> Args<'a> {
         }
     }
 
-    pub(crate) fn txn(&mut self) -> Result<TxnId, TypedError> {
-        let ctx = self.ctx();
+    /// [`Args::bytes`], to be taken later.
+    #[inline]
+    pub(crate) fn bytes_slot(&mut self) -> Result<Slot<Bytes>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
         match self.next()? {
-            v @ (Value::Int(_)
+            Value::Bytes(_) => Ok(Slot::at(pos)),
+            v => Err(field_err(ctx, "bytes", v)),
+        }
+    }
+
+    /// [`Args::opt_bytes`], to be taken later.
+    #[inline]
+    pub(crate) fn opt_bytes_slot(&mut self) -> Result<Slot<Option<Bytes>>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
+        match self.next()? {
+            Value::None | Value::Bytes(_) => Ok(Slot::at(pos)),
+            v => Err(field_err(ctx, "bytes", v)),
+        }
+    }
+
+    /// [`Args::text`], to be taken later.
+    #[inline]
+    pub(crate) fn text_slot(&mut self) -> Result<Slot<Text>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
+        match self.next()? {
+            Value::Str(_) => Ok(Slot::at(pos)),
+            v => Err(field_err(ctx, "a str", v)),
+        }
+    }
+
+    /// A transaction id (any scalar), to be taken later.
+    #[inline]
+    pub(crate) fn txn_slot(&mut self) -> Result<Slot<TxnId>, TypedError> {
+        let (pos, ctx) = (self.pos, self.ctx());
+        match self.next()? {
+            Value::Int(_)
             | Value::BigInt(_)
             | Value::Str(_)
             | Value::Bytes(_)
             | Value::None
-            | Value::Bool(_)) => Ok(TxnId(v.clone())),
+            | Value::Bool(_) => Ok(Slot::at(pos)),
             v => Err(field_err(ctx, "a scalar transaction id", v)),
         }
+    }
+
+    /// The position the next argument would be read from.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
     pub(crate) fn iter_id(&mut self) -> Result<IterId, TypedError> {
@@ -216,6 +342,7 @@ impl<'a> Args<'a> {
     }
 }
 
+#[inline]
 pub(crate) fn oid_of(v: &Value, ctx: impl Into<String>) -> Result<Oid, TypedError> {
     match v {
         Value::Bytes(b) => Oid::from_slice(b).ok_or_else(|| TypedError::Field {
@@ -227,6 +354,7 @@ pub(crate) fn oid_of(v: &Value, ctx: impl Into<String>) -> Result<Oid, TypedErro
     }
 }
 
+#[inline]
 pub(crate) fn tid_of(v: &Value, ctx: impl Into<String>) -> Result<Tid, TypedError> {
     match v {
         Value::Bytes(b) => Tid::from_slice(b).ok_or_else(|| TypedError::Field {
@@ -238,6 +366,7 @@ pub(crate) fn tid_of(v: &Value, ctx: impl Into<String>) -> Result<Tid, TypedErro
     }
 }
 
+#[inline]
 pub(crate) fn opt_tid_of(v: &Value, ctx: impl Into<String>) -> Result<Option<Tid>, TypedError> {
     match v {
         Value::None => Ok(None),
@@ -245,6 +374,7 @@ pub(crate) fn opt_tid_of(v: &Value, ctx: impl Into<String>) -> Result<Option<Tid
     }
 }
 
+#[inline]
 pub(crate) fn bytes_of(v: &Value, ctx: impl Into<String>) -> Result<Bytes, TypedError> {
     match v {
         Value::Bytes(b) => Ok(b.clone()),
@@ -252,6 +382,7 @@ pub(crate) fn bytes_of(v: &Value, ctx: impl Into<String>) -> Result<Bytes, Typed
     }
 }
 
+#[inline]
 pub(crate) fn text_of(v: &Value, ctx: impl Into<String>) -> Result<Text, TypedError> {
     match v {
         Value::Str(t) => Ok(t.clone()),
@@ -259,6 +390,7 @@ pub(crate) fn text_of(v: &Value, ctx: impl Into<String>) -> Result<Text, TypedEr
     }
 }
 
+#[inline]
 pub(crate) fn int_of(v: &Value, ctx: impl Into<String>) -> Result<i64, TypedError> {
     match v {
         Value::Int(i) => i64::try_from(*i).map_err(|_| TypedError::Field {
@@ -312,6 +444,7 @@ pub(crate) fn map_of<'a>(v: &'a Value, ctx: &'static str) -> Result<&'a [(Value,
     }
 }
 
+#[inline]
 pub(crate) fn seq_of(v: &Value, ctx: impl Into<String>) -> Result<&[Value], TypedError> {
     v.as_seq().ok_or_else(|| field_err(ctx, "a tuple or list", v))
 }

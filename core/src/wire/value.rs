@@ -46,8 +46,12 @@ pub struct Text(Bytes);
 
 impl Text {
     /// Wraps bytes that must be valid UTF-8.
+    #[inline]
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        // Names and most texts on the wire are short and ASCII, which this checks faster.
+        if !bytes.is_ascii() {
+            std::str::from_utf8(&bytes)?;
+        }
         Ok(Text(bytes))
     }
 
@@ -56,7 +60,8 @@ impl Text {
         Text(Bytes::from_static(s.as_bytes()))
     }
 
-    /// The text as a `&str`.
+    /// The text as a `&str`. (This checks the UTF-8 again; to compare with a known string,
+    /// `text == "name"` compares the bytes only.)
     pub fn as_str(&self) -> &str {
         // The constructor checked the bytes; a failure here would be a bug in this module,
         // so fall back to an empty string rather than panicking.
@@ -64,8 +69,21 @@ impl Text {
     }
 
     /// The UTF-8 bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
     }
 }
 
@@ -91,6 +109,16 @@ impl fmt::Display for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A decoded frame payload: every ZEO message is a 4-element sequence, which a decoder may
+/// hand over as its four items without allocating the sequence; anything else is a value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TopLevel {
+    /// The items of a top-level 4-tuple.
+    Four([Value; 4]),
+    /// Any other value (or a 4-sequence the decoder did not take apart).
+    Other(Value),
 }
 
 /// An exception object nested inside an error payload (§3.6).
@@ -198,6 +226,7 @@ impl Value {
     }
 
     /// The items of a tuple or list.
+    #[inline]
     pub fn as_seq(&self) -> Option<&[Value]> {
         match self {
             Value::Seq(_, items) => Some(items),
@@ -231,6 +260,7 @@ impl Value {
     }
 
     /// Python truthiness for the scalar kinds a flag can take.
+    #[inline]
     pub fn is_truthy(&self) -> bool {
         match self {
             Value::None => false,

@@ -2,13 +2,12 @@
 //! (which see for how the memo's references are kept), then expands it into a [`Value`].
 
 use super::arena::{expand, Item, Node, NodeId, Slot};
-use super::int::{int_from_le, parse_decimal};
+use super::input::Input;
 use super::keys::KeyWalk;
 use super::PickleError;
-use crate::wire::value::{Limits, SeqKind, Text, Value};
+use crate::wire::value::{Limits, SeqKind, Text, TopLevel, Value};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 /// Decodes one pickle (one frame payload) into a [`Value`].
 ///
@@ -25,11 +24,36 @@ use std::ops::Range;
 /// repeated key keeps its first position and first key object and takes the last value. One
 /// deviation: a NaN key never equals another, even the same NaN object read twice from the
 /// memo, which Python would merge.
+///
+/// Pickles without memo opcodes (all that ZEO peers send) take a fast path that builds the
+/// value directly; anything else, errors included, is decided by the general decoder, which
+/// builds an arena first (see `pickle/direct.rs`).
 pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
-    let budget = limits.max_nodes.min(payload.len().saturating_mul(16).saturating_add(1024));
+    if let Some(value) = super::direct::decode(payload, limits, budget(payload, limits)) {
+        return Ok(value);
+    }
+    decode_general(payload, limits)
+}
+
+/// [`decode`], except that a pickle of a 4-tuple (every ZEO message) may come back as its four
+/// items, without allocating the tuple.
+pub(crate) fn decode_top(payload: &Bytes, limits: &Limits) -> Result<TopLevel, PickleError> {
+    if let Some(top) = super::direct::decode_top(payload, limits, budget(payload, limits)) {
+        return Ok(top);
+    }
+    decode_general(payload, limits).map(TopLevel::Other)
+}
+
+/// The node budget of one decode: see [`decode`].
+pub(super) fn budget(payload: &Bytes, limits: &Limits) -> usize {
+    limits.max_nodes.min(payload.len().saturating_mul(16).saturating_add(1024))
+}
+
+/// The general decoder alone, for any pickle: the arena, then its expansion.
+pub(super) fn decode_general(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
+    let budget = budget(payload, limits);
     let mut machine = Machine {
-        payload,
-        pos: 0,
+        input: Input::new(payload),
         max_depth: limits.max_depth,
         nodes: Vec::new(),
         stack: Vec::new(),
@@ -42,9 +66,7 @@ pub fn decode(payload: &Bytes, limits: &Limits) -> Result<Value, PickleError> {
 }
 
 struct Machine<'a> {
-    payload: &'a Bytes,
-    /// Next byte to read.
-    pos: usize,
+    input: Input<'a>,
     max_depth: u32,
     nodes: Vec<Slot>,
     stack: Vec<Item>,
@@ -59,11 +81,9 @@ impl Machine<'_> {
     /// Runs opcodes up to `STOP` and returns the one value left.
     fn run(&mut self) -> Result<Item, PickleError> {
         loop {
-            let offset = self.pos;
-            let Some(&op) = self.payload.get(offset) else {
+            let Some((op, offset)) = self.input.next_op() else {
                 return Err(PickleError::NoStop);
             };
-            self.pos += 1;
             if op == b'.' {
                 return self.stop(offset);
             }
@@ -73,8 +93,8 @@ impl Machine<'_> {
 
     fn stop(&mut self, offset: usize) -> Result<Item, PickleError> {
         if self.marks.is_empty() && self.stack.len() == 1 {
-            if self.pos < self.payload.len() {
-                return Err(PickleError::TrailingBytes { offset: self.pos });
+            if !self.input.at_end() {
+                return Err(PickleError::TrailingBytes { offset: self.input.pos() });
             }
             if let Some(root) = self.stack.pop() {
                 return Ok(root);
@@ -85,7 +105,7 @@ impl Machine<'_> {
 
     fn step(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
         match op {
-            0x80 => self.proto(offset),
+            0x80 => self.input.proto(offset),
             b'(' => {
                 self.marks.push(self.stack.len());
                 Ok(())
@@ -93,66 +113,35 @@ impl Machine<'_> {
             b'N' => self.push_leaf(Value::None),
             0x88 => self.push_leaf(Value::Bool(true)),
             0x89 => self.push_leaf(Value::Bool(false)),
-            b'K' | b'M' | b'J' | 0x8a | 0x8b | b'I' | b'L' => self.int(op, offset),
-            b'G' | b'F' => self.float(op, offset),
-            b'X' => self.text(offset),
-            b'C' | b'B' | b'U' | b'T' => self.bytes(op, offset),
+            b'K' | b'M' | b'J' | 0x8a | 0x8b | b'I' | b'L' => {
+                let v = self.input.int(op, offset)?;
+                self.push_leaf(v)
+            }
+            b'G' | b'F' => {
+                let v = self.input.float(op, offset)?;
+                self.push_leaf(v)
+            }
+            b'X' => {
+                let v = self.input.text(offset)?;
+                self.push_leaf(v)
+            }
+            b'C' | b'B' | b'U' | b'T' => {
+                let v = self.input.bytes(op, offset)?;
+                self.push_leaf(v)
+            }
             b')' | b't' | 0x85..=0x87 | b']' | b'l' | b'}' | b'd' => self.container(op, offset),
             b'a' | b'e' => self.append(op, offset),
             b's' | b'u' => self.set_items(op, offset),
             b'p' | b'q' | b'r' => self.memo_put(op, offset),
             b'g' | b'h' | b'j' => self.memo_get(op, offset),
             b'0' | b'1' | b'2' => self.stack_op(op, offset),
-            b'c' => self.global(offset),
+            b'c' => {
+                let v = self.input.global(offset)?;
+                self.push_leaf(v)
+            }
             b'R' => self.reduce(offset),
             _ => Err(unsupported(op, offset)),
         }
-    }
-
-    // ----- reading the input -----
-
-    /// Consumes `n` argument bytes; fails without consuming if fewer are present, so a
-    /// claimed length is never trusted before the bytes are there.
-    fn take(&mut self, n: usize, offset: usize) -> Result<Range<usize>, PickleError> {
-        let available = self.payload.len() - self.pos;
-        if n > available {
-            return Err(PickleError::Truncated { offset, needed: n - available });
-        }
-        let range = self.pos..self.pos + n;
-        self.pos += n;
-        Ok(range)
-    }
-
-    fn take_array<const N: usize>(&mut self, offset: usize) -> Result<[u8; N], PickleError> {
-        let range = self.take(N, offset)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(&self.payload[range]);
-        Ok(out)
-    }
-
-    fn take_u8(&mut self, offset: usize) -> Result<usize, PickleError> {
-        Ok(usize::from(self.take_array::<1>(offset)?[0]))
-    }
-
-    fn take_u32(&mut self, offset: usize) -> Result<usize, PickleError> {
-        let n = u32::from_le_bytes(self.take_array(offset)?);
-        // Where usize is narrower than 32 bits, such a length cannot be present anyway.
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-
-    /// A signed 32-bit length (`T`, `LONG4`); negative ones are an error, as in Python.
-    fn take_i32_len(&mut self, offset: usize) -> Result<usize, PickleError> {
-        let n = i32::from_le_bytes(self.take_array(offset)?);
-        usize::try_from(n).map_err(|_| PickleError::NegativeLength { offset })
-    }
-
-    /// Consumes a text line and returns it without its `\n`.
-    fn take_line(&mut self, offset: usize) -> Result<&[u8], PickleError> {
-        let rest = &self.payload[self.pos..];
-        let len = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::UnterminatedLine { offset })?;
-        let start = self.pos;
-        self.pos += len + 1;
-        Ok(&self.payload[start..start + len])
     }
 
     // ----- the stack -----
@@ -233,72 +222,6 @@ impl Machine<'_> {
     }
 
     // ----- opcodes -----
-
-    fn proto(&mut self, offset: usize) -> Result<(), PickleError> {
-        let [protocol] = self.take_array(offset)?;
-        if protocol > 3 {
-            return Err(PickleError::UnsupportedProtocol { protocol, offset });
-        }
-        Ok(())
-    }
-
-    fn int(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
-        let value = match op {
-            b'K' => Value::Int(i128::from(u8::from_le_bytes(self.take_array(offset)?))),
-            b'M' => Value::Int(i128::from(u16::from_le_bytes(self.take_array(offset)?))),
-            b'J' => Value::Int(i128::from(i32::from_le_bytes(self.take_array(offset)?))),
-            0x8a | 0x8b => {
-                let n = if op == 0x8a { self.take_u8(offset)? } else { self.take_i32_len(offset)? };
-                let range = self.take(n, offset)?;
-                int_from_le(self.payload.slice(range))
-            }
-            // Text INT: Python 2 wrote bools as `I00`/`I01`.
-            b'I' => match self.take_line(offset)? {
-                b"00" => Value::Bool(false),
-                b"01" => Value::Bool(true),
-                line => parse_decimal(line).ok_or(PickleError::BadNumber { offset })?,
-            },
-            // Text LONG: Python 2 appended an `L`.
-            _ => {
-                let line = self.take_line(offset)?;
-                let line = line.strip_suffix(b"L").unwrap_or(line);
-                parse_decimal(line).ok_or(PickleError::BadNumber { offset })?
-            }
-        };
-        self.push_leaf(value)
-    }
-
-    fn float(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
-        let f = if op == b'G' {
-            f64::from_be_bytes(self.take_array(offset)?)
-        } else {
-            let line = self.take_line(offset)?;
-            std::str::from_utf8(line)
-                .ok()
-                .and_then(|s| s.trim().parse::<f64>().ok())
-                .ok_or(PickleError::BadNumber { offset })?
-        };
-        self.push_leaf(Value::Float(f))
-    }
-
-    fn text(&mut self, offset: usize) -> Result<(), PickleError> {
-        let n = self.take_u32(offset)?;
-        let range = self.take(n, offset)?;
-        let text =
-            Text::from_utf8(self.payload.slice(range)).map_err(|_| PickleError::InvalidUtf8 { offset })?;
-        self.push_leaf(Value::Str(text))
-    }
-
-    /// `C`/`B` (bytes) and the py2 strings `U`/`T`, which ZEO peers mean as bytes too.
-    fn bytes(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
-        let n = match op {
-            b'C' | b'U' => self.take_u8(offset)?,
-            b'B' => self.take_u32(offset)?,
-            _ => self.take_i32_len(offset)?,
-        };
-        let range = self.take(n, offset)?;
-        self.push_leaf(Value::Bytes(self.payload.slice(range)))
-    }
 
     fn container(&mut self, op: u8, offset: usize) -> Result<(), PickleError> {
         let (kind, items) = match op {
@@ -413,14 +336,14 @@ impl Machine<'_> {
     fn memo_index(&mut self, op: u8, offset: usize) -> Result<u64, PickleError> {
         match op {
             b'p' | b'g' => {
-                let line = self.take_line(offset)?;
+                let line = self.input.take_line(offset)?;
                 std::str::from_utf8(line)
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
                     .ok_or(PickleError::BadNumber { offset })
             }
-            b'q' | b'h' => Ok(u64::from(self.take_array::<1>(offset)?[0])),
-            _ => Ok(u64::from(u32::from_le_bytes(self.take_array(offset)?))),
+            b'q' | b'h' => Ok(u64::from(self.input.take_array::<1>(offset)?[0])),
+            _ => Ok(u64::from(u32::from_le_bytes(self.input.take_array(offset)?))),
         }
     }
 
@@ -443,22 +366,6 @@ impl Machine<'_> {
             }
         }
         Ok(())
-    }
-
-    fn global(&mut self, offset: usize) -> Result<(), PickleError> {
-        let module = self.line_text(offset)?;
-        let name = self.line_text(offset)?;
-        if module.as_bytes().is_empty() || name.as_bytes().is_empty() {
-            return Err(PickleError::BadGlobal { offset });
-        }
-        self.push_leaf(Value::Global(Box::new((module, name))))
-    }
-
-    fn line_text(&mut self, offset: usize) -> Result<Text, PickleError> {
-        let start = self.pos;
-        let len = self.take_line(offset)?.len();
-        Text::from_utf8(self.payload.slice(start..start + len))
-            .map_err(|_| PickleError::InvalidUtf8 { offset })
     }
 
     fn reduce(&mut self, offset: usize) -> Result<(), PickleError> {

@@ -14,13 +14,18 @@
 
 mod arena;
 mod decode;
+mod direct;
+#[cfg(test)]
+mod direct_tests;
 mod encode;
+mod input;
 mod int;
 mod keys;
 #[cfg(test)]
 mod tests;
 
 pub use decode::decode;
+pub(crate) use decode::decode_top;
 pub use encode::encode;
 
 #[cfg(doc)]
