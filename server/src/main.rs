@@ -1,6 +1,6 @@
 //! The `zeoraid` command.
 //!
-//! Only the wire codec exists so far; `zeoraid serve` arrives with the ZEO server issue.
+//! The wire codec and the storage engine exist; `zeoraid serve` arrives with the ZEO server issue.
 //! Until then the command says so and exits non-zero instead of pretending to serve.
 #![forbid(unsafe_code)]
 
@@ -21,8 +21,8 @@ fn main() -> ExitCode {
         }
         Some("serve") => {
             eprintln!(
-                "zeoraid serve: not implemented yet. This build contains the ZEO wire codec \
-                 only; see README.md for the feature status."
+                "zeoraid serve: not implemented yet. This build contains the ZEO wire codec and \
+                 the FileStorage engine (as a library); see README.md for the feature status."
             );
             ExitCode::from(2)
         }
