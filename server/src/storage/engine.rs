@@ -679,13 +679,7 @@ impl<D: StorageDir> Storage<D> {
             if r.h.prev == 0 {
                 return Ok(None);
             }
-            if r.h.prev >= pos {
-                return Err(StorageError::corrupt(
-                    pos + 16,
-                    format!("a previous-record pointer below {pos}"),
-                    r.h.prev.to_string(),
-                ));
-            }
+            // `check_data_header` refused a `prev` at or after `pos`: the walk goes strictly back.
             end = Some(r.h.tid);
             pos = r.h.prev;
         }
@@ -735,13 +729,7 @@ impl<D: StorageDir> Storage<D> {
             if r.h.tid < serial || r.h.prev == 0 {
                 return Ok(None);
             }
-            if r.h.prev >= pos {
-                return Err(StorageError::corrupt(
-                    pos + 16,
-                    format!("a previous-record pointer below {pos}"),
-                    r.h.prev.to_string(),
-                ));
-            }
+            // `check_data_header` refused a `prev` at or after `pos`: the walk goes strictly back.
             pos = r.h.prev;
         }
     }
@@ -772,13 +760,7 @@ impl<D: StorageDir> Storage<D> {
             if r.h.prev == 0 {
                 break;
             }
-            if r.h.prev >= pos {
-                return Err(StorageError::corrupt(
-                    pos + 16,
-                    format!("a previous-record pointer below {pos}"),
-                    r.h.prev.to_string(),
-                ));
-            }
+            // `check_data_header` refused a `prev` at or after `pos`: the walk goes strictly back.
             pos = r.h.prev;
         }
         Ok(out)

@@ -442,6 +442,24 @@ impl MemDir {
     }
 }
 
+impl MemFile {
+    /// Applies one unsynced change (a write or a resize) now, and remembers it until the next
+    /// sync so that a crash can drop, tear or reorder it.
+    fn mutate(&self, change: impl FnOnce(u64) -> Pending) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        let mut fs = lock(&self.fs);
+        fs.tick()?;
+        fs.seq += 1;
+        let p = change(fs.seq);
+        let node = fs.inode(self.ino)?;
+        p.apply(&mut node.current, None);
+        node.pending.push(p);
+        Ok(())
+    }
+}
+
 impl StorageFile for MemFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut fs = lock(&self.fs);
@@ -454,18 +472,7 @@ impl StorageFile for MemFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-        }
-        let mut fs = lock(&self.fs);
-        fs.tick()?;
-        fs.seq += 1;
-        let seq = fs.seq;
-        let p = Pending::Write { offset, data: buf.to_vec(), seq };
-        let node = fs.inode(self.ino)?;
-        p.apply(&mut node.current, None);
-        node.pending.push(p);
-        Ok(())
+        self.mutate(|seq| Pending::Write { offset, data: buf.to_vec(), seq })
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -483,18 +490,7 @@ impl StorageFile for MemFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-        }
-        let mut fs = lock(&self.fs);
-        fs.tick()?;
-        fs.seq += 1;
-        let seq = fs.seq;
-        let p = Pending::SetLen { len, seq };
-        let node = fs.inode(self.ino)?;
-        p.apply(&mut node.current, None);
-        node.pending.push(p);
-        Ok(())
+        self.mutate(|seq| Pending::SetLen { len, seq })
     }
 }
 
