@@ -17,6 +17,7 @@ pub mod frame;
 pub mod fuzz;
 pub mod handshake;
 pub mod message;
+pub mod method;
 pub mod msgpack;
 pub mod pickle;
 pub mod push;
