@@ -1,6 +1,7 @@
 //! Unit tests of the msgpack codec: every form, every error, the limits.
 
 use super::*;
+use crate::wire::value::ExceptionValue;
 
 fn enc(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
