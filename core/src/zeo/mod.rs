@@ -1,8 +1,11 @@
 //! The ZEO server semantics, as pure state machines (`zeo-protocol.md` §4–§6).
 //!
-//! Built so far: the per-storage commit lock with its FIFO of waiting voters ([`lock`]) and
-//! the invalidation queue that answers `getInvalidations` ([`invalidations`]). The connection
-//! state machine and the transaction buffering come with the ZEO server issue.
+//! * [`lock`]: the per-storage commit lock with its FIFO of waiting voters.
+//! * [`invalidations`]: the invalidation queue that answers `getInvalidations`.
+//! * [`backend`]: the typed requests the front sends to a storage's backend, and their outcomes.
+//! * [`events`]: the inputs and outputs of the server state machine (time, config, actions).
 
+pub mod backend;
+pub mod events;
 pub mod invalidations;
 pub mod lock;
