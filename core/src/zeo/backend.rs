@@ -18,8 +18,9 @@
 //!   revision the core has not yet announced). This, plus the per-connection outbox of the core,
 //!   keeps the ordering rule of `zeo-protocol.md` §6.4 when reads run concurrently with commits.
 //! * Blob uploads (`BlobUpload*`) are independent of transactions: the data arrives before
-//!   `vote`, and a `Vote` names the finished upload in [`TxnOp::StoreBlob`]. The backend owns
-//!   the upload after that (committed or discarded with the transaction).
+//!   `vote`, and a `Vote` names the finished upload in [`TxnOp::StoreBlob`]. A `Vote` that
+//!   answers `Conflicts` keeps its uploads (the client re-votes and the same ops are replayed);
+//!   `Finish`, `Abort` and a failed `Vote` consume them (committed or discarded).
 //! * Iterator handles ([`BackendIterId`]) and upload handles ([`UploadId`]) are chosen by the
 //!   core, unique per storage; the backend frees them on `IterDrop`/`BlobUploadDrop`, at the end
 //!   of an iteration, and when the upload is consumed by a `Vote`.

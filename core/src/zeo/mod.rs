@@ -4,8 +4,10 @@
 //! * [`invalidations`]: the invalidation queue that answers `getInvalidations`.
 //! * [`backend`]: the typed requests the front sends to a storage's backend, and their outcomes.
 //! * [`events`]: the inputs and outputs of the server state machine (time, config, actions).
+//! * [`server`]: the ZEO server state machine (connections, transactions, storage fronts).
 
 pub mod backend;
 pub mod events;
 pub mod invalidations;
 pub mod lock;
+pub mod server;
