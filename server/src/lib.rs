@@ -4,4 +4,5 @@
 //! (`Data.fs`) that Python's FileStorage can open and that can open Python's.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod storage;

@@ -1,0 +1,16 @@
+//! Backends: where the ZEO front's [`BackendRequest`]s are carried out.
+//!
+//! * [`local`]: a local FileStorage engine ([`crate::storage`]), served by its own threads so
+//!   that storage I/O never blocks the driver.
+//!
+//! A backend answers through a [`Sink`]: every request gets exactly one final outcome (and, for
+//! `SendBlob`, partial `BlobChunk`s before it), see `zeoraid_core::zeo::backend`.
+
+use std::sync::Arc;
+
+use zeoraid_core::zeo::backend::{BackendOutcome, BackendReqId};
+
+pub mod local;
+
+/// Where a backend delivers outcomes (called from the backend's threads).
+pub type Sink = Arc<dyn Fn(BackendReqId, BackendOutcome) + Send + Sync>;
