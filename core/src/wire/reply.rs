@@ -573,6 +573,13 @@ fn undo_entry(v: &Value) -> Result<UndoEntry, TypedError> {
     Ok(e)
 }
 
+impl UndoEntry {
+    /// The entry as the map `undoLog`/`undoInfo` send (extension keys merged in).
+    pub fn to_value(&self) -> Value {
+        undo_value(self)
+    }
+}
+
 fn undo_value(e: &UndoEntry) -> Value {
     let mut m = vec![
         (Value::str_static("id"), Value::Bytes(e.id.0.clone())),

@@ -1,12 +1,42 @@
-//! A local FileStorage served by dedicated threads. (API skeleton; being implemented.)
+//! A local FileStorage served by dedicated threads.
+//!
+//! ```text
+//!   submit(id, request) ──▶ write queue ──▶ writer thread   Vote, Finish, Abort, BlobUpload*
+//!                      ├──▶ read queue  ──▶ N reader threads every read, SendBlob, NewOids
+//!                      └──▶ one thread per Pack (the engine packs while commits go on)
+//!   every outcome ──▶ sink
+//! ```
+//!
+//! The writer thread is the only one that writes, so the requests of the write sequence
+//! (`Vote` → `Finish`/`Abort`) run in the order the core sent them. Reads run concurrently
+//! with it and with each other (the engine's reads are `&self` and `Sync`) and answer as of the
+//! `snapshot` the request carries (see `zeoraid_core::zeo::backend`).
+//!
+//! Invariants: every submitted request gets exactly one final outcome, also when the engine
+//! fails (its error is mapped to a [`BackendError`] by [`map_error`]); after [`LocalBackend::close`]
+//! no thread is left and the storage is closed (index cache saved).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
-use zeoraid_core::zeo::backend::{BackendReqId, BackendRequest};
+use zeoraid_core::ids::{Oid, Tid};
+use zeoraid_core::wire::error::{ConflictDetails, PosKeyDetails, StorageTxnDetails, UndoError, ZeoError};
+use zeoraid_core::wire::reply::VoteItem;
+use zeoraid_core::wire::value::{Text, Value};
+use zeoraid_core::zeo::backend::{
+    BackendError, BackendIterId, BackendOutcome, BackendReqId, BackendRequest, Culprit, StorageSize, TxnOp,
+    UploadId, VoteRequest,
+};
 use zeoraid_core::zeo::events::StorageSeed;
 
 use super::Sink;
-use crate::storage::{OpenError, OpenReport, StorageError};
+use crate::storage::{
+    BeginTid, OpenError, OpenReport, Options, RealDir, RecordCursor, Storage, StorageError, TxnCursor,
+    TxnMeta, TxnRecord, UploadId as EngineUpload, BLOB_CHUNK,
+};
 
 /// How to open a local storage.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,16 +65,49 @@ pub enum LocalBackendError {
     /// A thread could not be started.
     #[error("cannot start a storage thread: {0}")]
     Thread(std::io::Error),
+    /// A storage thread panicked.
+    #[error("a storage thread of {0} panicked")]
+    Panicked(String),
+}
+
+type Job = (BackendReqId, BackendRequest);
+
+/// What the threads share.
+struct Shared {
+    name: String,
+    storage: Storage<RealDir>,
+    sink: Sink,
+    /// Core upload handle → engine upload.
+    uploads: Mutex<BTreeMap<UploadId, EngineUpload>>,
+    /// Open iterators.
+    iters: Mutex<BTreeMap<BackendIterId, IterState>>,
+    /// Pack threads started (joined at close).
+    packs: Mutex<Vec<JoinHandle<()>>>,
+}
+
+enum IterState {
+    /// A transaction iterator and the transaction it returned last.
+    Txns { cursor: TxnCursor, last: Option<TxnRecord> },
+    /// A record iterator.
+    Records(RecordCursor),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking thread cannot leave these maps half-updated (single inserts/removes).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A local storage and the threads that serve it.
 pub struct LocalBackend {
-    _sink: Sink,
+    shared: Arc<Shared>,
+    write_tx: Option<Sender<Job>>,
+    read_tx: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for LocalBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalBackend").finish_non_exhaustive()
+        f.debug_struct("LocalBackend").field("name", &self.shared.name).finish_non_exhaustive()
     }
 }
 
@@ -55,24 +118,579 @@ impl LocalBackend {
         cfg: &LocalConfig,
         sink: Sink,
     ) -> Result<(LocalBackend, OpenReport), LocalBackendError> {
-        let _ = (name, cfg, sink);
-        Err(LocalBackendError::Thread(std::io::Error::other("not implemented yet")))
+        let opts = Options {
+            fsync: cfg.fsync,
+            read_only: cfg.read_only,
+            blob_dir: cfg.blob_dir.clone(),
+            ..Options::default()
+        };
+        let (storage, report) = Storage::open_path(&cfg.path, opts)?;
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            storage,
+            sink,
+            uploads: Mutex::new(BTreeMap::new()),
+            iters: Mutex::new(BTreeMap::new()),
+            packs: Mutex::new(Vec::new()),
+        });
+        let (write_tx, write_rx) = channel::<Job>();
+        let (read_tx, read_rx) = channel::<Job>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        let mut backend =
+            LocalBackend { shared, write_tx: Some(write_tx), read_tx: Some(read_tx), threads: Vec::new() };
+        let s = Arc::clone(&backend.shared);
+        backend.spawn(format!("zr-{name}-write"), move || writer_loop(&s, write_rx))?;
+        for i in 0..cfg.read_threads.max(1) {
+            let s = Arc::clone(&backend.shared);
+            let rx = Arc::clone(&read_rx);
+            backend.spawn(format!("zr-{name}-read{i}"), move || reader_loop(&s, &rx))?;
+        }
+        Ok((backend, report))
+    }
+
+    fn spawn(&mut self, name: String, f: impl FnOnce() + Send + 'static) -> Result<(), LocalBackendError> {
+        let h = std::thread::Builder::new().name(name).spawn(f).map_err(LocalBackendError::Thread)?;
+        self.threads.push(h);
+        Ok(())
     }
 
     /// What the ZEO front needs to start (last tid, the newest `queue` commits, size, …).
     pub fn seed(&self, queue: usize) -> Result<StorageSeed, LocalBackendError> {
-        let _ = queue;
-        Err(LocalBackendError::Thread(std::io::Error::other("not implemented yet")))
+        let s = &self.shared.storage;
+        Ok(StorageSeed {
+            name: self.shared.name.clone(),
+            read_only: s.is_read_only(),
+            last_tid: s.last_transaction(),
+            recent: s.last_invalidations(queue)?,
+            size: size_of(s),
+            info_name: s.path().to_owned(),
+            blobs: s.has_blobs(),
+        })
     }
 
     /// Queues a request; its outcome goes to the sink.
     pub fn submit(&self, id: BackendReqId, request: BackendRequest) {
-        let _ = (id, request);
+        let queue = match &request {
+            BackendRequest::Pack { time } => {
+                let (s, time) = (Arc::clone(&self.shared), *time);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("zr-{}-pack", self.shared.name))
+                    .spawn(move || {
+                        let out = pack(&s, time);
+                        (s.sink)(id, out);
+                    });
+                match spawned {
+                    Ok(h) => lock(&self.shared.packs).push(h),
+                    Err(e) => {
+                        (self.shared.sink)(id, backend_fault(format!("cannot start a pack thread: {e}")))
+                    }
+                }
+                return;
+            }
+            BackendRequest::Vote(_)
+            | BackendRequest::Finish { .. }
+            | BackendRequest::Abort { .. }
+            | BackendRequest::BlobUploadStart { .. }
+            | BackendRequest::BlobUploadChunk { .. }
+            | BackendRequest::BlobUploadDrop { .. } => &self.write_tx,
+            _ => &self.read_tx,
+        };
+        let sent = queue.as_ref().map(|q| q.send((id, request)));
+        if !matches!(sent, Some(Ok(()))) {
+            (self.shared.sink)(id, backend_fault("the storage is closing".to_owned()));
+        }
     }
 
     /// Stops the threads (after the requests already queued), saves the index cache and
     /// closes the storage.
     pub fn close(self) -> Result<(), LocalBackendError> {
-        Ok(())
+        let LocalBackend { shared, write_tx, read_tx, threads } = self;
+        drop((write_tx, read_tx));
+        let mut panicked = false;
+        for h in threads {
+            panicked |= h.join().is_err();
+        }
+        let packs: Vec<_> = lock(&shared.packs).drain(..).collect();
+        for h in packs {
+            panicked |= h.join().is_err();
+        }
+        let name = shared.name.clone();
+        if panicked {
+            return Err(LocalBackendError::Panicked(name));
+        }
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => Ok(shared.storage.close()?),
+            // Every thread holding a reference has been joined.
+            Err(_) => Err(LocalBackendError::Panicked(name)),
+        }
     }
+}
+
+fn size_of(s: &Storage<RealDir>) -> StorageSize {
+    StorageSize { length: s.len() as u64, size: s.size() }
+}
+
+// ---- the threads -------------------------------------------------------------------------------
+
+fn writer_loop(s: &Shared, rx: Receiver<Job>) {
+    // The tid of the transaction voted and not yet finished or aborted.
+    let mut voted: Option<Tid> = None;
+    while let Ok((id, req)) = rx.recv() {
+        let out = match req {
+            BackendRequest::Vote(v) => vote(s, &mut voted, *v),
+            BackendRequest::Finish { tid } => finish(s, &mut voted, tid),
+            BackendRequest::Abort { tid } => abort(s, &mut voted, tid),
+            BackendRequest::BlobUploadStart { upload } => match s.storage.begin_upload() {
+                Ok(u) => {
+                    lock(&s.uploads).insert(upload, u);
+                    BackendOutcome::Nil
+                }
+                Err(e) => failed(e),
+            },
+            BackendRequest::BlobUploadChunk { upload, chunk } => engine_upload(s, upload)
+                .and_then(|u| s.storage.append_upload(u, &chunk))
+                .map_or_else(failed, |()| BackendOutcome::Nil),
+            BackendRequest::BlobUploadDrop { upload } => {
+                if let Some(u) = lock(&s.uploads).remove(&upload) {
+                    let _ = s.storage.abandon_upload(u);
+                }
+                BackendOutcome::Nil
+            }
+            other => read(s, id, other),
+        };
+        (s.sink)(id, out);
+    }
+    // The core never leaves a voted transaction behind at shutdown; if it did, abort it.
+    if voted.is_some() {
+        let _ = s.storage.abort();
+    }
+}
+
+fn reader_loop(s: &Shared, rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = lock(rx).recv();
+        let Ok((id, req)) = job else { return };
+        let out = read(s, id, req);
+        (s.sink)(id, out);
+    }
+}
+
+fn engine_upload(s: &Shared, upload: UploadId) -> Result<EngineUpload, StorageError> {
+    lock(&s.uploads).get(&upload).copied().ok_or(StorageError::UnknownUpload(upload.0))
+}
+
+// ---- reads -------------------------------------------------------------------------------------
+
+/// Answers a read (or any request routed to the readers); `SendBlob` streams its chunks here.
+fn read(s: &Shared, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
+    let st = &s.storage;
+    let r = match req {
+        BackendRequest::LoadBefore { oid, before, snapshot } => load_before(st, oid, before, snapshot),
+        BackendRequest::LoadSerial { oid, serial } => st.load_serial(oid, serial).map(BackendOutcome::Data),
+        BackendRequest::GetTid { oid, snapshot } => match load_before(st, oid, Tid::MAX, snapshot) {
+            Ok(BackendOutcome::LoadBefore(Some(r))) => Ok(BackendOutcome::Tid(r.start)),
+            Ok(_) => Err(StorageError::PosKey { oid }),
+            Err(e) => Err(e),
+        },
+        BackendRequest::History { oid, size } => st.history(oid, size.max(1)).map(BackendOutcome::History),
+        BackendRequest::RecordIternext { next } => match st.record_iternext(next) {
+            Ok(Some(r)) => Ok(BackendOutcome::RecordIternext(r)),
+            // An empty storage: FileStorage raises POSKeyError(z64) too.
+            Ok(None) => Err(StorageError::PosKey { oid: next.unwrap_or(Oid::ROOT) }),
+            Err(e) => Err(e),
+        },
+        BackendRequest::NewOids { n } => st.new_oids(n.clamp(1, 100)).map(BackendOutcome::NewOids),
+        BackendRequest::UndoLog { first, last } => st.undo_log(first, last).map(BackendOutcome::UndoLog),
+        BackendRequest::UndoInfo { first, last, spec } => {
+            st.undo_info(first, last, |e| spec_matches(spec.as_ref(), e)).map(BackendOutcome::UndoLog)
+        }
+        BackendRequest::IterStart { iter, start, stop } => st.txn_cursor(start, stop).map(|cursor| {
+            lock(&s.iters).insert(iter, IterState::Txns { cursor, last: None });
+            BackendOutcome::Nil
+        }),
+        BackendRequest::IterNext { iter } => iter_next(s, iter),
+        BackendRequest::IterRecordStart { iter, txn_iter, tid } => iter_record_start(s, iter, txn_iter, tid),
+        BackendRequest::IterRecordNext { iter } => iter_record_next(s, iter),
+        BackendRequest::IterDrop { iters } => {
+            let mut m = lock(&s.iters);
+            for i in iters {
+                m.remove(&i);
+            }
+            Ok(BackendOutcome::Nil)
+        }
+        BackendRequest::SendBlob { oid, serial } => send_blob(s, id, oid, serial),
+        // Routed elsewhere by `submit`; answered here only if a caller mixes queues up.
+        other => {
+            return backend_fault(format!("request {other:?} sent to the wrong queue"));
+        }
+    };
+    r.unwrap_or_else(failed)
+}
+
+/// `loadBefore` as of `snapshot`: the newest revision with `start < min(before, snapshot + 1)`,
+/// its `end` hidden when it is after the snapshot.
+fn load_before(
+    st: &Storage<RealDir>,
+    oid: Oid,
+    before: Tid,
+    snapshot: Tid,
+) -> Result<BackendOutcome, StorageError> {
+    let limit = snapshot.checked_next().map_or(before, |n| n.min(before));
+    let mut r = st.load_before(oid, limit)?;
+    if let Some(r) = &mut r {
+        if r.end.is_some_and(|e| e > snapshot) {
+            r.end = None;
+        }
+    }
+    Ok(BackendOutcome::LoadBefore(r))
+}
+
+/// Whether an undo entry has every item of the `undoInfo` spec (a map; anything else matches
+/// everything, as Python's `undoInfo` ignores a non-dict spec only by failing — we are lenient).
+fn spec_matches(spec: Option<&Value>, e: &zeoraid_core::wire::reply::UndoEntry) -> bool {
+    let Some(Value::Map(items)) = spec else { return true };
+    let v = e.to_value();
+    let Value::Map(have) = &v else { return items.is_empty() };
+    items.iter().all(|(k, want)| have.iter().any(|(hk, hv)| hk == k && hv == want))
+}
+
+fn iter_next(s: &Shared, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
+    // Take the state out while reading, so the lock is not held over file I/O.
+    let state = lock(&s.iters).remove(&iter);
+    let Some(IterState::Txns { mut cursor, .. }) = state else {
+        return Ok(BackendOutcome::Txn(None));
+    };
+    match s.storage.next_txn(&mut cursor) {
+        Ok(Some(t)) => {
+            let header = t.header.clone();
+            lock(&s.iters).insert(iter, IterState::Txns { cursor, last: Some(t) });
+            Ok(BackendOutcome::Txn(Some(header)))
+        }
+        Ok(None) => Ok(BackendOutcome::Txn(None)),
+        Err(e) => Err(e),
+    }
+}
+
+fn iter_record_start(
+    s: &Shared,
+    iter: BackendIterId,
+    txn_iter: BackendIterId,
+    tid: Tid,
+) -> Result<BackendOutcome, StorageError> {
+    let mut m = lock(&s.iters);
+    let cursor = match m.get(&txn_iter) {
+        Some(IterState::Txns { last: Some(t), .. }) if t.header.tid == tid => t.records(),
+        _ => {
+            drop(m);
+            return Ok(client_error(ZeoError::Exception(Text::from(format!(
+                "Out-of-order request for record iterator for transaction {tid}"
+            )))));
+        }
+    };
+    m.insert(iter, IterState::Records(cursor));
+    Ok(BackendOutcome::Nil)
+}
+
+fn iter_record_next(s: &Shared, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
+    let state = lock(&s.iters).remove(&iter);
+    let Some(IterState::Records(mut cursor)) = state else {
+        return Ok(BackendOutcome::Record(None));
+    };
+    match s.storage.next_record(&mut cursor) {
+        Ok(Some(r)) => {
+            lock(&s.iters).insert(iter, IterState::Records(cursor));
+            Ok(BackendOutcome::Record(Some(r)))
+        }
+        Ok(None) => Ok(BackendOutcome::Record(None)),
+        Err(e) => Err(e),
+    }
+}
+
+fn send_blob(s: &Shared, id: BackendReqId, oid: Oid, serial: Tid) -> Result<BackendOutcome, StorageError> {
+    let reader = s.storage.open_blob(oid, serial)?;
+    for chunk in reader.chunks(BLOB_CHUNK) {
+        (s.sink)(id, BackendOutcome::BlobChunk(chunk?));
+    }
+    Ok(BackendOutcome::Nil)
+}
+
+fn pack(s: &Shared, time: f64) -> BackendOutcome {
+    if !time.is_finite() || time < 0.0 {
+        return client_error(ZeoError::ValueError(Text::from(format!("invalid pack time {time}"))));
+    }
+    let secs = time.trunc();
+    let nanos = ((time - secs) * 1e9) as u32;
+    let Some(t) = Tid::from_unix(secs as u64, nanos.min(999_999_999)) else {
+        return client_error(ZeoError::ValueError(Text::from(format!("pack time {time} out of range"))));
+    };
+    match s.storage.pack(t) {
+        Ok(report) => {
+            tracing::info!(storage = %s.name, ?report.outcome, bytes_before = report.bytes_before,
+                bytes_after = report.bytes_after, "pack done");
+            BackendOutcome::Packed { size: size_of(&s.storage) }
+        }
+        Err(e) => failed(e),
+    }
+}
+
+// ---- the write sequence ------------------------------------------------------------------------
+
+fn vote(s: &Shared, voted: &mut Option<Tid>, v: VoteRequest) -> BackendOutcome {
+    let st = &s.storage;
+    if let Some(t) = voted.take() {
+        // The core never votes over an open transaction; recover by aborting it.
+        tracing::warn!(storage = %s.name, tid = %t, "vote while {t} was still open: aborting it");
+        let _ = st.abort();
+    }
+    // Conflicts are found before anything is written, so that a vote that answers conflicts
+    // leaves the blob uploads in place for the re-vote (§6.6.2).
+    let conflicts = precheck_conflicts(st, &v.ops);
+    if !conflicts.is_empty() {
+        return BackendOutcome::Conflicts(conflicts);
+    }
+    let meta = match TxnMeta::new(v.user.clone(), v.description.clone(), &v.extension) {
+        Ok(m) => m,
+        Err(e) => {
+            drop_uploads(s, &v.ops);
+            return failed(e);
+        }
+    };
+    if let Err(e) = st.begin(meta, BeginTid::Exactly(v.tid), v.status) {
+        drop_uploads(s, &v.ops);
+        return failed(e);
+    }
+    match replay(s, &v.ops) {
+        Ok(Replayed::Conflicts(items)) => {
+            let _ = st.abort();
+            BackendOutcome::Conflicts(items)
+        }
+        Ok(Replayed::Done { changed, invalidated }) => match st.vote() {
+            Ok(()) => {
+                *voted = Some(v.tid);
+                BackendOutcome::Voted { changed, invalidated }
+            }
+            Err(e) => {
+                let _ = st.abort();
+                failed(e)
+            }
+        },
+        Err(e) => {
+            let _ = st.abort();
+            drop_uploads(s, &v.ops);
+            failed(e)
+        }
+    }
+}
+
+/// The stores that conflict with the committed state, after later stores of the same object
+/// in the transaction are taken into account (a re-store with the committed serial resolves).
+fn precheck_conflicts(st: &Storage<RealDir>, ops: &[TxnOp]) -> Vec<VoteItem> {
+    let mut pending: BTreeMap<Oid, VoteItem> = BTreeMap::new();
+    for op in ops {
+        let (oid, serial, data) = match op {
+            TxnOp::Store { oid, serial, data } | TxnOp::StoreBlob { oid, serial, data, .. } => {
+                (*oid, *serial, data)
+            }
+            _ => continue,
+        };
+        match st.get_tid(oid) {
+            Ok(current) if current != serial => {
+                pending.insert(
+                    oid,
+                    VoteItem::Conflict { oid, committed: current, read: serial, data: data.clone() },
+                );
+            }
+            _ => {
+                pending.remove(&oid);
+            }
+        }
+    }
+    pending.into_values().collect()
+}
+
+enum Replayed {
+    Done { changed: Vec<Oid>, invalidated: Vec<Oid> },
+    Conflicts(Vec<VoteItem>),
+}
+
+fn replay(s: &Shared, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
+    let st = &s.storage;
+    let mut conflicts: BTreeMap<Oid, VoteItem> = BTreeMap::new();
+    let mut changed: Vec<Oid> = Vec::new();
+    let mut invalidated: Vec<Oid> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut note = |oid: Oid, inv: &mut Vec<Oid>| {
+        if seen.insert(oid) {
+            inv.push(oid);
+        }
+    };
+    for op in ops {
+        match op {
+            TxnOp::Store { oid, serial, data } => match st.store(*oid, *serial, data) {
+                Ok(()) => {
+                    conflicts.remove(oid);
+                    note(*oid, &mut invalidated);
+                }
+                Err(StorageError::Conflict { oid, committed, read }) => {
+                    conflicts.insert(oid, VoteItem::Conflict { oid, committed, read, data: data.clone() });
+                }
+                Err(e) => return Err(e),
+            },
+            TxnOp::StoreBlob { oid, serial, data, upload } => {
+                let Some(u) = lock(&s.uploads).remove(upload) else {
+                    return Err(StorageError::UnknownUpload(upload.0));
+                };
+                match st.store_blob(*oid, *serial, data, u) {
+                    Ok(()) => {
+                        conflicts.remove(oid);
+                        note(*oid, &mut invalidated);
+                    }
+                    Err(StorageError::Conflict { oid, committed, read }) => {
+                        conflicts
+                            .insert(oid, VoteItem::Conflict { oid, committed, read, data: data.clone() });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            TxnOp::CheckCurrent { oid, serial } => st.check_current_serial(*oid, *serial)?,
+            TxnOp::Delete { oid, serial } => {
+                st.delete(*oid, *serial)?;
+                note(*oid, &mut invalidated);
+            }
+            TxnOp::Restore { oid, serial, data, prev_txn } => {
+                st.restore(*oid, *serial, data.as_deref(), *prev_txn)?;
+                note(*oid, &mut invalidated);
+            }
+            TxnOp::Undo { undo_id } => {
+                for oid in st.undo(&undo_id.0)? {
+                    if !changed.contains(&oid) {
+                        changed.push(oid);
+                    }
+                    note(oid, &mut invalidated);
+                }
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        Ok(Replayed::Done { changed, invalidated })
+    } else {
+        Ok(Replayed::Conflicts(conflicts.into_values().collect()))
+    }
+}
+
+/// Discards the uploads a failed vote named (the core forgets the transaction).
+fn drop_uploads(s: &Shared, ops: &[TxnOp]) {
+    let mut m = lock(&s.uploads);
+    for op in ops {
+        if let TxnOp::StoreBlob { upload, .. } = op {
+            if let Some(u) = m.remove(upload) {
+                let _ = s.storage.abandon_upload(u);
+            }
+        }
+    }
+}
+
+fn finish(s: &Shared, voted: &mut Option<Tid>, tid: Tid) -> BackendOutcome {
+    if *voted != Some(tid) {
+        return backend_fault(format!("finish of {tid}, but the voted transaction is {voted:?}"));
+    }
+    *voted = None;
+    match s.storage.finish() {
+        Ok(t) => BackendOutcome::Finished { tid: t, size: size_of(&s.storage) },
+        Err(e) => {
+            tracing::warn!(storage = %s.name, %tid, error = %e, "finish failed");
+            let _ = s.storage.abort();
+            failed(e)
+        }
+    }
+}
+
+fn abort(s: &Shared, voted: &mut Option<Tid>, tid: Tid) -> BackendOutcome {
+    if *voted == Some(tid) {
+        *voted = None;
+        if let Err(e) = s.storage.abort() {
+            return failed(e);
+        }
+    }
+    BackendOutcome::Nil
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+
+fn client_error(error: ZeoError) -> BackendOutcome {
+    BackendOutcome::Failed(BackendError { error, culprit: Culprit::Client })
+}
+
+fn backend_fault(message: String) -> BackendOutcome {
+    BackendOutcome::Failed(BackendError {
+        error: ZeoError::Other {
+            class_path: Text::from_static("ZODB.POSException.StorageSystemError"),
+            payload: Value::list(vec![Value::Str(Text::from(message))]),
+        },
+        culprit: Culprit::Backend,
+    })
+}
+
+fn failed(e: StorageError) -> BackendOutcome {
+    BackendOutcome::Failed(map_error(e))
+}
+
+/// The error a client is told for an engine error, and whose fault it is.
+pub fn map_error(e: StorageError) -> BackendError {
+    let text = |e: &StorageError| Text::from(e.to_string());
+    let error = match &e {
+        StorageError::PosKey { oid } => ZeoError::pos_key(*oid),
+        StorageError::Conflict { oid, committed, read } => ZeoError::Conflict(ConflictDetails {
+            message: Text::from_static("database conflict error"),
+            oid: Some(*oid),
+            class_name: None,
+            serials: Some((*committed, *read)),
+            extra: Vec::new(),
+        }),
+        StorageError::ReadConflict { oid, current, expected } => ZeoError::ReadConflict(ConflictDetails {
+            message: Text::from_static("database read conflict error"),
+            oid: Some(*oid),
+            class_name: None,
+            serials: Some((*current, *expected)),
+            extra: Vec::new(),
+        }),
+        StorageError::Undo { reason, oid } => {
+            let u = UndoError { reason: Text::from(reason.clone()), oid: *oid };
+            match oid {
+                Some(o) => ZeoError::MultipleUndo(vec![(*o, u)]),
+                None => ZeoError::Undo(u),
+            }
+        }
+        StorageError::MultipleUndo(fs) => ZeoError::MultipleUndo(
+            fs.iter()
+                .map(|f| (f.oid, UndoError { reason: Text::from(f.reason.clone()), oid: Some(f.oid) }))
+                .collect(),
+        ),
+        StorageError::ReadOnly => ZeoError::ReadOnly,
+        StorageError::BlobMissing { oid, serial, path } => ZeoError::PosKey(PosKeyDetails::Blob {
+            message: Text::from(format!("No blob file at {path}")),
+            oid: *oid,
+            serial: *serial,
+        }),
+        StorageError::TidNotAfterLast { .. }
+        | StorageError::TidsExhausted { .. }
+        | StorageError::WrongTransaction(_)
+        | StorageError::BadStatus(_)
+        | StorageError::RestoreSerial { .. } => {
+            ZeoError::StorageTransaction(StorageTxnDetails::Message(text(&e)))
+        }
+        StorageError::MetadataTooLong { .. }
+        | StorageError::BadExtension(_)
+        | StorageError::EmptyData { .. } => ZeoError::ValueError(text(&e)),
+        StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Broken(_) => ZeoError::Other {
+            class_path: Text::from_static("ZODB.POSException.StorageSystemError"),
+            payload: Value::list(vec![Value::Str(text(&e))]),
+        },
+        _ => ZeoError::Exception(text(&e)),
+    };
+    let culprit = match e.culprit() {
+        crate::storage::Culprit::Caller => Culprit::Client,
+        crate::storage::Culprit::Storage => Culprit::Backend,
+    };
+    BackendError { error, culprit }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use zeoraid_core::zeo::backend::{BackendOutcome, BackendReqId};
 
 pub mod local;
+#[cfg(test)]
+mod local_tests;
 
 /// Where a backend delivers outcomes (called from the backend's threads).
 pub type Sink = Arc<dyn Fn(BackendReqId, BackendOutcome) + Send + Sync>;
