@@ -9,7 +9,9 @@
 //! # Contract
 //! * Every request carries a [`BackendReqId`] chosen by the core; the backend answers each one
 //!   exactly once with a final [`BackendOutcome`], in any order, except [`BackendRequest::SendBlob`]
-//!   which may first answer any number of [`BackendOutcome::BlobChunk`]s (in file order).
+//!   which may first answer any number of [`BackendOutcome::BlobChunk`]s (in file order), and
+//!   [`BackendRequest::Finish`], which may first answer [`BackendOutcome::Committed`] (group
+//!   commit: the commit lock can pass on before the transaction is durable).
 //! * Write requests of one storage form one sequence:
 //!   `Vote` → (`Finish` | `Abort`), one transaction at a time (the core holds the commit lock).
 //!   A `Vote` that fails or returns conflicts leaves no transaction open in the backend.
@@ -340,6 +342,14 @@ pub enum BackendOutcome {
     },
     /// Write conflicts (client-conflict-resolution mode, §6.6.2); the transaction was aborted.
     Conflicts(Vec<VoteItem>),
+    /// Group commit: the finishing transaction is committed in the backend (the next
+    /// transaction may vote, and its serial checks see this one) but not yet durable. Not final:
+    /// `Finished` (or `Failed`) follows for the same request once it is durable. Until then the
+    /// core must not announce it (no reply, no invalidations, reads stay before it).
+    Committed {
+        /// Its tid.
+        tid: Tid,
+    },
     /// The transaction is durable and visible.
     Finished {
         /// Its tid.
@@ -359,6 +369,6 @@ pub enum BackendOutcome {
 impl BackendOutcome {
     /// Whether more outcomes follow for the same request.
     pub fn is_partial(&self) -> bool {
-        matches!(self, BackendOutcome::BlobChunk(_))
+        matches!(self, BackendOutcome::BlobChunk(_) | BackendOutcome::Committed { .. })
     }
 }

@@ -2,10 +2,18 @@
 //!
 //! ```text
 //!   submit(id, request) ──▶ write queue ──▶ writer thread   Vote, Finish, Abort, BlobUpload*
+//!                      │                          │ Finish (group commit): Committed at once,
+//!                      │                          ▼ then to the sync thread
+//!                      │                     sync thread     one round per batch → Finished
 //!                      ├──▶ read queue  ──▶ N reader threads every read, SendBlob, NewOids
 //!                      └──▶ one thread per Pack (the engine packs while commits go on)
 //!   every outcome ──▶ sink
 //! ```
+//!
+//! With fsync on, the storage runs in group commit (`Options::group_commit`): a `Finish`
+//! publishes the transaction in the engine and answers `Committed` at once, so the core passes
+//! the commit lock on; the sync thread makes every transaction finished meanwhile durable with one
+//! round (two syncs in all) and answers `Finished` for each, in commit order.
 //!
 //! The writer thread is the only one that writes, so the requests of the write sequence
 //! (`Vote` → `Finish`/`Abort`) run in the order the core sent them. Reads run concurrently
@@ -120,6 +128,7 @@ impl LocalBackend {
     ) -> Result<(LocalBackend, OpenReport), LocalBackendError> {
         let opts = Options {
             fsync: cfg.fsync,
+            group_commit: cfg.fsync,
             read_only: cfg.read_only,
             blob_dir: cfg.blob_dir.clone(),
             ..Options::default()
@@ -135,11 +144,14 @@ impl LocalBackend {
         });
         let (write_tx, write_rx) = channel::<Job>();
         let (read_tx, read_rx) = channel::<Job>();
+        let (sync_tx, sync_rx) = channel::<(BackendReqId, Tid)>();
         let read_rx = Arc::new(Mutex::new(read_rx));
         let mut backend =
             LocalBackend { shared, write_tx: Some(write_tx), read_tx: Some(read_tx), threads: Vec::new() };
         let s = Arc::clone(&backend.shared);
-        backend.spawn(format!("zr-{name}-write"), move || writer_loop(&s, write_rx))?;
+        backend.spawn(format!("zr-{name}-write"), move || writer_loop(&s, write_rx, &sync_tx))?;
+        let s = Arc::clone(&backend.shared);
+        backend.spawn(format!("zr-{name}-sync"), move || sync_loop(&s, &sync_rx))?;
         for i in 0..cfg.read_threads.max(1) {
             let s = Arc::clone(&backend.shared);
             let rx = Arc::clone(&read_rx);
@@ -232,13 +244,24 @@ fn size_of(s: &Storage<RealDir>) -> StorageSize {
 
 // ---- the threads -------------------------------------------------------------------------------
 
-fn writer_loop(s: &Shared, rx: Receiver<Job>) {
+fn writer_loop(s: &Shared, rx: Receiver<Job>, sync: &Sender<(BackendReqId, Tid)>) {
     // The tid of the transaction voted and not yet finished or aborted.
     let mut voted: Option<Tid> = None;
     while let Ok((id, req)) = rx.recv() {
         let out = match req {
             BackendRequest::Vote(v) => vote(s, &mut voted, *v),
-            BackendRequest::Finish { tid } => finish(s, &mut voted, tid),
+            BackendRequest::Finish { tid } => match finish(s, &mut voted, tid) {
+                // Durable later: the sync thread answers `Finished`.
+                out @ BackendOutcome::Committed { .. } => {
+                    (s.sink)(id, out);
+                    if sync.send((id, tid)).is_err() {
+                        backend_fault("the storage's sync thread is gone".to_owned())
+                    } else {
+                        continue;
+                    }
+                }
+                out => out,
+            },
             BackendRequest::Abort { tid } => abort(s, &mut voted, tid),
             BackendRequest::BlobUploadStart { upload } => match s.storage.begin_upload() {
                 Ok(u) => {
@@ -263,6 +286,25 @@ fn writer_loop(s: &Shared, rx: Receiver<Job>) {
     // The core never leaves a voted transaction behind at shutdown; if it did, abort it.
     if voted.is_some() {
         let _ = s.storage.abort();
+    }
+}
+
+/// Makes the transactions the writer finished durable, a batch per round.
+fn sync_loop(s: &Shared, rx: &Receiver<(BackendReqId, Tid)>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let r = s.storage.sync_pending();
+        for (id, tid) in batch {
+            let out = match &r {
+                Ok(durable) if *durable >= tid => BackendOutcome::Finished { tid, size: size_of(&s.storage) },
+                Ok(durable) => {
+                    backend_fault(format!("transaction {tid} not durable after a round (durable: {durable})"))
+                }
+                Err(e) => BackendOutcome::Failed(map_error_ref(e)),
+            };
+            (s.sink)(id, out);
+        }
     }
 }
 
@@ -595,8 +637,11 @@ fn finish(s: &Shared, voted: &mut Option<Tid>, tid: Tid) -> BackendOutcome {
         return backend_fault(format!("finish of {tid}, but the voted transaction is {voted:?}"));
     }
     *voted = None;
-    match s.storage.finish() {
-        Ok(t) => BackendOutcome::Finished { tid: t, size: size_of(&s.storage) },
+    match s.storage.finish_deferred() {
+        Ok(t) if s.storage.durable_tid() >= t => {
+            BackendOutcome::Finished { tid: t, size: size_of(&s.storage) }
+        }
+        Ok(t) => BackendOutcome::Committed { tid: t },
         Err(e) => {
             tracing::warn!(storage = %s.name, %tid, error = %e, "finish failed");
             let _ = s.storage.abort();
@@ -633,6 +678,15 @@ fn backend_fault(message: String) -> BackendOutcome {
 
 fn failed(e: StorageError) -> BackendOutcome {
     BackendOutcome::Failed(map_error(e))
+}
+
+/// [`map_error`] for an error the caller keeps (a round's error answers every transaction of its
+/// batch).
+fn map_error_ref(e: &StorageError) -> BackendError {
+    match e {
+        StorageError::Broken(why) => map_error(StorageError::Broken(why.clone())),
+        other => map_error(StorageError::Broken(other.to_string())),
+    }
 }
 
 /// The error a client is told for an engine error, and whose fault it is.

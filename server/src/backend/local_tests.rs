@@ -25,12 +25,16 @@ struct Fixture {
 
 impl Fixture {
     fn new(read_only: bool) -> Fixture {
+        Fixture::with(read_only, false)
+    }
+
+    fn with(read_only: bool, fsync: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = LocalConfig {
             path: dir.path().join("Data.fs"),
             blob_dir: Some(dir.path().join("blobs")),
             read_only: false,
-            fsync: false,
+            fsync,
             read_threads: 2,
         };
         if read_only {
@@ -96,10 +100,11 @@ impl Fixture {
     fn commit(&mut self, ops: Vec<TxnOp>) -> Tid {
         let (tid, out) = self.vote(ops);
         assert!(matches!(out, BackendOutcome::Voted { .. }), "{out:?}");
-        match self.call(BackendRequest::Finish { tid }) {
-            BackendOutcome::Finished { tid: t, .. } => {
-                assert_eq!(t, tid);
-                t
+        match self.call_all(BackendRequest::Finish { tid }).as_slice() {
+            [BackendOutcome::Finished { tid: t, .. }]
+            | [BackendOutcome::Committed { .. }, BackendOutcome::Finished { tid: t, .. }] => {
+                assert_eq!(*t, tid);
+                *t
             }
             o => panic!("finish: {o:?}"),
         }
@@ -304,4 +309,25 @@ fn read_only_refuses_writes_and_seed_reports_state() {
     }
     let (_, out) = f.vote(vec![store(0, Tid::ZERO, b"x")]);
     assert!(matches!(out, BackendOutcome::Failed(ref e) if e.error == ZeoError::ReadOnly), "{out:?}");
+}
+
+#[test]
+fn group_commit_answers_committed_then_finished_in_order() {
+    let mut f = Fixture::with(false, true);
+    let t1 = f.commit(vec![store(0, Tid::ZERO, b"seed")]);
+    // Vote and finish two transactions back to back without waiting for durability.
+    let (ta, out) = f.vote(vec![store(0, t1, b"a")]);
+    assert!(matches!(out, BackendOutcome::Voted { .. }), "{out:?}");
+    f.next += 1;
+    let fa = BackendReqId(f.next);
+    f.backend().submit(fa, BackendRequest::Finish { tid: ta });
+    let (got, o) = f.rx.recv_timeout(Duration::from_secs(30)).expect("committed");
+    assert_eq!((got, o), (fa, BackendOutcome::Committed { tid: ta }));
+    // The next transaction sees the first one: a store based on t1 conflicts with ta.
+    let (_, out) = f.vote(vec![store(0, t1, b"stale")]);
+    assert!(matches!(out, BackendOutcome::Conflicts(_)), "{out:?}");
+    let (got, o) = f.rx.recv_timeout(Duration::from_secs(30)).expect("finished");
+    assert_eq!(got, fa);
+    assert!(matches!(o, BackendOutcome::Finished { tid, .. } if tid == ta), "{o:?}");
+    f.backend.take().expect("open").close().expect("close");
 }

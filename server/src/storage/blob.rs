@@ -333,6 +333,12 @@ impl<B: BlobFs> BlobStore<B> {
         s
     }
 
+    /// Whether transaction `tid` has staged blob files.
+    pub(crate) fn has_staged(&self, tid: Tid) -> bool {
+        let s = lock(&self.staged);
+        s.tid == Some(tid) && !s.files.is_empty()
+    }
+
     /// Stages upload `id` as the blob of revision `tid` of `oid`.
     fn stage_upload(&self, tid: Tid, oid: Oid, id: UploadId) -> Result<()> {
         let up = self.take_upload(id)?;

@@ -183,7 +183,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<Committed, String> {
         return Err("body does not match its header".into());
     }
     let index = Index::from_buckets(raw).ok_or("buckets out of order")?;
-    Ok(Committed { index, end, last_tid: Tid::new(last_tid) })
+    Ok(Committed::new(index, end, Tid::new(last_tid)))
 }
 
 /// Checks the cache against the transaction that ends where it ends.
@@ -247,10 +247,10 @@ mod tests {
     fn a_cache_pointing_past_its_end_is_refused() {
         let mut index = Index::new();
         assert!(index.insert(Oid::new(1), 100));
-        let c = Committed { index, end: 200, last_tid: Tid::new(5) };
+        let c = Committed::new(index, 200, Tid::new(5));
         let bytes = encode(&c).expect("encode");
         assert_eq!(decode(&bytes).expect("decode").index, c.index);
-        let c = Committed { end: 100, ..c };
+        let c = Committed::new(c.index, 100, Tid::new(5));
         let bytes = encode(&c).expect("encode");
         assert_eq!(decode(&bytes).err().as_deref(), Some("index points past the covered data"));
     }

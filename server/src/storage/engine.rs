@@ -58,6 +58,12 @@ pub struct Options {
     /// The blob directory (ZODB's layout; relative paths are relative to the directory of
     /// `Data.fs`), created when missing unless read-only. `None`: no blobs. Default: `None`.
     pub blob_dir: Option<PathBuf>,
+    /// Group commit (with [`Options::fsync`]): [`Storage::vote`] does not sync, and
+    /// [`Storage::finish_deferred`] publishes a transaction without waiting for the disk, so
+    /// that the next one can be written meanwhile; [`Storage::sync_pending`] then makes every
+    /// transaction finished so far durable with two syncs in all (records, then status bytes).
+    /// [`Storage::finish`] still returns only once its transaction is durable. Default: off.
+    pub group_commit: bool,
 }
 
 impl Default for Options {
@@ -70,6 +76,7 @@ impl Default for Options {
             save_tail: true,
             allow_python2_magic: false,
             blob_dir: None,
+            group_commit: false,
         }
     }
 }
@@ -131,8 +138,22 @@ pub struct OpenReport {
 #[derive(Debug)]
 pub(crate) struct Committed {
     pub(crate) index: Index,
+    /// End of the last finished transaction (records of finished transactions are below it).
     pub(crate) end: u64,
     pub(crate) last_tid: Tid,
+    /// End and tid of the last transaction whose commit is durable: equal to `end` and
+    /// `last_tid` except with [`Options::group_commit`], between a transaction's
+    /// [`Storage::finish_deferred`] and the [`Storage::sync_pending`] that makes it durable.
+    /// Everything that walks transactions (iteration, the undo log, invalidations, pack)
+    /// stops here, as the status bytes of later transactions are still `'c'` in the file.
+    pub(crate) durable_end: u64,
+    pub(crate) durable_tid: Tid,
+}
+
+impl Committed {
+    pub(crate) fn new(index: Index, end: u64, last_tid: Tid) -> Committed {
+        Committed { index, end, last_tid, durable_end: end, durable_tid: last_tid }
+    }
 }
 
 /// A FileStorage (`Data.fs`), open for reads from any thread and writes from one at a time.
@@ -150,6 +171,8 @@ pub struct Storage<D: StorageDir = RealDir> {
     /// The blob directory, if any (see `blob.rs`).
     pub(crate) blobs: Option<BlobStore<D::Blobs>>,
     pub(crate) pack: PackState,
+    /// Transactions finished but not yet durable (group commit, see `group.rs`).
+    pub(crate) group: super::group::GroupState,
     /// `<name>.lock`, held while open for writing (`None` read-only); declared last so that it
     /// is released after everything else is closed.
     pub(crate) _lock: Option<DirLock>,
@@ -239,11 +262,12 @@ impl<D: StorageDir> Storage<D> {
             path: path.clone(),
             file: SwapFile::new(file),
             opts,
-            committed: RwLock::new(Committed { index: Index::new(), end: MAGIC_LEN, last_tid: Tid::ZERO }),
+            committed: RwLock::new(Committed::new(Index::new(), MAGIC_LEN, Tid::ZERO)),
             writer: Mutex::new(Writer::default()),
             oid_counter: Mutex::new(0),
             blobs,
             pack: PackState::default(),
+            group: Default::default(),
             _lock: lock,
         };
         let len = if created { MAGIC_LEN } else { len };
@@ -254,7 +278,7 @@ impl<D: StorageDir> Storage<D> {
 
     /// Builds the index (cache, then scan) and cuts the tail.
     fn recover(&self, len: u64, created: bool) -> Result<OpenReport> {
-        let mut st = Committed { index: Index::new(), end: MAGIC_LEN, last_tid: Tid::ZERO };
+        let mut st = Committed::new(Index::new(), MAGIC_LEN, Tid::ZERO);
         let mut source = if created { IndexSource::Created } else { IndexSource::Scan };
         if self.opts.index_cache && !created {
             if let Some(c) = cache::load(self, len) {
@@ -282,6 +306,8 @@ impl<D: StorageDir> Storage<D> {
         let write_cache = self.opts.index_cache
             && !self.opts.read_only
             && (scanned > 0 || dropped.is_some() || source == IndexSource::Scan);
+        st.durable_end = st.end;
+        st.durable_tid = st.last_tid;
         *self.committed_mut() = st;
         if write_cache {
             if let Err(e) = cache::save(self) {
@@ -328,11 +354,15 @@ impl<D: StorageDir> Storage<D> {
         let uncommitted = len - st.end >= TXN_HEADER_LEN
             && self.read_exact(&mut hdr, st.end).is_ok()
             && TxnHeaderRec::decode(&hdr).status == STATUS_CHECKPOINT;
-        if self.committed_txn_ends_file(st, len)? {
-            return Err(problem);
-        }
+        // A transaction still marked 'c' was never acknowledged, and neither was anything after
+        // it: with group commit (`Options::group_commit`) the status bytes of a batch are
+        // written together after its records are durable, so a crash can leave a later
+        // transaction of the batch marked committed after an earlier one still marked 'c'.
         if uncommitted {
             return Ok(TailReason::Uncommitted);
+        }
+        if self.committed_txn_ends_file(st, len)? {
+            return Err(problem);
         }
         Ok(TailReason::Torn { detail: problem.to_string() })
     }
@@ -403,6 +433,7 @@ impl<D: StorageDir> Storage<D> {
     /// index cache.
     pub fn close(self) -> Result<()> {
         self.abort()?;
+        self.sync_pending()?;
         if let Some(b) = &self.blobs {
             b.abandon_all();
         }

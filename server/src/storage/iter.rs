@@ -106,11 +106,11 @@ impl<D: StorageDir> Storage<D> {
     /// A cursor over committed transactions with `start <= tid <= stop` (both optional).
     pub fn txn_cursor(&self, start: Option<Tid>, stop: Option<Tid>) -> Result<TxnCursor> {
         let c = self.committed();
-        let end = c.end;
+        let end = c.durable_end;
         let generation = self.file.generation();
         let mut next = MAGIC_LEN;
         if let Some(start) = start.filter(|&s| s > Tid::ZERO) {
-            let last = c.last_tid;
+            let last = c.durable_tid;
             if start > last {
                 next = end;
             } else {
@@ -158,7 +158,7 @@ impl<D: StorageDir> Storage<D> {
         if !cur.done {
             self.check_generation(cur.generation)?;
         }
-        let end = c.end;
+        let end = c.durable_end;
         while !cur.done && cur.next < end {
             let pos = cur.next;
             let h = self.read_txn_header(pos, end)?;
@@ -243,7 +243,7 @@ impl<D: StorageDir> Storage<D> {
     ) -> Result<Vec<UndoEntry>> {
         let last = if last < 0 { first.saturating_sub(last) } else { last };
         let c = self.committed();
-        let end = c.end;
+        let end = c.durable_end;
         let mut out = Vec::new();
         let mut i: i64 = 0;
         let mut p = end;
@@ -286,7 +286,7 @@ impl<D: StorageDir> Storage<D> {
     /// transactions would have to be read: the client must then drop its cache.
     pub fn invalidations_since(&self, tid: Tid, max_txns: usize) -> Result<Option<(Tid, Vec<Oid>)>> {
         let c = self.committed();
-        let (end, last) = (c.end, c.last_tid);
+        let (end, last) = (c.durable_end, c.durable_tid);
         let mut oids = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut p = end;
@@ -313,7 +313,7 @@ impl<D: StorageDir> Storage<D> {
     /// (FileStorage's `lastInvalidations`, to seed an invalidation queue).
     pub fn last_invalidations(&self, count: usize) -> Result<Vec<(Tid, Vec<Oid>)>> {
         let c = self.committed();
-        let end = c.end;
+        let end = c.durable_end;
         let mut out = Vec::new();
         let mut p = end;
         while out.len() < count {

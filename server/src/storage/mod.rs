@@ -64,6 +64,7 @@ mod engine_tests;
 mod error;
 pub mod file;
 pub mod format;
+mod group;
 mod index;
 mod iter;
 mod lock;

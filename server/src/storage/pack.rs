@@ -476,12 +476,14 @@ impl<D: StorageDir> Storage<D> {
             return Err(StorageError::PackInProgress);
         }
         let _running = Running(&self.pack.running);
-        if let Some(why) = &self.writer().broken {
-            return Err(StorageError::Broken(why.clone()));
+        if let Some(why) = self.writer().broken.clone().or_else(|| self.group.failed()) {
+            return Err(StorageError::Broken(why));
         }
+        // Only durable transactions: the status bytes of pending ones (group commit) are still
+        // 'c'; the swap makes them durable and copies them.
         let (end, last) = {
             let c = self.committed();
-            (c.end, c.last_tid)
+            (c.durable_end, c.durable_tid)
         };
         let pack_time = pack_time.min(last);
         let mut report = PackReport {
@@ -755,6 +757,10 @@ impl<D: StorageDir> Storage<D> {
         if let Some(why) = &w.broken {
             return Err(StorageError::Broken(why.clone()));
         }
+        // No round may write status bytes into the old file once it is replaced; and every
+        // transaction pending now is made durable first, so that the copy holds its status.
+        let _round = self.group.hold();
+        self.sync_round_held()?;
         let (end, last) = {
             let c = self.committed();
             (c.end, c.last_tid)
@@ -801,6 +807,7 @@ impl<D: StorageDir> Storage<D> {
             self.file.replace(new_file);
             c.index = std::mem::take(&mut cp.index);
             c.end = new_end;
+            c.durable_end = new_end;
         }
         report.bytes_after = new_end;
         if let Err(e) = self.dir.sync() {

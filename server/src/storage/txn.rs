@@ -135,6 +135,9 @@ impl<D: StorageDir> Storage<D> {
         if let Some(why) = &w.broken {
             return Err(StorageError::Broken(why.clone()));
         }
+        if let Some(why) = self.group.failed() {
+            return Err(StorageError::Broken(why));
+        }
         Ok(())
     }
 
@@ -410,7 +413,8 @@ impl<D: StorageDir> Storage<D> {
             txn.buf.extend_from_slice(&tlen.to_be_bytes());
             s.flush(txn)?;
             s.vote_blobs(txn.tid)?;
-            if s.opts.fsync {
+            // Group commit syncs the records in the round that commits them (`group.rs`).
+            if s.opts.fsync && !s.grouped(txn.tid) {
                 s.file.sync().map_err(|e| s.io("sync", e))?;
             }
             txn.voted = true;
@@ -418,23 +422,57 @@ impl<D: StorageDir> Storage<D> {
         })
     }
 
+    /// Whether a transaction is committed by group commit (see `group.rs`): with
+    /// [`Options::group_commit`](super::Options) and fsync, unless it has blobs.
+    fn grouped(&self, tid: Tid) -> bool {
+        self.opts.group_commit && self.opts.fsync && !self.blobs.as_ref().is_some_and(|b| b.has_staged(tid))
+    }
+
     /// Second commit phase: commits the voted transaction and publishes it to readers.
     /// When this returns (with [`Options::fsync`](super::Options)), the commit is durable.
     pub fn finish(&self) -> Result<Tid> {
+        let tid = self.finish_deferred()?;
+        if self.opts.group_commit {
+            self.sync_pending()?;
+        }
+        Ok(tid)
+    }
+
+    /// [`Storage::finish`] without waiting for the disk under group commit: the transaction is
+    /// published (loads and the next transaction's serial checks see it) and becomes durable at
+    /// the next [`Storage::sync_pending`]. Without group commit, or for a transaction with
+    /// blobs, this is [`Storage::finish`].
+    pub fn finish_deferred(&self) -> Result<Tid> {
         let mut w = self.writer();
         self.check_writable(&w)?;
         let txn = w.txn.as_ref().ok_or(StorageError::WrongTransaction("no transaction in progress"))?;
         if !txn.voted {
             return Err(StorageError::WrongTransaction("finish before vote"));
         }
-        let (tpos, status) = (txn.tpos, txn.status);
-        let mut r = self.file.write_at(&[status], tpos + STATUS_OFFSET).map_err(|e| self.io("write", e));
+        let (tpos, status, tid) = (txn.tpos, txn.status, txn.tid);
+        if self.grouped(tid) {
+            let txn = w.txn.take().ok_or(StorageError::WrongTransaction("no transaction in progress"))?;
+            self.pack.writer_idle();
+            self.publish(&txn, false);
+            self.group.push(tid, tpos, status, txn.next + 8);
+            return Ok(tid);
+        }
+        // Synchronously. Under group commit (a transaction with blobs) the transactions pending
+        // before it are made durable first, or its status byte could reach the disk before theirs.
+        let round = self.opts.group_commit.then(|| self.group.hold());
+        let mut r = match &round {
+            Some(_) => self.sync_round_held().map(|_| ()),
+            None => Ok(()),
+        };
+        if r.is_ok() {
+            r = self.file.write_at(&[status], tpos + STATUS_OFFSET).map_err(|e| self.io("write", e));
+        }
         if r.is_ok() && self.opts.fsync {
             r = self.file.sync().map_err(|e| self.io("sync", e));
         }
         if r.is_ok() {
             // Committed in Data.fs: the blobs must be in place before readers see it.
-            r = self.finish_blobs(txn.tid);
+            r = self.finish_blobs(tid);
         }
         let txn = w.txn.take().ok_or(StorageError::WrongTransaction("no transaction in progress"))?;
         // A pack waiting for the writer wakes once this lock is released.
@@ -445,6 +483,13 @@ impl<D: StorageDir> Storage<D> {
             w.broken = Some(format!("finish of {} failed: {e}", txn.tid));
             return Err(e);
         }
+        self.publish(&txn, true);
+        drop(round);
+        Ok(txn.tid)
+    }
+
+    /// Makes a finished transaction visible to loads (and, if `durable`, to everything).
+    fn publish(&self, txn: &Txn, durable: bool) {
         let mut c = self.committed_mut();
         for (&oid, &pos) in &txn.tindex {
             // write_record kept every position below MAX_POS.
@@ -452,7 +497,10 @@ impl<D: StorageDir> Storage<D> {
         }
         c.end = txn.next + 8;
         c.last_tid = txn.tid;
-        Ok(txn.tid)
+        if durable {
+            c.durable_end = c.end;
+            c.durable_tid = c.last_tid;
+        }
     }
 
     /// Abandons the transaction in progress (if any) and truncates what it wrote. Without a

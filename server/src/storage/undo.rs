@@ -14,7 +14,7 @@
 use super::engine::{Committed, Storage};
 use super::error::{Result, StorageError, UndoFailure};
 use super::file::StorageDir;
-use super::format::{parse_undo_id, STATUS_NORMAL, STATUS_PACKED};
+use super::format::{parse_undo_id, STATUS_CHECKPOINT, STATUS_NORMAL, STATUS_PACKED};
 use super::txn::Txn;
 use bytes::Bytes;
 use zeoraid_core::ids::{Oid, Tid};
@@ -77,7 +77,12 @@ impl<D: StorageDir> Storage<D> {
 
     fn plan_undo(&self, c: &Committed, txn: &Txn, tpos: u64) -> Result<Vec<Plan>> {
         let th = self.read_txn_header(tpos, c.end)?;
-        if th.status != STATUS_NORMAL {
+        // A transaction finished under group commit and not yet durable is still 'c' in the file.
+        let status = match th.status {
+            STATUS_CHECKPOINT => self.group.pending_status(tpos).unwrap_or(STATUS_CHECKPOINT),
+            s => s,
+        };
+        if status != STATUS_NORMAL {
             return Err(StorageError::Undo { reason: "non-undoable transaction".into(), oid: None });
         }
         let tend = tpos + th.tlen;
