@@ -27,6 +27,8 @@ pub(crate) mod front;
 mod outbox;
 mod outcomes;
 #[cfg(test)]
+mod harness;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
