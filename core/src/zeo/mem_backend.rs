@@ -129,7 +129,8 @@ impl MemBackend {
         let one = match req {
             BackendRequest::LoadBefore { oid, before, snapshot } => {
                 let Some(revs) = self.objects.get(&oid) else { return vec![client(ZeoError::pos_key(oid))] };
-                let visible: Vec<&(Tid, Option<Bytes>)> = revs.iter().filter(|(t, _)| *t <= snapshot).collect();
+                let visible: Vec<&(Tid, Option<Bytes>)> =
+                    revs.iter().filter(|(t, _)| *t <= snapshot).collect();
                 if visible.is_empty() {
                     return vec![client(ZeoError::pos_key(oid))];
                 }
@@ -180,13 +181,10 @@ impl MemBackend {
             },
             BackendRequest::RecordIternext { next } => {
                 let start = next.unwrap_or(Oid::ROOT);
-                let mut live = self
-                    .objects
-                    .range(start..)
-                    .filter_map(|(oid, revs)| match revs.last() {
-                        Some((t, Some(d))) => Some((*oid, *t, d.clone())),
-                        _ => None,
-                    });
+                let mut live = self.objects.range(start..).filter_map(|(oid, revs)| match revs.last() {
+                    Some((t, Some(d))) => Some((*oid, *t, d.clone())),
+                    _ => None,
+                });
                 match live.next() {
                     None => client(ZeoError::pos_key(start)),
                     Some((oid, tid, data)) => {
@@ -226,7 +224,11 @@ impl MemBackend {
                 O::UndoLog(all.into_iter().skip(first).take(end.saturating_sub(first)).collect())
             }
             BackendRequest::IterStart { iter, start, stop } => {
-                let next = self.txns.iter().position(|t| start.is_none_or(|s| t.tid >= s)).unwrap_or(self.txns.len());
+                let next = self
+                    .txns
+                    .iter()
+                    .position(|t| start.is_none_or(|s| t.tid >= s))
+                    .unwrap_or(self.txns.len());
                 self.iters.insert(iter, IterPos::Txns { next, stop });
                 O::Nil
             }
@@ -257,7 +259,10 @@ impl MemBackend {
                     .iter()
                     .find(|t| t.tid == tid)
                     .map(|t| {
-                        t.records.iter().map(|(oid, d)| DataRecord { oid: *oid, tid, data: d.clone(), data_txn: None }).collect()
+                        t.records
+                            .iter()
+                            .map(|(oid, d)| DataRecord { oid: *oid, tid, data: d.clone(), data_txn: None })
+                            .collect()
                     })
                     .unwrap_or_default();
                 self.iters.insert(iter, IterPos::Records { records, next: 0 });
@@ -292,8 +297,10 @@ impl MemBackend {
                         serial,
                     }))];
                 };
-                let mut out: Vec<O> =
-                    blob.chunks(self.chunk_size.max(1)).map(|c| O::BlobChunk(Bytes::copy_from_slice(c))).collect();
+                let mut out: Vec<O> = blob
+                    .chunks(self.chunk_size.max(1))
+                    .map(|c| O::BlobChunk(Bytes::copy_from_slice(c)))
+                    .collect();
                 out.push(O::Nil);
                 return out;
             }
@@ -361,7 +368,12 @@ impl MemBackend {
                 TxnOp::Store { oid, serial, data } | TxnOp::StoreBlob { oid, serial, data, .. } => {
                     let now = self.serial_now(*oid);
                     if now != *serial {
-                        conflicts.push(VoteItem::Conflict { oid: *oid, committed: now, read: *serial, data: data.clone() });
+                        conflicts.push(VoteItem::Conflict {
+                            oid: *oid,
+                            committed: now,
+                            read: *serial,
+                            data: data.clone(),
+                        });
                     } else {
                         writes.push((*oid, Some(data.clone())));
                     }

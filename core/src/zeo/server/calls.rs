@@ -194,7 +194,13 @@ impl Server {
                 self.read(ctx, s, BackendRequest::UndoInfo { first, last, spec })
             }
             Request::SendBlob { oid, serial } => {
-                let what = Pending::SendBlob { conn: ctx.conn, msgid: ctx.msgid.clone(), oid, serial, started: false };
+                let what = Pending::SendBlob {
+                    conn: ctx.conn,
+                    msgid: ctx.msgid.clone(),
+                    oid,
+                    serial,
+                    started: false,
+                };
                 let req = self.request(s, BackendRequest::SendBlob { oid, serial }, what);
                 if let Some(c) = self.conns.get_mut(&ctx.conn) {
                     c.outbox.reserve(req);
@@ -205,7 +211,8 @@ impl Server {
                     return self.answer(ctx, Err(ZeoError::Exception(Text::from_static("Already packing"))));
                 }
                 let msgid = (wait && !ctx.is_async).then(|| ctx.msgid.clone());
-                let req = self.request(s, BackendRequest::Pack { time }, Pending::Pack { conn: ctx.conn, msgid });
+                let req =
+                    self.request(s, BackendRequest::Pack { time }, Pending::Pack { conn: ctx.conn, msgid });
                 self.fronts[s.0].pack = Some(super::front::PackState { req });
                 if !wait {
                     self.answer(ctx, Ok(Reply::Nil));
@@ -277,7 +284,11 @@ impl Server {
                 if let Some(r) = self.reg_mut(ctx.conn) {
                     r.upload = Some(upload);
                 }
-                self.request(s, BackendRequest::BlobUploadStart { upload }, Pending::Upload { conn: ctx.conn });
+                self.request(
+                    s,
+                    BackendRequest::BlobUploadStart { upload },
+                    Pending::Upload { conn: ctx.conn },
+                );
                 self.answer(ctx, Ok(Reply::Nil));
             }
             Request::StoreBlobChunk { chunk } => {
@@ -285,7 +296,11 @@ impl Server {
                     let e = ZeoError::Exception(Text::from_static("storeBlobChunk without storeBlobStart"));
                     return self.answer(ctx, Err(e));
                 };
-                self.request(s, BackendRequest::BlobUploadChunk { upload, chunk }, Pending::Upload { conn: ctx.conn });
+                self.request(
+                    s,
+                    BackendRequest::BlobUploadChunk { upload, chunk },
+                    Pending::Upload { conn: ctx.conn },
+                );
                 self.answer(ctx, Ok(Reply::Nil));
             }
             Request::StoreBlobEnd { oid, serial, data, txn } => {
@@ -357,7 +372,13 @@ impl Server {
         if let Some(reg) = c.reg_mut() {
             reg.iters.insert(
                 iid,
-                Iter { backend: iter, records: false, last_txn: None, in_flight: Some(req), queue: VecDeque::new() },
+                Iter {
+                    backend: iter,
+                    records: false,
+                    last_txn: None,
+                    in_flight: Some(req),
+                    queue: VecDeque::new(),
+                },
             );
         }
     }
@@ -408,10 +429,10 @@ impl Server {
                     let riid = reg.next_iid;
                     reg.next_iid += 1;
                     let rb = self.fronts[s.0].new_iter();
-                    (BackendRequest::IterRecordStart { iter: rb, txn_iter: backend, tid }, IterReq::RecordStart {
-                        riid,
-                        backend: rb,
-                    })
+                    (
+                        BackendRequest::IterRecordStart { iter: rb, txn_iter: backend, tid },
+                        IterReq::RecordStart { riid, backend: rb },
+                    )
                 }
             };
             if let Some(it) = self.reg_mut(conn).and_then(|r| r.iters.get_mut(&iid)) {
@@ -434,7 +455,11 @@ impl Server {
         for (req, msgid, _) in it.queue {
             self.pending.remove(&req);
             let key = Value::tuple(vec![Value::Int(i128::from(iid))]);
-            self.fill(conn, req, &crate::wire::message::ServerMessage::Error { msgid, error: ZeoError::KeyError(key) });
+            self.fill(
+                conn,
+                req,
+                &crate::wire::message::ServerMessage::Error { msgid, error: ZeoError::KeyError(key) },
+            );
         }
         if drop {
             self.request(s, BackendRequest::IterDrop { iters: vec![it.backend] }, Pending::Ignore);

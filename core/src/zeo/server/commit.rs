@@ -92,7 +92,11 @@ impl Server {
                 ops: t.ops.clone(),
             };
             let uploads = t.uploads();
-            let req = self.request(s, BackendRequest::Vote(Box::new(vote)), Pending::Vote { conn, msgid, tid, uploads });
+            let req = self.request(
+                s,
+                BackendRequest::Vote(Box::new(vote)),
+                Pending::Vote { conn, msgid, tid, uploads },
+            );
             self.fronts[s.0].write = Some(req);
             if let Some(t) = self.reg_mut(conn).and_then(|r| r.txn.as_mut()) {
                 t.phase = Phase::Voting { req };
@@ -124,7 +128,8 @@ impl Server {
         let s = reg.storage;
         let Some(t) = reg.txn.as_mut() else { return };
         let Phase::Voted { tid, invalidated } = std::mem::replace(&mut t.phase, Phase::Open) else {
-            return self.answer(ctx, Err(ZeoError::AssertionError(Text::from_static("finished called wo lock"))));
+            return self
+                .answer(ctx, Err(ZeoError::AssertionError(Text::from_static("finished called wo lock"))));
         };
         let what = Pending::Finish { conn: ctx.conn, msgid: ctx.msgid.clone(), invalidated };
         let req = self.request(s, BackendRequest::Finish { tid }, what);
@@ -261,10 +266,11 @@ impl Server {
             if other == conn {
                 continue;
             }
-            let push = crate::wire::message::ServerMessage::Push(crate::wire::push::Push::InvalidateTransaction {
-                tid,
-                oids: invalidated.clone(),
-            });
+            let push =
+                crate::wire::message::ServerMessage::Push(crate::wire::push::Push::InvalidateTransaction {
+                    tid,
+                    oids: invalidated.clone(),
+                });
             let bytes = self.encode(other, &push);
             if let Some(c) = self.conns.get_mut(&other) {
                 c.outbox.push_invalidation(bytes);

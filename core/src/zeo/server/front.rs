@@ -160,7 +160,11 @@ impl Front {
         self.lock.check()?;
         self.invq.check()?;
         if self.invq.newest() != self.last_tid {
-            return Err(format!("last tid {} but invalidation queue at {}", self.last_tid, self.invq.newest()));
+            return Err(format!(
+                "last tid {} but invalidation queue at {}",
+                self.last_tid,
+                self.invq.newest()
+            ));
         }
         if self.lock_since.is_some() != self.lock.holder().is_some() {
             return Err("lock_since out of step with the lock".into());
@@ -179,7 +183,8 @@ fn clamp_i64(n: u64) -> i64 {
 /// Python's `time.ctime` of an instant, in UTC: `Wed Nov 25 16:44:21 2026`.
 pub(crate) fn ctime(wall: Duration) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = wall.as_secs();
     let Some(tid) = Tid::from_unix(secs, 0) else { return String::from("?") };
     let t = tid.to_utc();

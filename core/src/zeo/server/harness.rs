@@ -229,7 +229,10 @@ impl Harness {
     }
 
     /// The one reply to `msgid` among `msgs`, as a value or an error.
-    pub(crate) fn result_of(msgs: &[ServerMessage], msgid: i64) -> Result<Value, crate::wire::error::ZeoError> {
+    pub(crate) fn result_of(
+        msgs: &[ServerMessage],
+        msgid: i64,
+    ) -> Result<Value, crate::wire::error::ZeoError> {
         let want = MsgId::int(msgid);
         let found: Vec<_> = msgs
             .iter()

@@ -24,10 +24,10 @@ mod calls;
 mod commit;
 pub(crate) mod conn;
 pub(crate) mod front;
-mod outbox;
-mod outcomes;
 #[cfg(test)]
 mod harness;
+mod outbox;
+mod outcomes;
 #[cfg(test)]
 mod tests;
 
@@ -116,7 +116,8 @@ pub struct Server {
 impl Server {
     /// A server with the given configuration, started at `now`.
     pub fn new(cfg: ServerConfig, now: Now) -> Server {
-        let fronts = cfg.storages.iter().map(|s| Front::new(s.clone(), cfg.invalidation_queue_size)).collect();
+        let fronts =
+            cfg.storages.iter().map(|s| Front::new(s.clone(), cfg.invalidation_queue_size)).collect();
         Server {
             cfg,
             start_wall: now.wall,
@@ -186,7 +187,13 @@ impl Server {
     }
 
     /// A backend answered request `id` of `storage`.
-    pub fn handle_backend(&mut self, now: Now, storage: StorageIdx, id: BackendReqId, outcome: BackendOutcome) {
+    pub fn handle_backend(
+        &mut self,
+        now: Now,
+        storage: StorageIdx,
+        id: BackendReqId,
+        outcome: BackendOutcome,
+    ) {
         self.on_outcome(now, storage, id, outcome);
         self.end_input(now);
     }
@@ -279,7 +286,9 @@ impl Server {
                     }
                     None => {
                         if f.write.is_none() {
-                            return Err(format!("dead lock holder {h} of storage {i} with no write in flight"));
+                            return Err(format!(
+                                "dead lock holder {h} of storage {i} with no write in flight"
+                            ));
                         }
                     }
                 }
@@ -290,7 +299,11 @@ impl Server {
                 }
             }
             if let Some(w) = f.write {
-                if !self.pending.get(&w).is_some_and(|p| matches!(p.what, Pending::Vote { .. } | Pending::Finish { .. })) {
+                if !self
+                    .pending
+                    .get(&w)
+                    .is_some_and(|p| matches!(p.what, Pending::Vote { .. } | Pending::Finish { .. }))
+                {
                     return Err(format!("storage {i}: write {} not pending", w.0));
                 }
             }
@@ -318,7 +331,10 @@ impl Server {
                 }
             } else if f.holds(*id) {
                 // Allowed only while its aborted transaction's write is still in flight.
-                let orphan = f.write.and_then(|w| self.pending.get(&w)).is_some_and(|p| pending_conn(&p.what) == Some(*id));
+                let orphan = f
+                    .write
+                    .and_then(|w| self.pending.get(&w))
+                    .is_some_and(|p| pending_conn(&p.what) == Some(*id));
                 if !orphan {
                     return Err(format!("{id}: holds the lock without a transaction"));
                 }
@@ -348,12 +364,17 @@ impl Server {
         }
         for (i, f) in self.fronts.iter().enumerate() {
             if f.lock.waiting() != waiting.get(&i).copied().unwrap_or(0) {
-                return Err(format!("storage {i}: {} queued voters but {:?} waiting txns", f.lock.waiting(), waiting.get(&i)));
+                return Err(format!(
+                    "storage {i}: {} queued voters but {:?} waiting txns",
+                    f.lock.waiting(),
+                    waiting.get(&i)
+                ));
             }
         }
         for (id, p) in &self.pending {
             if let Some(c) = pending_conn(&p.what) {
-                let slotted = matches!(p.what, Pending::Read { .. } | Pending::Iter { .. } | Pending::SendBlob { .. });
+                let slotted =
+                    matches!(p.what, Pending::Read { .. } | Pending::Iter { .. } | Pending::SendBlob { .. });
                 if slotted {
                     match self.conns.get(&c) {
                         Some(conn) if !conn.outbox.has_slot(*id) => {
@@ -459,7 +480,11 @@ impl Server {
 
     /// The registered connections of `storage`.
     fn conns_of(&self, storage: StorageIdx) -> Vec<ConnId> {
-        self.conns.iter().filter(|(_, c)| c.reg().is_some_and(|r| r.storage == storage)).map(|(id, _)| *id).collect()
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.reg().is_some_and(|r| r.storage == storage))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn storage_name(&self, storage: StorageIdx) -> &str {
@@ -503,7 +528,10 @@ fn encode_msg(codec: Codec, msg: &ServerMessage) -> Vec<u8> {
                 return Vec::new();
             }
         };
-        let err = ServerMessage::Error { msgid, error: ZeoError::ValueError(Text::from_static("Couldn't pickle response")) };
+        let err = ServerMessage::Error {
+            msgid,
+            error: ZeoError::ValueError(Text::from_static("Couldn't pickle response")),
+        };
         if codec.encode_server(&err, &mut payload).is_err() {
             return Vec::new();
         }

@@ -42,7 +42,13 @@ fn message(msgid: MsgId, r: Result<Reply, ZeoError>) -> ServerMessage {
 }
 
 impl Server {
-    pub(super) fn on_outcome(&mut self, now: Now, storage: StorageIdx, id: BackendReqId, outcome: BackendOutcome) {
+    pub(super) fn on_outcome(
+        &mut self,
+        now: Now,
+        storage: StorageIdx,
+        id: BackendReqId,
+        outcome: BackendOutcome,
+    ) {
         self.last_now = now;
         let Some(entry) = self.pending.get_mut(&id) else {
             tracing::warn!(storage = storage.0, req = id.0, "outcome for an unknown request");
@@ -81,12 +87,20 @@ impl Server {
                 let r = match outcome {
                     BackendOutcome::Nil => {
                         if !started {
-                            bytes.extend(self.encode(conn, &ServerMessage::Push(Push::ReceiveBlobStart { oid, serial })));
+                            bytes.extend(
+                                self.encode(
+                                    conn,
+                                    &ServerMessage::Push(Push::ReceiveBlobStart { oid, serial }),
+                                ),
+                            );
                         }
-                        bytes.extend(self.encode(conn, &ServerMessage::Push(Push::ReceiveBlobStop { oid, serial })));
+                        bytes.extend(
+                            self.encode(conn, &ServerMessage::Push(Push::ReceiveBlobStop { oid, serial })),
+                        );
                         Ok(Reply::Nil)
                     }
-                    other => read_reply(other).and(Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")))),
+                    other => read_reply(other)
+                        .and(Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")))),
                 };
                 bytes.extend(self.encode(conn, &message(msgid, r)));
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -108,7 +122,9 @@ impl Server {
             Pending::Finish { conn, msgid, invalidated } => {
                 self.fronts[s.0].write = None;
                 match outcome {
-                    BackendOutcome::Finished { tid, size } => self.committed(now, s, conn, msgid, tid, size, invalidated),
+                    BackendOutcome::Finished { tid, size } => {
+                        self.committed(now, s, conn, msgid, tid, size, invalidated)
+                    }
                     other => {
                         let error = match other {
                             BackendOutcome::Failed(e) => e.error,
@@ -189,9 +205,13 @@ impl Server {
                 _ => self.orphan_vote(now, s, conn, None),
             }
             if self.conns.contains_key(&conn) {
-                self.error(conn, msgid, ZeoError::StorageTransaction(
-                    crate::wire::error::StorageTxnDetails::Message(Text::from_static("transaction aborted")),
-                ));
+                self.error(
+                    conn,
+                    msgid,
+                    ZeoError::StorageTransaction(crate::wire::error::StorageTxnDetails::Message(
+                        Text::from_static("transaction aborted"),
+                    )),
+                );
             }
             return;
         }
@@ -263,7 +283,13 @@ impl Server {
                 if let Some(reg) = self.reg_mut(conn) {
                     reg.iters.insert(
                         riid,
-                        Iter { backend, records: true, last_txn: None, in_flight: None, queue: Default::default() },
+                        Iter {
+                            backend,
+                            records: true,
+                            last_txn: None,
+                            in_flight: None,
+                            queue: Default::default(),
+                        },
                     );
                 }
                 Ok(Reply::IterId(IterId(riid)))
@@ -284,7 +310,8 @@ impl Server {
                 }
                 Ok(Reply::IteratorRecordNext(r))
             }
-            (_, other) => read_reply(other).and(Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")))),
+            (_, other) => read_reply(other)
+                .and(Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")))),
         };
         if failed && matches!(op, IterReq::Start) {
             self.remove_iter(conn, iid, false);
