@@ -147,8 +147,20 @@ impl Harness {
         }
     }
 
-    /// Answers the `i`th in-flight request.
+    /// Answers the `i`th in-flight request, after every earlier request of the same storage
+    /// that touches the same upload, iterator or write sequence (a backend applies those in
+    /// emission order; everything else may be answered in any order).
     pub(crate) fn deliver(&mut self, i: usize) {
+        let (s0, _, r0) = &self.inflight[i];
+        let mine = handles(r0);
+        let earlier = self.inflight[..i]
+            .iter()
+            .position(|(s, _, r)| s == s0 && handles(r).iter().any(|h| mine.contains(h)));
+        if let Some(j) = earlier {
+            self.deliver(j);
+            let i = i - 1;
+            return self.deliver(i);
+        }
         let (s, id, req) = self.inflight.remove(i);
         let outcomes = self.backends[s.0].handle(req);
         for o in outcomes {
@@ -268,4 +280,37 @@ pub(crate) fn invalidations(msgs: &[ServerMessage]) -> Vec<(Tid, Vec<Oid>)> {
             _ => None,
         })
         .collect()
+}
+
+/// What a request must stay ordered with.
+#[derive(Debug, PartialEq)]
+enum Handle {
+    Upload(u64),
+    Iter(u64),
+    Write,
+}
+
+fn handles(r: &BackendRequest) -> Vec<Handle> {
+    match r {
+        BackendRequest::BlobUploadStart { upload }
+        | BackendRequest::BlobUploadChunk { upload, .. }
+        | BackendRequest::BlobUploadDrop { upload } => vec![Handle::Upload(upload.0)],
+        BackendRequest::IterStart { iter, .. }
+        | BackendRequest::IterNext { iter }
+        | BackendRequest::IterRecordNext { iter } => vec![Handle::Iter(iter.0)],
+        BackendRequest::IterRecordStart { iter, txn_iter, .. } => {
+            vec![Handle::Iter(iter.0), Handle::Iter(txn_iter.0)]
+        }
+        BackendRequest::IterDrop { iters } => iters.iter().map(|i| Handle::Iter(i.0)).collect(),
+        BackendRequest::Vote(v) => {
+            let mut h = vec![Handle::Write];
+            h.extend(v.ops.iter().filter_map(|op| match op {
+                crate::zeo::backend::TxnOp::StoreBlob { upload, .. } => Some(Handle::Upload(upload.0)),
+                _ => None,
+            }));
+            h
+        }
+        BackendRequest::Finish { .. } | BackendRequest::Abort { .. } => vec![Handle::Write],
+        _ => Vec::new(),
+    }
 }

@@ -29,6 +29,8 @@ mod harness;
 mod outbox;
 mod outcomes;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
