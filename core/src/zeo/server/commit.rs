@@ -15,6 +15,13 @@ use super::calls::CallCtx;
 use super::conn::Phase;
 use super::{Pending, Server};
 
+/// A finished commit, as the backend reported it.
+pub(super) struct Commit {
+    pub(super) tid: Tid,
+    pub(super) size: crate::zeo::backend::StorageSize,
+    pub(super) invalidated: Vec<crate::ids::Oid>,
+}
+
 fn stx(msg: &str) -> ZeoError {
     ZeoError::StorageTransaction(StorageTxnDetails::Message(Text::from(msg)))
 }
@@ -242,16 +249,8 @@ impl Server {
     }
 
     /// A finished commit: make it visible, fan out invalidations, info, reply, release.
-    pub(super) fn committed(
-        &mut self,
-        now: Now,
-        s: StorageIdx,
-        conn: ConnId,
-        msgid: MsgId,
-        tid: Tid,
-        size: crate::zeo::backend::StorageSize,
-        invalidated: Vec<crate::ids::Oid>,
-    ) {
+    pub(super) fn committed(&mut self, now: Now, s: StorageIdx, conn: ConnId, msgid: MsgId, commit: Commit) {
+        let Commit { tid, size, invalidated } = commit;
         let f = &mut self.fronts[s.0];
         if let Err(e) = f.invq.record(tid, invalidated.clone()) {
             tracing::warn!(storage = %f.seed.name, error = %e, "finished tid out of order");

@@ -241,6 +241,7 @@ impl Harness {
     }
 
     /// The one reply to `msgid` among `msgs`, as a value or an error.
+    #[allow(clippy::result_large_err)] // compared with typed errors in the tests
     pub(crate) fn result_of(
         msgs: &[ServerMessage],
         msgid: i64,

@@ -163,8 +163,7 @@ impl Server {
         self.last_now = now;
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.decoder.push(data);
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else { break };
+        while let Some(c) = self.conns.get_mut(&conn) {
             match c.decoder.next_frame() {
                 Ok(Some(frame)) => self.handle_frame(now, conn, frame),
                 Ok(None) => break,

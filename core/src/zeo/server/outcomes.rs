@@ -13,9 +13,9 @@ use crate::zeo::events::{Now, StorageIdx};
 use super::conn::{Iter, Phase};
 use super::{IterReq, Pending, Server};
 
-/// The reply a read outcome stands for.
-fn read_reply(outcome: BackendOutcome) -> Result<Reply, ZeoError> {
-    Ok(match outcome {
+/// The reply (or error reply) a read outcome stands for.
+fn read_message(msgid: MsgId, outcome: BackendOutcome) -> ServerMessage {
+    let reply = match outcome {
         BackendOutcome::Nil => Reply::Nil,
         BackendOutcome::LoadBefore(r) => Reply::LoadBefore(r),
         BackendOutcome::Data(d) => Reply::LoadSerial(d),
@@ -26,18 +26,19 @@ fn read_reply(outcome: BackendOutcome) -> Result<Reply, ZeoError> {
         BackendOutcome::UndoLog(u) => Reply::UndoLog(u),
         BackendOutcome::Txn(t) => Reply::IteratorNext(t),
         BackendOutcome::Record(r) => Reply::IteratorRecordNext(r),
-        BackendOutcome::Failed(e) => return Err(e.error),
-        other => {
-            tracing::warn!(outcome = ?other, "backend answered a read with an unexpected outcome");
-            return Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")));
-        }
-    })
+        other => return ServerMessage::Error { msgid, error: outcome_error(other) },
+    };
+    ServerMessage::reply(msgid, &reply)
 }
 
-fn message(msgid: MsgId, r: Result<Reply, ZeoError>) -> ServerMessage {
-    match r {
-        Ok(reply) => ServerMessage::reply(msgid, &reply),
-        Err(error) => ServerMessage::Error { msgid, error },
+/// The error to send for a failed (or unexpected) outcome.
+fn outcome_error(outcome: BackendOutcome) -> ZeoError {
+    match outcome {
+        BackendOutcome::Failed(e) => e.error,
+        other => {
+            tracing::warn!(outcome = ?other, "unexpected backend outcome");
+            ZeoError::Exception(Text::from_static("unexpected backend outcome"))
+        }
     }
 }
 
@@ -79,7 +80,7 @@ impl Server {
         let s = entry.storage;
         match entry.what {
             Pending::Read { conn, msgid } => {
-                let msg = message(msgid, read_reply(outcome));
+                let msg = read_message(msgid, outcome);
                 self.fill(conn, id, &msg);
             }
             Pending::SendBlob { conn, msgid, oid, serial, started } => {
@@ -97,12 +98,11 @@ impl Server {
                         bytes.extend(
                             self.encode(conn, &ServerMessage::Push(Push::ReceiveBlobStop { oid, serial })),
                         );
-                        Ok(Reply::Nil)
+                        ServerMessage::reply(msgid, &Reply::Nil)
                     }
-                    other => read_reply(other)
-                        .and(Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")))),
+                    other => ServerMessage::Error { msgid, error: outcome_error(other) },
                 };
-                bytes.extend(self.encode(conn, &message(msgid, r)));
+                bytes.extend(self.encode(conn, &r));
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.outbox.fill(id, &bytes);
                     self.dirty.insert(conn);
@@ -123,13 +123,10 @@ impl Server {
                 self.fronts[s.0].write = None;
                 match outcome {
                     BackendOutcome::Finished { tid, size } => {
-                        self.committed(now, s, conn, msgid, tid, size, invalidated)
+                        self.committed(now, s, conn, msgid, super::commit::Commit { tid, size, invalidated })
                     }
                     other => {
-                        let error = match other {
-                            BackendOutcome::Failed(e) => e.error,
-                            _ => ZeoError::Exception(Text::from_static("unexpected backend outcome")),
-                        };
+                        let error = outcome_error(other);
                         tracing::warn!(conn = conn.0, storage = %self.storage_name(s), error = ?error, "finish failed");
                         if let Some(r) = self.reg_mut(conn) {
                             r.txn = None;
@@ -162,10 +159,7 @@ impl Server {
                         }
                     }
                     other => {
-                        let error = match other {
-                            BackendOutcome::Failed(e) => e.error,
-                            _ => ZeoError::Exception(Text::from_static("unexpected backend outcome")),
-                        };
+                        let error = outcome_error(other);
                         tracing::warn!(storage = %self.storage_name(s), error = ?error, "pack failed");
                         if let Some(m) = msgid {
                             if self.conns.contains_key(&conn) {
@@ -249,10 +243,7 @@ impl Server {
                 self.release_and_next(now, s, conn);
             }
             other => {
-                let error = match other {
-                    BackendOutcome::Failed(e) => e.error,
-                    _ => ZeoError::Exception(Text::from_static("unexpected backend outcome")),
-                };
+                let error = outcome_error(other);
                 if let Some(r) = self.reg_mut(conn) {
                     r.txn = None;
                 }
@@ -310,13 +301,16 @@ impl Server {
                 }
                 Ok(Reply::IteratorRecordNext(r))
             }
-            (_, other) => read_reply(other)
-                .and(Err(ZeoError::Exception(Text::from_static("unexpected backend outcome")))),
+            (_, other) => Err(outcome_error(other)),
         };
         if failed && matches!(op, IterReq::Start) {
             self.remove_iter(conn, iid, false);
         }
-        self.fill(conn, id, &message(msgid, r));
+        let msg = match r {
+            Ok(reply) => ServerMessage::reply(msgid, &reply),
+            Err(error) => ServerMessage::Error { msgid, error },
+        };
+        self.fill(conn, id, &msg);
         self.pump_iter(conn, iid);
     }
 }
