@@ -129,7 +129,12 @@ impl Server {
 
     /// Issues a read that reserves an outbox slot.
     fn read(&mut self, ctx: &CallCtx, storage: StorageIdx, request: BackendRequest) {
-        let req = self.request(storage, request, Pending::Read { conn: ctx.conn, msgid: ctx.msgid.clone() });
+        let one_oid = false;
+        let req = self.request(
+            storage,
+            request,
+            Pending::Read { conn: ctx.conn, msgid: ctx.msgid.clone(), one_oid },
+        );
         if let Some(c) = self.conns.get_mut(&ctx.conn) {
             c.outbox.reserve(req);
         }
@@ -162,7 +167,11 @@ impl Server {
                 if ro {
                     return self.answer(ctx, Err(ZeoError::ReadOnly));
                 }
-                self.read(ctx, s, BackendRequest::NewOids { n: 1 });
+                let what = Pending::Read { conn: ctx.conn, msgid: ctx.msgid.clone(), one_oid: true };
+                let req = self.request(s, BackendRequest::NewOids { n: 1 }, what);
+                if let Some(c) = self.conns.get_mut(&ctx.conn) {
+                    c.outbox.reserve(req);
+                }
             }
             Request::Ping => self.answer(ctx, Ok(Reply::Nil)),
             Request::SetClientLabel { label } => {

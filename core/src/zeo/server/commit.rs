@@ -76,7 +76,9 @@ impl Server {
             };
             let Some(tid) = tid else {
                 let given = t.tid;
+                let uploads = t.uploads();
                 self.reg_mut(conn).map(|r| r.txn.take());
+                self.drop_uploads(s, &uploads);
                 let msg = match given {
                     Some(g) => format!("supplied tid {g} is not after the last transaction {last}"),
                     None => "no tid left after the last transaction".to_owned(),
@@ -106,7 +108,7 @@ impl Server {
             );
             self.fronts[s.0].write = Some(req);
             if let Some(t) = self.reg_mut(conn).and_then(|r| r.txn.as_mut()) {
-                t.phase = Phase::Voting { req };
+                t.phase = Phase::Voting { req, abort: false };
             }
             return;
         }
@@ -154,9 +156,24 @@ impl Server {
         if self.txn_mismatch(ctx.conn, txn).is_some() {
             return self.answer(ctx, Ok(Reply::Nil));
         }
-        let finishing = reg.txn.as_ref().is_some_and(|t| matches!(t.phase, Phase::Finishing { .. }));
-        if !finishing {
-            self.abort_txn(now, ctx.conn);
+        let slot = reg.upload;
+        let finishing = match self.reg_mut(ctx.conn).and_then(|r| r.txn.as_mut()).map(|t| &mut t.phase) {
+            // The commit goes on; nothing to abort.
+            Some(Phase::Finishing { .. }) => true,
+            // Settled when the vote's outcome arrives.
+            Some(Phase::Voting { abort, .. }) => {
+                *abort = true;
+                false
+            }
+            _ => {
+                self.abort_txn(now, ctx.conn);
+                false
+            }
+        };
+        if let (false, Some(u), Some(r)) = (finishing, slot, self.reg_mut(ctx.conn)) {
+            r.upload = None;
+            let s = r.storage;
+            self.drop_uploads(s, &[u]);
         }
         self.answer(ctx, Ok(Reply::Nil));
     }

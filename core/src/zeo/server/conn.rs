@@ -139,8 +139,9 @@ pub(crate) enum Phase {
     Open,
     /// `vote` called, waiting in the lock queue.
     Waiting { msgid: MsgId },
-    /// Holding the lock, `Vote` in flight.
-    Voting { req: BackendReqId },
+    /// Holding the lock, `Vote` in flight; `abort` once `tpc_abort` asked for it (settled
+    /// when the outcome arrives).
+    Voting { req: BackendReqId, abort: bool },
     /// Voted (lock held), waiting for `tpc_finish`.
     Voted { tid: Tid, invalidated: Vec<Oid> },
     /// `Finish` in flight.

@@ -15,6 +15,12 @@
 //! write is in flight), its uploads and iterators are dropped, and later input for it is
 //! ignored.
 //!
+//! Backend order: the core relies on a storage's backend applying (a) the write sequence
+//! (`Vote`, `Finish`, `Abort`) and (b) the requests naming one upload or one iterator in the
+//! order they were emitted (a FIFO per storage does both; reads may be answered in any order).
+//! So an `Abort` releases the commit lock as soon as it is emitted, and the next voter's `Vote`
+//! follows it; `BlobUploadDrop`/`IterDrop` may follow a request on the same handle at once.
+//!
 //! Invariants ([`Server::check`]): see [`conn`], [`front`], [`outbox`], and: every request in
 //! `pending` belongs to a live connection or is settled without one (writes, drops); every
 //! reserved outbox slot has a pending request; each storage has at most one write (`Vote`,
@@ -56,8 +62,9 @@ use super::events::{Action, CloseReason, Now, ServerConfig, StorageIdx};
 /// What an in-flight backend request is for.
 #[derive(Debug, Clone)]
 pub(crate) enum Pending {
-    /// A read whose outcome is the reply to `msgid` (slot reserved in the outbox).
-    Read { conn: ConnId, msgid: MsgId },
+    /// A read whose outcome is the reply to `msgid` (slot reserved in the outbox); `one_oid`
+    /// for `new_oid`, which answers a single oid.
+    Read { conn: ConnId, msgid: MsgId, one_oid: bool },
     /// An iterator request on iterator `iid` (slot reserved).
     Iter { conn: ConnId, iid: i64, msgid: MsgId, op: IterReq },
     /// `sendBlob`: pushes then the reply go into the reserved slot.
@@ -325,7 +332,7 @@ impl Server {
                     return Err(format!("{id}: txn {} but lock held={holds}", t.phase.name()));
                 }
                 match (&t.phase, f.write) {
-                    (Phase::Voting { req } | Phase::Finishing { req }, w) if w != Some(*req) => {
+                    (Phase::Voting { req, .. } | Phase::Finishing { req }, w) if w != Some(*req) => {
                         return Err(format!("{id}: {} without its write in flight", t.phase.name()));
                     }
                     _ => {}

@@ -6,7 +6,7 @@ use crate::wire::message::{MsgId, ServerMessage};
 use crate::wire::push::Push;
 use crate::wire::reply::{Reply, VoteItem};
 use crate::wire::types::IterId;
-use crate::wire::value::Text;
+use crate::wire::value::{Text, Value};
 use crate::zeo::backend::{BackendOutcome, BackendReqId, TxnOp};
 use crate::zeo::events::{Now, StorageIdx};
 
@@ -79,7 +79,20 @@ impl Server {
         let Some(entry) = self.pending.remove(&id) else { return };
         let s = entry.storage;
         match entry.what {
-            Pending::Read { conn, msgid } => {
+            Pending::Read { conn, msgid, one_oid: true } => {
+                let msg = match outcome {
+                    BackendOutcome::NewOids(oids) if oids.len() == 1 => {
+                        let oid = oids
+                            .into_iter()
+                            .next()
+                            .map_or(Value::None, |o| Value::bytes(o.to_bytes().to_vec()));
+                        ServerMessage::reply(msgid, &Reply::Raw(oid))
+                    }
+                    other => read_message(msgid, other),
+                };
+                self.fill(conn, id, &msg);
+            }
+            Pending::Read { conn, msgid, one_oid: false } => {
                 let msg = read_message(msgid, outcome);
                 self.fill(conn, id, &msg);
             }
@@ -188,8 +201,15 @@ impl Server {
         let live = self
             .reg_mut(conn)
             .and_then(|r| r.txn.as_ref())
-            .is_some_and(|t| matches!(t.phase, Phase::Voting { req } if req == id));
+            .is_some_and(|t| matches!(t.phase, Phase::Voting { req, abort: false } if req == id));
         if !live {
+            // tpc_abort arrived while the vote was in flight: forget the transaction now.
+            if let Some(r) = self.reg_mut(conn) {
+                if r.txn.as_ref().is_some_and(|t| matches!(t.phase, Phase::Voting { req, .. } if req == id)) {
+                    r.txn = None;
+                    self.fronts[s.0].aborts += 1;
+                }
+            }
             match outcome {
                 BackendOutcome::Voted { .. } => self.orphan_vote(now, s, conn, Some(tid)),
                 BackendOutcome::Conflicts(_) => {

@@ -724,3 +724,38 @@ fn shutdown_grace_aborts_a_stuck_commit() {
     assert!(h.srv.is_shut_down());
     assert!(!h.backends[0].has_voted());
 }
+
+#[test]
+fn tpc_abort_while_the_vote_is_in_flight_settles_when_it_arrives() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Pickle);
+    h.auto = false;
+    h.cast(1, begin(1));
+    h.cast(1, Request::StoreBlobStart);
+    h.cast(1, store(o(1), Tid::ZERO, b"x", 1));
+    h.call(1, 2, Request::Vote { txn: txn(1) });
+    h.call(1, 3, Request::TpcAbort { txn: txn(1) });
+    h.auto = true;
+    h.drain();
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 3), Ok(Value::None));
+    assert!(Harness::result_of(&got, 2).is_err(), "the vote reports the abort");
+    assert!(!h.backends[0].has_voted());
+    assert_eq!(h.backends[0].open_handles(), (0, 0));
+    h.commit(2, 5, &[(o(1), Tid::ZERO, b"y")]);
+    h.commit(1, 6, &[(o(2), Tid::ZERO, b"z")]);
+}
+
+#[test]
+fn new_oid_answers_one_oid() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    h.call(1, 2, Request::NewOid);
+    h.call(1, 3, Request::NewOids { n: Some(0) });
+    h.call(1, 4, Request::NewOids { n: Some(1000) });
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 2).expect("oid").as_bytes().map(Bytes::len), Some(8));
+    assert_eq!(Harness::result_of(&got, 3).expect("oids").as_seq().map(<[Value]>::len), Some(1));
+    assert_eq!(Harness::result_of(&got, 4).expect("oids").as_seq().map(<[Value]>::len), Some(100));
+}
