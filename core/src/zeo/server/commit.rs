@@ -68,7 +68,11 @@ impl Server {
                     None => return,
                 }
             };
-            let Phase::Waiting { msgid } = std::mem::replace(&mut t.phase, Phase::Open) else { return };
+            let Phase::Waiting { msgid } = &t.phase else {
+                tracing::warn!(conn = conn.0, phase = t.phase.name(), "granted the lock while not waiting");
+                return;
+            };
+            let msgid = msgid.clone();
             let tid = match t.tid {
                 Some(tid) if tid > last => Some(tid),
                 Some(_) => None,
@@ -136,6 +140,10 @@ impl Server {
         let Some(reg) = self.reg_mut(ctx.conn) else { return };
         let s = reg.storage;
         let Some(t) = reg.txn.as_mut() else { return };
+        if !matches!(t.phase, Phase::Voted { .. }) {
+            let e = ZeoError::AssertionError(Text::from_static("finished called wo lock"));
+            return self.answer(ctx, Err(e));
+        }
         let Phase::Voted { tid, invalidated } = std::mem::replace(&mut t.phase, Phase::Open) else {
             return self
                 .answer(ctx, Err(ZeoError::AssertionError(Text::from_static("finished called wo lock"))));

@@ -16,19 +16,35 @@ use super::harness::{begin, config, store, txn, Harness};
 
 #[derive(Debug, Clone)]
 enum Step {
-    Call { slot: u64, call: u8, arg: u8, sync: bool },
+    Call {
+        slot: u64,
+        call: u8,
+        arg: u8,
+        sync: bool,
+    },
     Deliver(usize),
     Disconnect(u64),
-    Garbage(u64, Vec<u8>),
+    /// A complete frame with random bytes (or, with `partial`, bytes that may cut a frame).
+    Garbage(u64, Vec<u8>, bool),
+    /// `tpc_begin`, `storea`, sync `vote` in a row (the finish comes from a random call).
+    BeginStoreVote {
+        slot: u64,
+        arg: u8,
+    },
     Timeout(u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        5 => (0u64..3, 0u8..20, any::<u8>(), any::<bool>()).prop_map(|(slot, call, arg, sync)| Step::Call { slot, call, arg, sync }),
-        4 => any::<usize>().prop_map(Step::Deliver),
+        // Mostly the commit path (begin, store, vote, finish), mostly synchronous.
+        6 => (0u64..3, prop_oneof![3 => 0u8..6, 1 => 0u8..20], any::<u8>(), prop::bool::weighted(0.8))
+            .prop_map(|(slot, call, arg, sync)| Step::Call { slot, call, arg, sync }),
+        6 => any::<usize>().prop_map(Step::Deliver),
         1 => (0u64..3).prop_map(Step::Disconnect),
-        1 => ((0u64..3), proptest::collection::vec(any::<u8>(), 0..12)).prop_map(|(s, b)| Step::Garbage(s, b)),
+        1 => ((0u64..3), proptest::collection::vec(any::<u8>(), 0..12), prop::bool::weighted(0.2))
+            .prop_map(|(s, b, p)| Step::Garbage(s, b, p)),
+        3 => (0u64..3, any::<u8>()).prop_map(|(slot, arg)| Step::BeginStoreVote { slot, arg }),
+        3 => (0u64..3).prop_map(|slot| Step::Call { slot, call: 4, arg: 0, sync: true }),
         1 => any::<u8>().prop_map(Step::Timeout),
     ]
 }
@@ -65,7 +81,7 @@ impl Model {
     fn request(&self, call: u8, arg: u8) -> Request {
         let oid = Oid::new(u64::from(arg % 3));
         let serial = if arg & 0x80 != 0 { Tid::ZERO } else { self.h.backends[0].last_tid() };
-        let t = i64::from(arg % 2);
+        let t = i64::from(arg % 8 == 7);
         let iid = IterId(i64::from(arg % 4));
         match call {
             0 => begin(t),
@@ -92,7 +108,7 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn random_inputs_keep_every_invariant(steps in proptest::collection::vec(step(), 1..80)) {
         let mut cfg = config();
@@ -119,11 +135,26 @@ proptest! {
                         m.h.disconnect(m.id(slot));
                     }
                 }
-                Step::Garbage(slot, bytes) => {
+                Step::Garbage(slot, bytes, partial) => {
                     m.ensure(slot);
                     let id = m.id(slot);
-                    m.h.srv.handle_bytes(m.h.now, ConnId(id), &bytes);
-                    m.h.drain();
+                    if partial {
+                        m.h.srv.handle_bytes(m.h.now, ConnId(id), &bytes);
+                        m.h.drain();
+                    } else {
+                        m.h.send_frame(id, &bytes);
+                    }
+                }
+                Step::BeginStoreVote { slot, arg } => {
+                    m.ensure(slot);
+                    let id = m.id(slot);
+                    for (i, call) in [0u8, 1, 3].into_iter().enumerate() {
+                        let r = m.request(call, arg & 0x83);
+                        if m.h.closed(id) {
+                            break;
+                        }
+                        if call == 3 { m.h.call(id, n as i64 * 10 + i as i64 + 10, r) } else { m.h.cast(id, r) }
+                    }
                 }
                 Step::Timeout(secs) => {
                     m.h.tick(u64::from(secs % 30));
