@@ -170,6 +170,18 @@ impl Harness {
         self.drain();
     }
 
+    /// Answers the first in-flight request matching `pred` with `outcome` instead of the backend.
+    pub(crate) fn answer_where(
+        &mut self,
+        pred: impl Fn(&BackendRequest) -> bool,
+        outcome: crate::zeo::backend::BackendOutcome,
+    ) {
+        let i = self.inflight.iter().position(|(_, _, r)| pred(r)).expect("such a request in flight");
+        let (s, id, _) = self.inflight.remove(i);
+        self.srv.handle_backend(self.now, s, id, outcome);
+        self.drain();
+    }
+
     /// Answers the first in-flight request matching `pred`.
     pub(crate) fn deliver_where(&mut self, pred: impl Fn(&BackendRequest) -> bool) {
         let i = self.inflight.iter().position(|(_, _, r)| pred(r)).expect("such a request in flight");

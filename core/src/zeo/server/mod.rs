@@ -29,6 +29,8 @@
 mod calls;
 mod commit;
 pub(crate) mod conn;
+#[cfg(test)]
+mod failure_tests;
 pub(crate) mod front;
 #[cfg(test)]
 mod harness;
