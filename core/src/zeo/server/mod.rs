@@ -215,7 +215,7 @@ impl Server {
             for s in 0..self.fronts.len() {
                 let f = &self.fronts[s];
                 let (Some(holder), Some((since, _))) = (f.lock.holder(), f.lock_since) else { continue };
-                if now.mono < since + limit || !self.conns.contains_key(&holder) {
+                if now.mono < since.saturating_add(limit) || !self.conns.contains_key(&holder) {
                     continue;
                 }
                 tracing::warn!(conn = holder.0, storage = %f.seed.name, "transaction timeout: aborting");
@@ -238,7 +238,7 @@ impl Server {
     pub fn begin_shutdown(&mut self, now: Now, grace: Duration) {
         self.last_now = now;
         tracing::info!("shutting down");
-        self.shutdown = Some(Shutdown { deadline: now.mono + grace });
+        self.shutdown = Some(Shutdown { deadline: now.mono.saturating_add(grace) });
         self.end_input(now);
     }
 
@@ -259,7 +259,7 @@ impl Server {
             for f in &self.fronts {
                 if let (Some(h), Some((since, _))) = (f.lock.holder(), f.lock_since) {
                     if self.conns.contains_key(&h) {
-                        let d = since + limit;
+                        let d = since.saturating_add(limit);
                         next = Some(next.map_or(d, |n| n.min(d)));
                     }
                 }
