@@ -64,3 +64,33 @@ fn a_failed_read_is_the_error_reply_in_its_slot() {
     assert!(matches!(Harness::result_of(&got, 2), Err(ZeoError::PosKey(_))));
     assert!(matches!(Harness::result_of(&got, 3), Err(ZeoError::PosKey(_))));
 }
+
+#[test]
+fn a_timeout_with_the_vote_in_flight_aborts_when_the_vote_arrives() {
+    let mut cfg = config();
+    cfg.transaction_timeout = Some(std::time::Duration::from_secs(5));
+    let mut h = Harness::new(cfg);
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Pickle);
+    h.auto = false;
+    for c in [1u64, 2] {
+        h.cast(c, begin(c as i64));
+        h.cast(c, store(Oid::new(c), Tid::ZERO, b"x", c as i64));
+        h.call(c, 5, Request::Vote { txn: txn(c as i64) });
+    }
+    h.tick(6);
+    h.srv.handle_timeout(h.now);
+    h.drain();
+    assert!(h.closed(1));
+    assert!(!h.srv.is_shut_down());
+    // The first vote lands for a dead connection: aborted, then the second voter runs.
+    h.deliver_where(|r| matches!(r, BackendRequest::Vote(_)));
+    h.auto = true;
+    h.deliver_all();
+    assert!(
+        matches!(h.take(2).as_slice(), [m] if matches!(m, crate::wire::message::ServerMessage::Reply { .. }))
+    );
+    h.call(2, 6, Request::TpcFinish { txn: txn(2) });
+    assert!(Harness::result_of(&h.take(2), 6).is_ok());
+    assert_eq!(h.srv.status(crate::zeo::events::StorageIdx(0)).map(|s| s.commits), Some(1));
+}
