@@ -10,4 +10,5 @@ pub mod backend;
 pub mod events;
 pub mod invalidations;
 pub mod lock;
+pub mod mem_backend;
 pub mod server;

@@ -1,0 +1,96 @@
+//! Backend failures as the front sees them.
+
+use bytes::Bytes;
+
+use crate::ids::{Oid, Tid};
+use crate::wire::error::ZeoError;
+use crate::wire::request::Request;
+use crate::wire::value::{Text, Value};
+use crate::wire::Encoding;
+use crate::zeo::backend::{BackendError, BackendOutcome, BackendRequest, Culprit};
+
+use super::harness::{begin, config, store, txn, Harness};
+
+fn failed(msg: &'static str) -> BackendOutcome {
+    BackendOutcome::Failed(BackendError {
+        error: ZeoError::Exception(Text::from_static(msg)),
+        culprit: Culprit::Backend,
+    })
+}
+
+#[test]
+fn a_failed_blob_upload_closes_the_connection() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.auto = false;
+    h.cast(1, Request::StoreBlobStart);
+    h.cast(1, Request::StoreBlobChunk { chunk: Bytes::from_static(b"x") });
+    h.answer_where(|r| matches!(r, BackendRequest::BlobUploadStart { .. }), failed("disk full"));
+    assert!(h.closed(1));
+    h.deliver_all();
+    assert_eq!(h.backends[0].open_handles(), (0, 0), "the upload is dropped");
+}
+
+#[test]
+fn a_failed_finish_answers_an_error_and_releases_the_lock() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    h.client(2, Encoding::Msgpack);
+    h.auto = false;
+    for c in [1u64, 2] {
+        h.cast(c, begin(c as i64));
+        h.cast(c, store(Oid::new(c), Tid::ZERO, b"x", c as i64));
+        h.call(c, 5, Request::Vote { txn: txn(c as i64) });
+    }
+    h.deliver_where(|r| matches!(r, BackendRequest::Vote(_)));
+    h.call(1, 6, Request::TpcFinish { txn: txn(1) });
+    h.answer_where(|r| matches!(r, BackendRequest::Finish { .. }), failed("fsync failed"));
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 6), Err(ZeoError::Exception(Text::from_static("fsync failed"))));
+    assert!(super::harness::invalidations(&h.take(2)).is_empty());
+    // The next voter runs; the failed commit's transaction is gone (abort is a no-op).
+    assert!(h.inflight.iter().any(|(_, _, r)| matches!(r, BackendRequest::Vote(_))));
+    h.call(1, 7, Request::TpcAbort { txn: txn(1) });
+    assert_eq!(Harness::result_of(&h.take(1), 7), Ok(Value::None));
+}
+
+#[test]
+fn a_failed_read_is_the_error_reply_in_its_slot() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.call(1, 2, Request::LoadBefore { oid: Oid::new(7), before: Tid::MAX });
+    h.call(1, 3, Request::History { oid: Oid::new(7), size: 0 });
+    let got = h.take(1);
+    assert!(matches!(Harness::result_of(&got, 2), Err(ZeoError::PosKey(_))));
+    assert!(matches!(Harness::result_of(&got, 3), Err(ZeoError::PosKey(_))));
+}
+
+#[test]
+fn a_timeout_with_the_vote_in_flight_aborts_when_the_vote_arrives() {
+    let mut cfg = config();
+    cfg.transaction_timeout = Some(std::time::Duration::from_secs(5));
+    let mut h = Harness::new(cfg);
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Pickle);
+    h.auto = false;
+    for c in [1u64, 2] {
+        h.cast(c, begin(c as i64));
+        h.cast(c, store(Oid::new(c), Tid::ZERO, b"x", c as i64));
+        h.call(c, 5, Request::Vote { txn: txn(c as i64) });
+    }
+    h.tick(6);
+    h.srv.handle_timeout(h.now);
+    h.drain();
+    assert!(h.closed(1));
+    assert!(!h.srv.is_shut_down());
+    // The first vote lands for a dead connection: aborted, then the second voter runs.
+    h.deliver_where(|r| matches!(r, BackendRequest::Vote(_)));
+    h.auto = true;
+    h.deliver_all();
+    assert!(
+        matches!(h.take(2).as_slice(), [m] if matches!(m, crate::wire::message::ServerMessage::Reply { .. }))
+    );
+    h.call(2, 6, Request::TpcFinish { txn: txn(2) });
+    assert!(Harness::result_of(&h.take(2), 6).is_ok());
+    assert_eq!(h.srv.status(crate::zeo::events::StorageIdx(0)).map(|s| s.commits), Some(1));
+}

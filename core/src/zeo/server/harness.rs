@@ -1,0 +1,329 @@
+//! Test harness: a [`Server`] with in-memory backends and clients that speak real frames.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::ids::{ConnId, Oid, Tid};
+use crate::wire::codec::Codec;
+use crate::wire::frame::{encode_frame, FrameDecoder};
+use crate::wire::message::{ClientMessage, MsgId, ServerMessage};
+use crate::wire::push::Push;
+use crate::wire::request::Request;
+use crate::wire::types::TxnId;
+use crate::wire::value::{Text, Value};
+use crate::wire::Encoding;
+use crate::zeo::backend::{BackendReqId, BackendRequest, StorageSize};
+use crate::zeo::events::{Action, Now, ServerConfig, StorageIdx, StorageSeed};
+use crate::zeo::mem_backend::MemBackend;
+
+use super::Server;
+
+/// A client's view of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Client {
+    codec: Option<Codec>,
+    dec: Option<FrameDecoder>,
+    /// Frames received before the handshake (the announcement) or for `ruok`.
+    pub(crate) raw: Vec<Bytes>,
+    /// Decoded messages not yet taken.
+    pub(crate) inbox: Vec<ServerMessage>,
+    pub(crate) closed: Option<String>,
+}
+
+pub(crate) struct Harness {
+    pub(crate) srv: Server,
+    pub(crate) backends: Vec<MemBackend>,
+    pub(crate) now: Now,
+    /// Emitted, unanswered backend requests in emission order.
+    pub(crate) inflight: Vec<(StorageIdx, BackendReqId, BackendRequest)>,
+    pub(crate) clients: BTreeMap<u64, Client>,
+    /// Answer backend requests as soon as they are emitted.
+    pub(crate) auto: bool,
+    /// Every action seen, for order checks.
+    pub(crate) log: Vec<Action>,
+}
+
+pub(crate) fn seed(name: &str, read_only: bool) -> StorageSeed {
+    StorageSeed {
+        name: name.to_owned(),
+        read_only,
+        last_tid: Tid::ZERO,
+        recent: Vec::new(),
+        size: StorageSize::default(),
+        info_name: format!("/data/{name}/Data.fs"),
+        blobs: true,
+    }
+}
+
+pub(crate) fn config() -> ServerConfig {
+    ServerConfig {
+        announce: Encoding::Pickle,
+        max_frame: 1 << 20,
+        read_only: false,
+        transaction_timeout: None,
+        invalidation_queue_size: 100,
+        storages: vec![seed("1", false), seed("ro", true)],
+    }
+}
+
+pub(crate) fn txn(n: i64) -> TxnId {
+    TxnId(Value::Int(i128::from(n)))
+}
+
+pub(crate) fn begin(n: i64) -> Request {
+    Request::TpcBegin {
+        txn: txn(n),
+        user: Bytes::from_static(b"u"),
+        description: Bytes::from_static(b"d"),
+        extension: Default::default(),
+        tid: None,
+        status: crate::wire::types::TxnStatus::NORMAL,
+    }
+}
+
+pub(crate) fn store(oid: Oid, serial: Tid, data: &'static [u8], n: i64) -> Request {
+    Request::Storea { oid, serial, data: Bytes::from_static(data), txn: txn(n) }
+}
+
+impl Harness {
+    pub(crate) fn new(cfg: ServerConfig) -> Harness {
+        let now = Now { mono: Duration::from_secs(100), wall: Duration::from_secs(1_700_000_000) };
+        let backends = cfg.storages.iter().map(|_| MemBackend::new()).collect();
+        Harness {
+            srv: Server::new(cfg, now),
+            backends,
+            now,
+            inflight: Vec::new(),
+            clients: BTreeMap::new(),
+            auto: true,
+            log: Vec::new(),
+        }
+    }
+
+    pub(crate) fn tick(&mut self, secs: u64) {
+        self.now.mono += Duration::from_secs(secs);
+        self.now.wall += Duration::from_secs(secs);
+    }
+
+    /// Drains actions; answers backends in auto mode; checks invariants.
+    pub(crate) fn drain(&mut self) {
+        loop {
+            while let Some(a) = self.srv.poll_action() {
+                self.log.push(a.clone());
+                match a {
+                    Action::Send { conn, bytes } => {
+                        let c = self.clients.entry(conn.0).or_default();
+                        assert!(c.closed.is_none(), "send after close to {conn}");
+                        match (c.codec, c.dec.as_mut()) {
+                            (Some(codec), Some(dec)) => {
+                                dec.push(&bytes);
+                                while let Some(f) = dec.next_frame().expect("server frames are well-formed") {
+                                    c.inbox.push(codec.decode_server(&f).expect("server messages decode"));
+                                }
+                            }
+                            _ => {
+                                let mut d = FrameDecoder::new(u32::MAX);
+                                d.push(&bytes);
+                                while let Some(f) = d.next_frame().expect("frame") {
+                                    c.raw.push(f);
+                                }
+                            }
+                        }
+                    }
+                    Action::Close { conn, reason } => {
+                        let c = self.clients.entry(conn.0).or_default();
+                        c.closed = Some(reason.0);
+                    }
+                    Action::Backend { storage, id, request } => self.inflight.push((storage, id, request)),
+                }
+            }
+            self.srv.check().expect("invariants");
+            if !self.auto || self.inflight.is_empty() {
+                break;
+            }
+            self.deliver(0);
+        }
+    }
+
+    /// Answers the `i`th in-flight request, after every earlier request of the same storage
+    /// that touches the same upload, iterator or write sequence (a backend applies those in
+    /// emission order; everything else may be answered in any order).
+    pub(crate) fn deliver(&mut self, i: usize) {
+        let (s0, _, r0) = &self.inflight[i];
+        let mine = handles(r0);
+        let earlier = self.inflight[..i]
+            .iter()
+            .position(|(s, _, r)| s == s0 && handles(r).iter().any(|h| mine.contains(h)));
+        if let Some(j) = earlier {
+            self.deliver(j);
+            let i = i - 1;
+            return self.deliver(i);
+        }
+        let (s, id, req) = self.inflight.remove(i);
+        let outcomes = self.backends[s.0].handle(req);
+        for o in outcomes {
+            self.srv.handle_backend(self.now, s, id, o);
+        }
+        self.srv.check().expect("invariants");
+        self.drain();
+    }
+
+    /// Answers the first in-flight request matching `pred` with `outcome` instead of the backend.
+    pub(crate) fn answer_where(
+        &mut self,
+        pred: impl Fn(&BackendRequest) -> bool,
+        outcome: crate::zeo::backend::BackendOutcome,
+    ) {
+        let i = self.inflight.iter().position(|(_, _, r)| pred(r)).expect("such a request in flight");
+        let (s, id, _) = self.inflight.remove(i);
+        self.srv.handle_backend(self.now, s, id, outcome);
+        self.drain();
+    }
+
+    /// Answers the first in-flight request matching `pred`.
+    pub(crate) fn deliver_where(&mut self, pred: impl Fn(&BackendRequest) -> bool) {
+        let i = self.inflight.iter().position(|(_, _, r)| pred(r)).expect("such a request in flight");
+        self.deliver(i);
+    }
+
+    pub(crate) fn deliver_all(&mut self) {
+        while !self.inflight.is_empty() {
+            self.deliver(0);
+        }
+    }
+
+    pub(crate) fn connect_raw(&mut self, id: u64) {
+        self.clients.insert(id, Client::default());
+        self.srv.handle_connect(self.now, ConnId(id), "peer");
+        self.drain();
+    }
+
+    pub(crate) fn send_frame(&mut self, id: u64, payload: &[u8]) {
+        let mut out = Vec::new();
+        encode_frame(payload, &mut out).expect("frame");
+        self.srv.handle_bytes(self.now, ConnId(id), &out);
+        self.drain();
+    }
+
+    /// Connects and answers the handshake with `enc`'s letter.
+    pub(crate) fn connect(&mut self, id: u64, enc: Encoding) {
+        self.connect_raw(id);
+        let c = self.clients.entry(id).or_default();
+        c.codec = Some(Codec::new(enc));
+        c.dec = Some(FrameDecoder::new(u32::MAX));
+        self.send_frame(id, &[enc.letter(), b'5']);
+    }
+
+    pub(crate) fn send_msg(&mut self, id: u64, msg: &ClientMessage) {
+        let codec = self.clients.get(&id).and_then(|c| c.codec).expect("handshake done");
+        let mut payload = Vec::new();
+        codec.encode_client(msg, &mut payload).expect("encode");
+        self.send_frame(id, &payload);
+    }
+
+    pub(crate) fn call(&mut self, id: u64, msgid: i64, r: Request) {
+        self.send_msg(id, &ClientMessage::Call { msgid: MsgId::int(msgid), request: r });
+    }
+
+    pub(crate) fn cast(&mut self, id: u64, r: Request) {
+        self.send_msg(id, &ClientMessage::Async { msgid: MsgId::int(0), request: r });
+    }
+
+    pub(crate) fn take(&mut self, id: u64) -> Vec<ServerMessage> {
+        std::mem::take(&mut self.clients.entry(id).or_default().inbox)
+    }
+
+    pub(crate) fn closed(&self, id: u64) -> bool {
+        self.clients.get(&id).is_some_and(|c| c.closed.is_some())
+    }
+
+    pub(crate) fn disconnect(&mut self, id: u64) {
+        self.srv.handle_disconnect(self.now, ConnId(id));
+        self.drain();
+    }
+
+    /// Connects with `enc` and registers to storage `"1"`.
+    pub(crate) fn client(&mut self, id: u64, enc: Encoding) {
+        self.connect(id, enc);
+        self.call(id, 1, Request::Register { storage: Text::from_static("1"), read_only: false });
+        let got = self.take(id);
+        assert!(matches!(got.as_slice(), [ServerMessage::Reply { .. }]), "register: {got:?}");
+    }
+
+    /// The one reply to `msgid` among `msgs`, as a value or an error.
+    #[allow(clippy::result_large_err)] // compared with typed errors in the tests
+    pub(crate) fn result_of(
+        msgs: &[ServerMessage],
+        msgid: i64,
+    ) -> Result<Value, crate::wire::error::ZeoError> {
+        let want = MsgId::int(msgid);
+        let found: Vec<_> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Reply { msgid, result } if *msgid == want => Some(Ok(result.clone())),
+                ServerMessage::Error { msgid, error } if *msgid == want => Some(Err(error.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one reply to {msgid} in {msgs:?}");
+        found.into_iter().next().expect("one")
+    }
+
+    /// Commits `stores` from `id` (txn `n`, sync calls numbered from 100) with auto delivery.
+    pub(crate) fn commit(&mut self, id: u64, n: i64, stores: &[(Oid, Tid, &'static [u8])]) -> Tid {
+        self.cast(id, begin(n));
+        for (oid, serial, data) in stores {
+            self.cast(id, store(*oid, *serial, data, n));
+        }
+        self.call(id, 100, Request::Vote { txn: txn(n) });
+        self.call(id, 101, Request::TpcFinish { txn: txn(n) });
+        let got = self.take(id);
+        let v = Harness::result_of(&got, 101).expect("finish ok");
+        Tid::from_slice(v.as_bytes().expect("tid bytes")).expect("8 bytes")
+    }
+}
+
+/// The invalidation pushes in `msgs`.
+pub(crate) fn invalidations(msgs: &[ServerMessage]) -> Vec<(Tid, Vec<Oid>)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMessage::Push(Push::InvalidateTransaction { tid, oids }) => Some((*tid, oids.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a request must stay ordered with.
+#[derive(Debug, PartialEq)]
+enum Handle {
+    Upload(u64),
+    Iter(u64),
+    Write,
+}
+
+fn handles(r: &BackendRequest) -> Vec<Handle> {
+    match r {
+        BackendRequest::BlobUploadStart { upload }
+        | BackendRequest::BlobUploadChunk { upload, .. }
+        | BackendRequest::BlobUploadDrop { upload } => vec![Handle::Upload(upload.0)],
+        BackendRequest::IterStart { iter, .. }
+        | BackendRequest::IterNext { iter }
+        | BackendRequest::IterRecordNext { iter } => vec![Handle::Iter(iter.0)],
+        BackendRequest::IterRecordStart { iter, txn_iter, .. } => {
+            vec![Handle::Iter(iter.0), Handle::Iter(txn_iter.0)]
+        }
+        BackendRequest::IterDrop { iters } => iters.iter().map(|i| Handle::Iter(i.0)).collect(),
+        BackendRequest::Vote(v) => {
+            let mut h = vec![Handle::Write];
+            h.extend(v.ops.iter().filter_map(|op| match op {
+                crate::zeo::backend::TxnOp::StoreBlob { upload, .. } => Some(Handle::Upload(upload.0)),
+                _ => None,
+            }));
+            h
+        }
+        BackendRequest::Finish { .. } | BackendRequest::Abort { .. } => vec![Handle::Write],
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,761 @@
+//! Scenario tests of the server state machine, with real frames in both encodings.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::ids::{Oid, Tid};
+use crate::wire::error::{StorageTxnDetails, ZeoError};
+use crate::wire::message::{ClientMessage, MsgId, ServerMessage};
+use crate::wire::push::Push;
+use crate::wire::request::Request;
+use crate::wire::types::IterId;
+use crate::wire::value::{Text, Value};
+use crate::wire::Encoding;
+use crate::zeo::backend::BackendRequest;
+
+use super::harness::{begin, config, invalidations, store, txn, Harness};
+
+const ENCS: [Encoding; 2] = [Encoding::Pickle, Encoding::Msgpack];
+
+fn o(n: u64) -> Oid {
+    Oid::new(n)
+}
+
+fn stx_msg(e: &ZeoError) -> Option<&str> {
+    match e {
+        ZeoError::StorageTransaction(StorageTxnDetails::Message(m)) => Some(m.as_str()),
+        _ => None,
+    }
+}
+
+#[test]
+fn handshake_in_both_letters_then_register_and_get_info() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.connect(1, enc);
+        assert_eq!(h.clients[&1].raw, vec![Bytes::from_static(b"Z5")], "announcement");
+        h.call(1, 7, Request::Register { storage: Text::from_static("1"), read_only: false });
+        h.call(1, 8, Request::GetInfo);
+        h.call(1, 9, Request::LastTransaction);
+        let got = h.take(1);
+        assert_eq!(Harness::result_of(&got, 7), Ok(Value::bytes(Bytes::from_static(&[0; 8]))));
+        let info = Harness::result_of(&got, 8).expect("info");
+        assert_eq!(info.get("name").and_then(|v| v.as_str()), Some("/data/1/Data.fs"));
+        assert_eq!(info.get("supportsUndo"), Some(&Value::Bool(true)));
+        let ifaces = format!("{:?}", info.get("interfaces"));
+        for i in
+            ["IStorageRestoreable", "IBlobStorage", "IBlobStorageRestoreable", "IExternalGC", "Interface"]
+        {
+            assert!(ifaces.contains(i), "{i} in {ifaces}");
+        }
+        assert!(Harness::result_of(&got, 9).is_ok());
+        assert!(!h.closed(1));
+    }
+}
+
+#[test]
+fn ruok_answers_json_for_every_storage_then_closes() {
+    let mut h = Harness::new(config());
+    h.connect_raw(1);
+    h.send_frame(1, b"ruok");
+    let c = &h.clients[&1];
+    assert_eq!(c.raw.len(), 2);
+    let parsed = crate::wire::handshake::parse_ruok_json(&c.raw[1], &Default::default()).expect("json");
+    let names: Vec<&str> = parsed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["1", "ro"]);
+    assert_eq!(parsed[0].1.get("timeout-thread-is-alive").and_then(|v| v.as_str()), Some("stub"));
+    assert!(h.closed(1));
+}
+
+#[test]
+fn a_bad_letter_or_an_oversize_frame_closes() {
+    let mut h = Harness::new(config());
+    h.connect_raw(1);
+    h.send_frame(1, b"Z4");
+    assert!(h.closed(1));
+    h.connect(2, Encoding::Pickle);
+    let huge = (2u32 << 20).to_be_bytes();
+    h.srv.handle_bytes(h.now, crate::ids::ConnId(2), &huge);
+    h.drain();
+    assert!(h.closed(2));
+    h.connect(3, Encoding::Msgpack);
+    h.send_frame(3, b"\xc1garbage");
+    assert!(h.closed(3));
+}
+
+#[test]
+fn register_failures_leave_the_connection_unregistered_for_a_retry() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.connect(1, enc);
+        h.call(1, 1, Request::Register { storage: Text::from_static("nope"), read_only: false });
+        h.call(1, 2, Request::Register { storage: Text::from_static("ro"), read_only: false });
+        h.call(1, 3, Request::Register { storage: Text::from_static("ro"), read_only: true });
+        let got = h.take(1);
+        assert_eq!(
+            Harness::result_of(&got, 1),
+            Err(ZeoError::ValueError(Text::from_static("unknown storage: nope")))
+        );
+        assert_eq!(Harness::result_of(&got, 2), Err(ZeoError::ReadOnly));
+        assert!(Harness::result_of(&got, 3).is_ok());
+        // Read-only connection: writes refused.
+        h.call(1, 4, Request::NewOids { n: None });
+        h.cast(1, begin(1));
+        assert!(h.closed(1), "async tpc_begin on read-only closes");
+        assert_eq!(Harness::result_of(&h.take(1), 4), Err(ZeoError::ReadOnly));
+    }
+}
+
+#[test]
+fn read_only_connection_refuses_vote_and_abort_with_replies() {
+    let mut h = Harness::new(config());
+    h.connect(1, Encoding::Msgpack);
+    h.call(1, 1, Request::Register { storage: Text::from_static("1"), read_only: true });
+    h.call(1, 2, Request::Vote { txn: txn(1) });
+    h.call(1, 3, Request::TpcAbort { txn: txn(1) });
+    h.call(1, 4, Request::NewOid);
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 2), Err(ZeoError::ReadOnly));
+    assert_eq!(Harness::result_of(&got, 3), Err(ZeoError::ReadOnly));
+    assert_eq!(Harness::result_of(&got, 4), Err(ZeoError::ReadOnly));
+}
+
+#[test]
+fn calls_before_register_second_register_and_unknown_methods_close() {
+    let mut h = Harness::new(config());
+    h.connect(1, Encoding::Pickle);
+    h.send_msg(1, &ClientMessage::Heartbeat);
+    assert!(!h.closed(1), "heartbeat before register is ignored");
+    h.call(1, 1, Request::Ping);
+    assert!(h.closed(1));
+    assert!(h.take(1).is_empty(), "no reply before the close");
+
+    h.client(2, Encoding::Pickle);
+    h.call(2, 2, Request::Register { storage: Text::from_static("1"), read_only: false });
+    assert!(h.closed(2));
+
+    h.client(3, Encoding::Msgpack);
+    h.call(3, 3, Request::Unknown { name: Text::from_static("loadEx"), args: vec![] });
+    assert!(h.closed(3));
+}
+
+#[test]
+fn bad_calls_get_type_error_when_sync_and_close_when_async() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        let bad = |is_async| ClientMessage::BadCall {
+            msgid: MsgId::int(5),
+            is_async,
+            name: Text::from_static("loadBefore"),
+            args: vec![Value::Int(1)],
+            error: crate::wire::types::TypedError::Envelope("x"),
+        };
+        h.send_msg(1, &bad(false));
+        assert!(matches!(Harness::result_of(&h.take(1), 5), Err(ZeoError::TypeError(_))));
+        assert!(!h.closed(1));
+        h.send_msg(1, &bad(true));
+        assert!(h.closed(1));
+    }
+}
+
+#[test]
+fn a_commit_invalidates_the_other_client_not_the_committer_and_info_precedes_the_reply() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        h.client(2, Encoding::Msgpack);
+        h.call(1, 2, Request::NewOids { n: Some(3) });
+        let got = h.take(1);
+        let oids = Harness::result_of(&got, 2).expect("oids");
+        assert_eq!(oids.as_seq().map(<[Value]>::len), Some(3));
+        h.cast(1, begin(1));
+        h.cast(1, store(o(1), Tid::ZERO, b"data", 1));
+        h.call(1, 3, Request::Vote { txn: txn(1) });
+        h.call(1, 4, Request::TpcFinish { txn: txn(1) });
+        let got = h.take(1);
+        assert!(empty_vote(&Harness::result_of(&got, 3)));
+        let tid = Harness::result_of(&got, 4).expect("tid");
+        let tid = Tid::from_slice(tid.as_bytes().expect("bytes")).expect("tid");
+        assert!(tid > Tid::ZERO);
+        // info push just before the finish reply; no invalidation to the committer.
+        let pos_info =
+            got.iter().position(|m| matches!(m, ServerMessage::Push(Push::Info(_)))).expect("info");
+        assert_eq!(pos_info + 1, got.len() - 1);
+        assert!(invalidations(&got).is_empty());
+        assert_eq!(invalidations(&h.take(2)), vec![(tid, vec![o(1)])]);
+        // The other client loads the new data and sees it in getInvalidations.
+        let mb = MsgId::load_before(o(1), Tid::MAX);
+        h.send_msg(
+            2,
+            &ClientMessage::Call {
+                msgid: mb.clone(),
+                request: Request::LoadBefore { oid: o(1), before: Tid::MAX },
+            },
+        );
+        h.call(2, 6, Request::GetInvalidations { tid: Tid::ZERO });
+        h.call(2, 7, Request::LastTransaction);
+        let got = h.take(2);
+        let lb = got.iter().find_map(|m| match m {
+            ServerMessage::Reply { msgid, result } if *msgid == mb => Some(result.clone()),
+            _ => None,
+        });
+        let lb = lb.expect("loadBefore reply echoes the (oid, tid) tuple msgid");
+        let items = lb.as_seq().expect("[data, start, end]");
+        assert_eq!(items[0].as_bytes().map(|b| b.as_ref()), Some(&b"data"[..]));
+        assert_eq!(items[2], Value::None);
+        let inv = Harness::result_of(&got, 6).expect("invalidations");
+        assert_eq!(inv.as_seq().map(|s| s[1].as_seq().map(<[Value]>::len)), Some(Some(1)));
+        assert_eq!(Harness::result_of(&got, 7), Ok(Value::bytes(Bytes::copy_from_slice(&tid.to_bytes()))));
+        assert!(Harness::result_of(&got, 7).is_ok());
+    }
+}
+
+fn empty_vote(r: &Result<Value, ZeoError>) -> bool {
+    r.as_ref().ok().and_then(Value::as_seq).is_some_and(<[Value]>::is_empty)
+}
+
+fn is_vote(r: &BackendRequest) -> bool {
+    matches!(r, BackendRequest::Vote(_))
+}
+
+fn is_finish(r: &BackendRequest) -> bool {
+    matches!(r, BackendRequest::Finish { .. })
+}
+
+fn writes(h: &Harness) -> Vec<&'static str> {
+    h.inflight
+        .iter()
+        .filter_map(|(_, _, r)| match r {
+            BackendRequest::Vote(_) => Some("vote"),
+            BackendRequest::Finish { .. } => Some("finish"),
+            BackendRequest::Abort { .. } => Some("abort"),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two clients with open transactions storing `o(1)` and `o(2)`, both voted; manual delivery.
+fn two_voters(enc: Encoding) -> Harness {
+    let mut h = Harness::new(config());
+    h.client(1, enc);
+    h.client(2, enc);
+    h.auto = false;
+    for (c, oid) in [(1, 1), (2, 2)] {
+        h.cast(c, begin(c as i64));
+        h.cast(c, store(o(oid), Tid::ZERO, b"x", c as i64));
+        h.call(c, 10, Request::Vote { txn: txn(c as i64) });
+    }
+    h
+}
+
+#[test]
+fn voters_are_served_in_order_and_the_second_vote_reply_waits() {
+    for enc in ENCS {
+        let mut h = two_voters(enc);
+        assert_eq!(writes(&h), ["vote"], "only the first vote reaches the backend");
+        h.call(2, 11, Request::Vote { txn: txn(2) });
+        assert_eq!(
+            stx_msg(&Harness::result_of(&h.take(2), 11).expect_err("twice")),
+            Some("Already voting (waiting)")
+        );
+        h.deliver_where(is_vote);
+        assert!(empty_vote(&Harness::result_of(&h.take(1), 10)));
+        h.call(1, 12, Request::Vote { txn: txn(1) });
+        assert_eq!(
+            stx_msg(&Harness::result_of(&h.take(1), 12).expect_err("twice")),
+            Some("Already voting (locked)")
+        );
+        assert!(h.take(2).is_empty(), "second voter still waiting");
+        let st = h.srv.status(crate::zeo::events::StorageIdx(0)).expect("status");
+        assert_eq!(st.waiting, 1);
+        assert!(st.lock_time.is_some());
+        h.call(1, 13, Request::TpcFinish { txn: txn(1) });
+        h.deliver_where(is_finish);
+        assert_eq!(writes(&h), ["vote"], "second vote emitted after the finish");
+        h.deliver_where(is_vote);
+        assert!(empty_vote(&Harness::result_of(&h.take(2), 10)));
+        h.call(2, 14, Request::TpcFinish { txn: txn(2) });
+        h.deliver_where(is_finish);
+        let t2 = Harness::result_of(&h.take(2), 14).expect("finished");
+        let t1 = invalidations(&h.take(1));
+        assert_eq!(t1.len(), 1);
+        assert_eq!(t1[0].0.to_bytes().as_slice(), t2.as_bytes().map(|b| b.as_ref()).expect("bytes"));
+    }
+}
+
+#[test]
+fn conflicts_return_maps_keep_the_transaction_and_a_revote_succeeds() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        h.client(2, enc);
+        let t1 = h.commit(1, 1, &[(o(1), Tid::ZERO, b"one")]);
+        h.take(2);
+        h.cast(2, begin(5));
+        h.cast(2, store(o(1), Tid::ZERO, b"mine", 5));
+        h.cast(2, store(o(2), Tid::ZERO, b"other", 5));
+        h.call(2, 3, Request::Vote { txn: txn(5) });
+        let got = h.take(2);
+        let v = Harness::result_of(&got, 3).expect("conflict maps");
+        let items = v.as_seq().expect("list");
+        assert_eq!(items.len(), 1);
+        assert!(items[0].get("serials").is_some());
+        assert_eq!(h.srv.status(crate::zeo::events::StorageIdx(0)).expect("st").conflicts, 1);
+        // Resolved store, re-vote, finish: both objects committed.
+        h.cast(2, store(o(1), t1, b"resolved", 5));
+        h.call(2, 4, Request::Vote { txn: txn(5) });
+        h.call(2, 6, Request::TpcFinish { txn: txn(5) });
+        let got = h.take(2);
+        assert!(empty_vote(&Harness::result_of(&got, 4)));
+        assert!(Harness::result_of(&got, 6).is_ok());
+        let inv = invalidations(&h.take(1));
+        assert_eq!(inv.len(), 1);
+        assert_eq!(inv[0].1, vec![o(2), o(1)], "first-write order after the replay");
+        h.call(1, 7, Request::LoadSerial { oid: o(1), serial: inv[0].0 });
+        assert_eq!(Harness::result_of(&h.take(1), 7), Ok(Value::bytes(Bytes::from_static(b"resolved"))));
+    }
+}
+
+#[test]
+fn read_conflicts_and_stale_deletes_fail_the_vote_and_forget_the_transaction() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    let t1 = h.commit(1, 1, &[(o(1), Tid::ZERO, b"one")]);
+    h.cast(1, begin(2));
+    h.cast(1, Request::CheckCurrentSerialInTransaction { oid: o(1), serial: Tid::ZERO, txn: txn(2) });
+    h.call(1, 3, Request::Vote { txn: txn(2) });
+    assert!(matches!(Harness::result_of(&h.take(1), 3), Err(ZeoError::ReadConflict(_))));
+    h.call(1, 4, Request::TpcAbort { txn: txn(2) });
+    assert_eq!(Harness::result_of(&h.take(1), 4), Ok(Value::None), "abort after a failed vote is harmless");
+    h.cast(1, begin(3));
+    h.cast(1, Request::DeleteObject { oid: o(1), serial: Tid::ZERO, txn: txn(3) });
+    h.call(1, 5, Request::Vote { txn: txn(3) });
+    assert!(matches!(Harness::result_of(&h.take(1), 5), Err(ZeoError::Conflict(_))));
+    // A correct delete invalidates.
+    h.client(2, Encoding::Msgpack);
+    h.cast(1, begin(4));
+    h.cast(1, Request::DeleteObject { oid: o(1), serial: t1, txn: txn(4) });
+    h.call(1, 6, Request::Vote { txn: txn(4) });
+    h.call(1, 7, Request::TpcFinish { txn: txn(4) });
+    assert!(Harness::result_of(&h.take(1), 7).is_ok());
+    assert_eq!(invalidations(&h.take(2))[0].1, vec![o(1)]);
+}
+
+#[test]
+fn transaction_id_mismatches_and_finish_without_vote() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        h.call(1, 2, store(o(1), Tid::ZERO, b"x", 9));
+        let e = Harness::result_of(&h.take(1), 2).expect_err("no txn");
+        assert_eq!(
+            e,
+            ZeoError::StorageTransaction(StorageTxnDetails::Mismatch { current: None, given: txn(9) })
+        );
+        h.cast(1, begin(1));
+        h.cast(1, begin(1));
+        assert!(!h.closed(1), "same txid is ignored");
+        h.call(1, 3, Request::TpcFinish { txn: txn(2) });
+        h.call(1, 4, Request::TpcFinish { txn: txn(1) });
+        h.call(1, 5, Request::TpcAbort { txn: txn(7) });
+        h.call(1, 6, Request::Vote { txn: txn(7) });
+        let got = h.take(1);
+        assert_eq!(Harness::result_of(&got, 3), Ok(Value::None));
+        assert_eq!(
+            Harness::result_of(&got, 4),
+            Err(ZeoError::AssertionError(Text::from_static("finished called wo lock")))
+        );
+        assert_eq!(Harness::result_of(&got, 5), Ok(Value::None));
+        assert!(matches!(Harness::result_of(&got, 6), Err(ZeoError::StorageTransaction(_))));
+        h.cast(1, begin(2));
+        assert!(h.closed(1), "a second tpc_begin with another txid closes");
+    }
+}
+
+#[test]
+fn a_supplied_tid_not_after_the_last_is_refused_at_vote() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    let t1 = h.commit(1, 1, &[(o(1), Tid::ZERO, b"one")]);
+    h.cast(
+        1,
+        Request::TpcBegin {
+            txn: txn(2),
+            user: Bytes::new(),
+            description: Bytes::new(),
+            extension: Default::default(),
+            tid: Some(t1),
+            status: crate::wire::types::TxnStatus::NORMAL,
+        },
+    );
+    h.cast(1, Request::Restorea { oid: o(2), serial: t1, data: None, prev_txn: None, txn: txn(2) });
+    h.call(1, 3, Request::Vote { txn: txn(2) });
+    assert!(matches!(Harness::result_of(&h.take(1), 3), Err(ZeoError::StorageTransaction(_))));
+    // A later supplied tid is used as is.
+    let t9 = Tid::new(t1.get() + 1000);
+    h.cast(
+        1,
+        Request::TpcBegin {
+            txn: txn(4),
+            user: Bytes::new(),
+            description: Bytes::new(),
+            extension: Default::default(),
+            tid: Some(t9),
+            status: crate::wire::types::TxnStatus::PACKED,
+        },
+    );
+    h.call(1, 5, Request::Vote { txn: txn(4) });
+    h.call(1, 6, Request::TpcFinish { txn: txn(4) });
+    assert_eq!(Harness::result_of(&h.take(1), 6), Ok(Value::bytes(Bytes::copy_from_slice(&t9.to_bytes()))));
+}
+
+#[test]
+fn abort_in_every_phase_releases_or_leaves_the_queue() {
+    // Open.
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.cast(1, begin(1));
+    h.call(1, 2, Request::TpcAbort { txn: txn(1) });
+    assert_eq!(Harness::result_of(&h.take(1), 2), Ok(Value::None));
+    // Voted (holder) and waiting.
+    for enc in ENCS {
+        let mut h = two_voters(enc);
+        h.call(2, 20, Request::TpcAbort { txn: txn(2) });
+        let got = h.take(2);
+        assert_eq!(Harness::result_of(&got, 20), Ok(Value::None));
+        assert!(Harness::result_of(&got, 10).is_err(), "the waiting vote is answered");
+        h.deliver_where(is_vote);
+        h.call(1, 21, Request::TpcAbort { txn: txn(1) });
+        assert_eq!(Harness::result_of(&h.take(1), 21), Ok(Value::None));
+        assert_eq!(writes(&h), ["abort"]);
+        h.deliver_all();
+        assert!(!h.backends[0].has_voted());
+        // Lock is free: a new commit goes through.
+        h.auto = true;
+        h.commit(2, 3, &[(o(3), Tid::ZERO, b"z")]);
+    }
+}
+
+#[test]
+fn disconnect_in_every_phase_releases_the_lock_and_the_next_voter_proceeds() {
+    for phase in ["waiting", "voting", "voted", "finishing"] {
+        let mut h = two_voters(Encoding::Msgpack);
+        let (gone, next) = if phase == "waiting" { (2, 1) } else { (1, 2) };
+        match phase {
+            "voted" => h.deliver_where(is_vote),
+            "finishing" => {
+                h.deliver_where(is_vote);
+                h.call(1, 30, Request::TpcFinish { txn: txn(1) });
+            }
+            _ => {}
+        }
+        h.disconnect(gone);
+        h.auto = true;
+        h.drain();
+        h.deliver_all();
+        let got = h.take(next);
+        assert!(empty_vote(&Harness::result_of(&got, 10)), "{phase}: next vote proceeds");
+        if phase == "finishing" {
+            assert_eq!(invalidations(&got).len(), 1, "finished commit still invalidates the others");
+        }
+        h.call(next, 31, Request::TpcFinish { txn: txn(next as i64) });
+        assert!(Harness::result_of(&h.take(next), 31).is_ok(), "{phase}");
+        assert!(!h.backends[0].has_voted());
+        assert_eq!(h.backends[0].open_handles(), (0, 0));
+    }
+}
+
+#[test]
+fn a_transaction_holding_the_lock_too_long_is_aborted_and_closed() {
+    let mut cfg = config();
+    cfg.transaction_timeout = Some(Duration::from_secs(30));
+    let mut h = Harness::new(cfg);
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Pickle);
+    h.cast(1, begin(1));
+    h.call(1, 2, Request::Vote { txn: txn(1) });
+    h.take(1);
+    assert_eq!(h.srv.poll_timeout(), Some(h.now.mono + Duration::from_secs(30)));
+    h.tick(10);
+    h.srv.handle_timeout(h.now);
+    h.drain();
+    assert!(!h.closed(1));
+    h.tick(25);
+    h.srv.handle_timeout(h.now);
+    h.drain();
+    assert!(h.closed(1));
+    assert_eq!(h.srv.poll_timeout(), None);
+    assert!(!h.backends[0].has_voted(), "aborted in the backend");
+    h.commit(2, 3, &[(o(1), Tid::ZERO, b"z")]);
+    let st = h.srv.status(crate::zeo::events::StorageIdx(0)).expect("st");
+    assert_eq!(st.timeout_thread_is_alive, Value::Bool(true));
+    assert_eq!(st.connections, 1);
+}
+
+#[test]
+fn iterators_walk_transactions_and_records_with_key_errors_and_gc() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        let t1 = h.commit(1, 1, &[(o(1), Tid::ZERO, b"a"), (o(2), Tid::ZERO, b"b")]);
+        let t2 = h.commit(1, 2, &[(o(1), t1, b"c")]);
+        h.call(1, 2, Request::IteratorStart { start: None, stop: None });
+        h.call(1, 3, Request::IteratorNext { iid: IterId(0) });
+        h.call(1, 4, Request::IteratorRecordStart { txn_iid: IterId(0), tid: t2 });
+        h.call(1, 5, Request::IteratorRecordStart { txn_iid: IterId(0), tid: t1 });
+        h.call(1, 6, Request::IteratorRecordNext { riid: IterId(1) });
+        h.call(1, 7, Request::IteratorRecordNext { riid: IterId(1) });
+        h.call(1, 8, Request::IteratorRecordNext { riid: IterId(1) });
+        h.call(1, 9, Request::IteratorRecordNext { riid: IterId(1) });
+        h.call(1, 10, Request::IteratorNext { iid: IterId(0) });
+        h.call(1, 11, Request::IteratorNext { iid: IterId(0) });
+        h.call(1, 12, Request::IteratorNext { iid: IterId(0) });
+        let got = h.take(1);
+        assert_eq!(Harness::result_of(&got, 2), Ok(Value::Int(0)));
+        assert!(Harness::result_of(&got, 3).is_ok());
+        assert!(matches!(Harness::result_of(&got, 4), Err(ZeoError::Exception(_))));
+        assert_eq!(Harness::result_of(&got, 5), Ok(Value::Int(1)));
+        assert!(Harness::result_of(&got, 6).expect("rec").as_seq().is_some());
+        assert!(Harness::result_of(&got, 7).expect("rec").as_seq().is_some());
+        assert_eq!(Harness::result_of(&got, 8), Ok(Value::None));
+        assert_eq!(Harness::result_of(&got, 9), Err(ZeoError::KeyError(Value::tuple(vec![Value::Int(1)]))));
+        assert!(Harness::result_of(&got, 10).expect("t2").as_seq().is_some());
+        assert_eq!(Harness::result_of(&got, 11), Ok(Value::None));
+        assert_eq!(Harness::result_of(&got, 12), Err(ZeoError::KeyError(Value::tuple(vec![Value::Int(0)]))));
+        // gc frees an open iterator; later use is a KeyError.
+        h.call(1, 13, Request::IteratorStart { start: Some(t2), stop: None });
+        h.cast(1, Request::IteratorGc { iids: vec![IterId(2), IterId(99)] });
+        h.call(1, 14, Request::IteratorNext { iid: IterId(2) });
+        let got = h.take(1);
+        assert_eq!(Harness::result_of(&got, 13), Ok(Value::Int(2)));
+        assert!(matches!(Harness::result_of(&got, 14), Err(ZeoError::KeyError(_))));
+        assert_eq!(h.backends[0].open_handles().0, 0);
+    }
+}
+
+#[test]
+fn iterator_calls_queue_behind_the_one_in_flight() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.commit(1, 1, &[(o(1), Tid::ZERO, b"a")]);
+    h.auto = false;
+    h.call(1, 2, Request::IteratorStart { start: None, stop: None });
+    h.call(1, 3, Request::IteratorNext { iid: IterId(0) });
+    h.call(1, 4, Request::IteratorNext { iid: IterId(0) });
+    assert_eq!(h.inflight.len(), 1);
+    h.deliver(0);
+    assert_eq!(h.inflight.len(), 1);
+    h.deliver(0);
+    h.deliver(0);
+    let got = h.take(1);
+    let ids: Vec<_> = got
+        .iter()
+        .map(|m| match m {
+            ServerMessage::Reply { msgid, .. } | ServerMessage::Error { msgid, .. } => msgid.as_int(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [Some(2), Some(3), Some(4)]);
+    assert_eq!(Harness::result_of(&got, 4), Ok(Value::None));
+}
+
+#[test]
+fn blobs_upload_commit_and_stream_back_in_order() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        h.cast(1, begin(1));
+        h.cast(1, Request::StoreBlobStart);
+        h.cast(1, Request::StoreBlobChunk { chunk: Bytes::from_static(b"hello ") });
+        h.cast(1, Request::StoreBlobChunk { chunk: Bytes::from_static(b"world") });
+        h.cast(
+            1,
+            Request::StoreBlobEnd {
+                oid: o(1),
+                serial: Tid::ZERO,
+                data: Bytes::from_static(b"rec"),
+                txn: txn(1),
+            },
+        );
+        h.call(1, 2, Request::Vote { txn: txn(1) });
+        h.call(1, 3, Request::TpcFinish { txn: txn(1) });
+        let got = h.take(1);
+        let tid =
+            Tid::from_slice(Harness::result_of(&got, 3).expect("tid").as_bytes().expect("b")).expect("t");
+        h.call(1, 4, Request::SendBlob { oid: o(1), serial: tid });
+        h.call(1, 5, Request::SendBlob { oid: o(1), serial: Tid::ZERO });
+        let got = h.take(1);
+        let mut data = Vec::new();
+        let mut names = Vec::new();
+        for m in &got {
+            match m {
+                ServerMessage::Push(p) => {
+                    names.push(p.name().to_string());
+                    if let Push::ReceiveBlobChunk { chunk, .. } = p {
+                        data.extend_from_slice(chunk);
+                    }
+                }
+                ServerMessage::Reply { .. } => names.push("reply".into()),
+                ServerMessage::Error { .. } => names.push("error".into()),
+            }
+        }
+        assert_eq!(data, b"hello world");
+        assert_eq!(names.first().map(String::as_str), Some("receiveBlobStart"));
+        assert_eq!(&names[names.len() - 3..], ["receiveBlobStop", "reply", "error"]);
+        assert!(matches!(Harness::result_of(&got, 5), Err(ZeoError::PosKey(_))));
+        h.cast(
+            1,
+            Request::StoreBlobShared {
+                oid: o(1),
+                serial: tid,
+                data: Bytes::new(),
+                filename: Text::from_static("x.tmp"),
+                txn: txn(1),
+            },
+        );
+        assert!(h.closed(1));
+    }
+}
+
+#[test]
+fn pack_pushes_info_to_every_client_and_one_pack_runs_at_a_time() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Msgpack);
+    h.commit(1, 1, &[(o(1), Tid::ZERO, b"abc")]);
+    h.take(1);
+    h.take(2);
+    h.auto = false;
+    h.call(1, 2, Request::Pack { time: 1.0, wait: true });
+    h.call(2, 3, Request::Pack { time: 1.0, wait: false });
+    assert!(Harness::result_of(&h.take(2), 3).is_err(), "second pack refused");
+    h.deliver(0);
+    let got1 = h.take(1);
+    let got2 = h.take(2);
+    assert_eq!(Harness::result_of(&got1, 2), Ok(Value::None));
+    for got in [&got1, &got2] {
+        assert!(got.iter().any(|m| matches!(m, ServerMessage::Push(Push::Info(i)) if i.size == Some(3))));
+    }
+    h.call(2, 4, Request::Pack { time: 1.0, wait: false });
+    assert_eq!(Harness::result_of(&h.take(2), 4), Ok(Value::None), "no wait: replied at once");
+}
+
+#[test]
+fn a_load_issued_before_a_commit_is_written_before_its_invalidation() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.client(1, enc);
+        h.client(2, enc);
+        let t1 = h.commit(1, 1, &[(o(1), Tid::ZERO, b"old")]);
+        h.take(2);
+        h.auto = false;
+        h.call(2, 5, Request::LoadSerial { oid: o(1), serial: t1 });
+        h.call(2, 6, Request::LoadBefore { oid: o(1), before: Tid::MAX });
+        h.call(2, 7, Request::Ping);
+        assert!(matches!(h.take(2).as_slice(), [ServerMessage::Reply { .. }]), "ping is not held back");
+        // Client 1 commits while client 2's reads are in flight.
+        h.cast(1, begin(2));
+        h.cast(1, store(o(1), t1, b"new", 2));
+        h.call(1, 8, Request::Vote { txn: txn(2) });
+        h.deliver_where(is_vote);
+        h.call(1, 9, Request::TpcFinish { txn: txn(2) });
+        h.deliver_where(is_finish);
+        h.call(2, 10, Request::LastTransaction);
+        h.call(2, 11, Request::LoadBefore { oid: o(1), before: Tid::MAX });
+        assert!(h.take(2).is_empty(), "invalidation and later replies held back by the reads");
+        h.deliver_all();
+        let got = h.take(2);
+        let order: Vec<String> = got
+            .iter()
+            .map(|m| match m {
+                ServerMessage::Reply { msgid, .. } | ServerMessage::Error { msgid, .. } => {
+                    format!("{:?}", msgid.as_int())
+                }
+                ServerMessage::Push(p) => p.name().to_string(),
+            })
+            .collect();
+        assert_eq!(order, ["Some(5)", "Some(6)", "invalidateTransaction", "Some(10)", "Some(11)"]);
+        let old = Harness::result_of(&got, 6).expect("load");
+        assert_eq!(old.as_seq().and_then(|s| s[0].as_bytes()).map(|b| b.as_ref()), Some(&b"old"[..]));
+        let new = Harness::result_of(&got, 11).expect("load");
+        assert_eq!(new.as_seq().and_then(|s| s[0].as_bytes()).map(|b| b.as_ref()), Some(&b"new"[..]));
+    }
+}
+
+#[test]
+fn shutdown_closes_idle_connections_and_lets_the_commit_finish() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Pickle);
+    h.client(3, Encoding::Pickle);
+    h.auto = false;
+    h.cast(1, begin(1));
+    h.call(1, 2, Request::Vote { txn: txn(1) });
+    h.cast(3, begin(3));
+    h.call(3, 2, Request::Vote { txn: txn(3) });
+    h.srv.begin_shutdown(h.now, Duration::from_secs(5));
+    h.drain();
+    assert!(h.closed(2) && h.closed(3) && !h.closed(1));
+    assert!(!h.srv.is_shut_down());
+    h.deliver_where(is_vote);
+    h.call(1, 3, Request::TpcFinish { txn: txn(1) });
+    h.deliver_where(is_finish);
+    assert!(Harness::result_of(&h.take(1), 3).is_ok());
+    assert!(h.closed(1), "closed once its commit is done");
+    assert!(h.srv.is_shut_down());
+}
+
+#[test]
+fn shutdown_grace_aborts_a_stuck_commit() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.cast(1, begin(1));
+    h.call(1, 2, Request::Vote { txn: txn(1) });
+    h.srv.begin_shutdown(h.now, Duration::from_secs(5));
+    h.drain();
+    assert!(!h.closed(1));
+    assert_eq!(h.srv.poll_timeout(), Some(h.now.mono + Duration::from_secs(5)));
+    h.tick(6);
+    h.srv.handle_timeout(h.now);
+    h.drain();
+    assert!(h.closed(1));
+    assert!(h.srv.is_shut_down());
+    assert!(!h.backends[0].has_voted());
+}
+
+#[test]
+fn tpc_abort_while_the_vote_is_in_flight_settles_when_it_arrives() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Pickle);
+    h.client(2, Encoding::Pickle);
+    h.auto = false;
+    h.cast(1, begin(1));
+    h.cast(1, Request::StoreBlobStart);
+    h.cast(1, store(o(1), Tid::ZERO, b"x", 1));
+    h.call(1, 2, Request::Vote { txn: txn(1) });
+    h.call(1, 3, Request::TpcAbort { txn: txn(1) });
+    h.auto = true;
+    h.drain();
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 3), Ok(Value::None));
+    assert!(Harness::result_of(&got, 2).is_err(), "the vote reports the abort");
+    assert!(!h.backends[0].has_voted());
+    assert_eq!(h.backends[0].open_handles(), (0, 0));
+    h.commit(2, 5, &[(o(1), Tid::ZERO, b"y")]);
+    h.commit(1, 6, &[(o(2), Tid::ZERO, b"z")]);
+}
+
+#[test]
+fn new_oid_answers_one_oid() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    h.call(1, 2, Request::NewOid);
+    h.call(1, 3, Request::NewOids { n: Some(0) });
+    h.call(1, 4, Request::NewOids { n: Some(1000) });
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 2).expect("oid").as_bytes().map(Bytes::len), Some(8));
+    assert_eq!(Harness::result_of(&got, 3).expect("oids").as_seq().map(<[Value]>::len), Some(1));
+    assert_eq!(Harness::result_of(&got, 4).expect("oids").as_seq().map(<[Value]>::len), Some(100));
+}
