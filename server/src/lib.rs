@@ -6,4 +6,5 @@
 
 pub mod backend;
 pub mod config;
+pub mod net;
 pub mod storage;
