@@ -6,5 +6,6 @@
 
 pub mod backend;
 pub mod config;
+pub mod driver;
 pub mod net;
 pub mod storage;
