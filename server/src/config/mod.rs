@@ -159,11 +159,17 @@ pub struct StorageSettings {
 }
 
 impl StorageSettings {
-    /// The local backend's configuration for this storage.
+    /// The local backend's configuration for this storage. A relative `blob_dir` is made
+    /// absolute (against the working directory, as `path` is read), because the storage engine
+    /// would read a relative one against the directory of `Data.fs`.
     pub fn local_config(&self) -> LocalConfig {
+        let blob_dir = self.blob_dir.as_ref().map(|b| match std::env::current_dir() {
+            Ok(cwd) if b.is_relative() => cwd.join(b),
+            _ => b.clone(),
+        });
         LocalConfig {
             path: self.path.clone(),
-            blob_dir: self.blob_dir.clone(),
+            blob_dir,
             read_only: self.read_only,
             fsync: self.fsync,
             read_threads: self.read_threads,
