@@ -300,3 +300,6 @@ impl<B: Backend> Loop<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
