@@ -191,3 +191,53 @@ async fn write_batch<W: AsyncWrite + Unpin>(wr: &mut W, batch: &mut Vec<Bytes>) 
     batch.clear();
     wr.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn close_writes_what_was_queued_then_shuts_down_and_reports() {
+        let (ours, mut theirs) = tokio::io::duplex(16); // small: the writes must wait for reads
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        for chunk in [&b"first "[..], b"second ", b"third"] {
+            tx.send(Out::Data(Bytes::copy_from_slice(chunk))).expect("queue");
+        }
+        tx.send(Out::Close).expect("queue");
+        tx.send(Out::Data(Bytes::from_static(b"after close"))).expect("queue");
+        let task = tokio::spawn(write_loop(ours, rx, ConnId(3), ev_tx));
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).await.expect("read to the shutdown");
+        assert_eq!(got, b"first second third");
+        task.await.expect("writer ends");
+        assert!(matches!(ev_rx.recv().await, Some(Event::Closed { conn: ConnId(3) })));
+    }
+
+    #[tokio::test]
+    async fn reader_forwards_chunks_and_reports_the_end() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(read_loop(ours, stop_rx, ConnId(5), ev_tx));
+        theirs.write_all(b"abc").await.expect("write");
+        let Some(Event::Bytes { conn: ConnId(5), data }) = ev_rx.recv().await else {
+            panic!("bytes expected")
+        };
+        assert_eq!(&data[..], b"abc");
+        drop(theirs);
+        assert!(matches!(ev_rx.recv().await, Some(Event::Closed { conn: ConnId(5) })));
+        task.await.expect("reader ends");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_reader_reports_nothing() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(read_loop(ours, stop_rx, ConnId(6), ev_tx));
+        drop(stop_tx);
+        task.await.expect("reader ends");
+        assert!(ev_rx.recv().await.is_none(), "no event after a stop");
+    }
+}
