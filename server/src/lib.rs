@@ -5,4 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod config;
+pub mod driver;
+pub mod net;
 pub mod storage;

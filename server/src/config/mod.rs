@@ -1,0 +1,640 @@
+//! The configuration of `zeoraid serve`: a TOML file, defaults, and command-line overrides.
+//!
+//! ```toml
+//! [server]
+//! listen = ["127.0.0.1:8100", "unix:/run/zeoraid/zeo.sock"]  # default ["127.0.0.1:8100"]
+//! encoding = "pickle"           # or "msgpack": the handshake announced (Z5 / M5)
+//! read_only = false
+//! transaction_timeout = 30      # seconds (float ok); absent = no limit
+//! invalidation_queue_size = 100
+//! max_frame = 1073741824        # bytes
+//! shutdown_grace = 10           # seconds
+//!
+//! [[storage]]                   # one or more
+//! name = "1"                    # the name clients give to `register`
+//! path = "var/Data.fs"          # relative paths are relative to the config file's directory
+//! blob_dir = "var/blobs"        # optional: no blobs without it
+//! read_only = false
+//! fsync = true
+//! read_threads = 4
+//! ```
+//!
+//! Every error names the file, the line and column, and the key (`zeoraid.toml:7:8:
+//! server.listen: …`). Unknown keys and tables are errors.
+//!
+//! # Path rules
+//! * A writable storage's `path` need not exist (it is created), but the directory that will
+//!   hold it must either exist or be creatable: its nearest existing ancestor must be a
+//!   directory. `serve` creates the missing directories ([`Config::create_dirs`]). `path`
+//!   itself must not be a directory.
+//! * A read-only storage's `path` must exist (nothing is created for it).
+//! * `blob_dir`, when it exists, must be a directory; otherwise the same rule as `path`'s
+//!   directory applies.
+//!
+//! # Without a file, and overrides
+//! Without a config file, one storage `1` is served from `<data>/Data.fs` with blobs in
+//! `<data>/blobs`, `data` being `./var` unless `--data DIR` says otherwise, on
+//! `127.0.0.1:8100` unless `--listen` says otherwise. `--listen ADDR` (repeatable) replaces the
+//! `listen` list of the file. `--data DIR` with a file is accepted only when the file has exactly
+//! one storage: that storage's `path` becomes `DIR/Data.fs` and, if it keeps blobs, its
+//! `blob_dir` becomes `DIR/blobs`; with several storages `--data` is an error (it could not
+//! say which storage it means).
+
+mod locate;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use zeoraid_core::wire::Encoding;
+use zeoraid_core::zeo::events::{ServerConfig, StorageSeed};
+
+use crate::backend::local::LocalConfig;
+
+/// The default listen address (ZEO's usual port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8100";
+/// The default storage name (ZEO's default).
+pub const DEFAULT_STORAGE: &str = "1";
+/// The default data directory, relative to the working directory.
+pub const DEFAULT_DATA: &str = "var";
+/// The default largest frame accepted from a client: 1 GiB.
+pub const DEFAULT_MAX_FRAME: u32 = 1 << 30;
+/// The smallest `max_frame` accepted (a handshake and a small call must fit).
+pub const MIN_MAX_FRAME: u32 = 4096;
+/// The most threads a storage may serve reads with.
+pub const MAX_READ_THREADS: usize = 256;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ListenAddr {
+    /// A TCP address, `host:port` with a numeric host (`127.0.0.1:8100`, `[::1]:8100`).
+    Tcp(SocketAddr),
+    /// A unix-domain socket, written `unix:PATH`.
+    Unix(PathBuf),
+}
+
+/// A listen address that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a listen address: expected IP:PORT (e.g. 127.0.0.1:8100 or [::1]:8100) or unix:PATH")]
+pub struct BadListenAddr(pub String);
+
+impl FromStr for ListenAddr {
+    type Err = BadListenAddr;
+
+    fn from_str(s: &str) -> Result<ListenAddr, BadListenAddr> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(BadListenAddr(s.to_string()));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| BadListenAddr(s.to_string()))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Server-wide settings (the `[server]` table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Addresses to listen on (at least one).
+    pub listen: Vec<ListenAddr>,
+    /// The encoding announced in the handshake.
+    pub encoding: Encoding,
+    /// Refuse writable registrations on every storage.
+    pub read_only: bool,
+    /// Longest a transaction may hold the commit lock; `None`: no limit.
+    pub transaction_timeout: Option<Duration>,
+    /// Commits remembered for `getInvalidations`.
+    pub invalidation_queue_size: usize,
+    /// Largest frame accepted from a client, in bytes.
+    pub max_frame: u32,
+    /// How long a shutdown lets the commit in progress finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8100)))],
+            encoding: Encoding::Pickle,
+            read_only: false,
+            transaction_timeout: None,
+            invalidation_queue_size: 100,
+            max_frame: DEFAULT_MAX_FRAME,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One served storage (a `[[storage]]` table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageSettings {
+    /// The name clients give to `register`.
+    pub name: String,
+    /// `Data.fs` (resolved against the config file's directory).
+    pub path: PathBuf,
+    /// The blob directory, if blobs are kept.
+    pub blob_dir: Option<PathBuf>,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// fsync at every commit.
+    pub fsync: bool,
+    /// Threads serving reads.
+    pub read_threads: usize,
+}
+
+impl StorageSettings {
+    /// The local backend's configuration for this storage. A relative `blob_dir` is made
+    /// absolute (against the working directory, as `path` is read), because the storage engine
+    /// would read a relative one against the directory of `Data.fs`.
+    pub fn local_config(&self) -> LocalConfig {
+        let blob_dir = self.blob_dir.as_ref().map(|b| match std::env::current_dir() {
+            Ok(cwd) if b.is_relative() => cwd.join(b),
+            _ => b.clone(),
+        });
+        LocalConfig {
+            path: self.path.clone(),
+            blob_dir,
+            read_only: self.read_only,
+            fsync: self.fsync,
+            read_threads: self.read_threads,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[[storage]]`, in file order (this order numbers the storages in the core).
+    pub storages: Vec<StorageSettings>,
+}
+
+/// The configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key is missing, unknown or has a bad value; or the TOML is malformed.
+    #[error("{file}:{line}:{col}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Line, from 1.
+        line: usize,
+        /// Column, from 1.
+        col: usize,
+        /// The dotted key (`server.listen`), or `document` for the file as a whole.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A command-line option cannot be applied.
+    #[error("{option}: {message}")]
+    Option {
+        /// The option (`--data`).
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+// ---- the file as written ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    server: Option<RawServer>,
+    storage: Option<Vec<RawStorage>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum EncodingName {
+    Pickle,
+    Msgpack,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
+    encoding: Option<EncodingName>,
+    read_only: Option<bool>,
+    transaction_timeout: Option<Spanned<f64>>,
+    invalidation_queue_size: Option<Spanned<i64>>,
+    max_frame: Option<Spanned<i64>>,
+    shutdown_grace: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    blob_dir: Option<Spanned<String>>,
+    read_only: Option<bool>,
+    fsync: Option<bool>,
+    read_threads: Option<Spanned<i64>>,
+}
+
+/// Builds errors located in one file's text.
+struct Src<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Src<'_> {
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        let at = locate::line_col(self.text, span.start);
+        let key = if key.is_empty() { "document".to_string() } else { key.to_string() };
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line: at.line,
+            col: at.col,
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration used without a file: storage `1` in `data`, blobs in `data/blobs`.
+    pub fn defaults(data: &Path) -> Config {
+        Config {
+            file: None,
+            server: ServerSettings::default(),
+            storages: vec![StorageSettings {
+                name: DEFAULT_STORAGE.to_string(),
+                path: data.join("Data.fs"),
+                blob_dir: Some(data.join("blobs")),
+                read_only: false,
+                fsync: true,
+                read_threads: 4,
+            }],
+        }
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| ConfigError::Read { file: file.display().to_string(), source })?;
+        Config::parse(&text, file)
+    }
+
+    /// Validates `text` as the content of `file` (relative paths are resolved against the
+    /// directory of `file`; the file system is checked as the module doc says).
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let src = Src { file: file.display().to_string(), text };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let key = locate::key_at(text, span.start);
+            src.err(span, &key, e.message().trim_end())
+        })?;
+        let base = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let server = match raw.server {
+            Some(s) => validate_server(&src, s)?,
+            None => ServerSettings::default(),
+        };
+        let raws = raw.storage.unwrap_or_default();
+        if raws.is_empty() {
+            return Err(src.err(0..0, "storage", "at least one [[storage]] table is required"));
+        }
+        let mut storages: Vec<(StorageSettings, usize)> = Vec::with_capacity(raws.len());
+        for r in raws {
+            let (name_span, path_span) = (r.name.span(), r.path.span());
+            let line = locate::line_col(text, name_span.start).line;
+            let s = validate_storage(&src, &base, server.read_only, r)?;
+            if let Some((_, first)) = storages.iter().find(|(o, _)| o.name == s.name) {
+                return Err(src.err(
+                    name_span,
+                    "storage.name",
+                    format!("storage name {:?} is already used at line {first}", s.name),
+                ));
+            }
+            if let Some((o, first)) = storages.iter().find(|(o, _)| o.path == s.path) {
+                return Err(src.err(
+                    path_span,
+                    "storage.path",
+                    format!("{} is already served as storage {:?} (line {first})", s.path.display(), o.name),
+                ));
+            }
+            storages.push((s, line));
+        }
+        Ok(Config {
+            file: Some(file.to_path_buf()),
+            server,
+            storages: storages.into_iter().map(|(s, _)| s).collect(),
+        })
+    }
+
+    /// `--listen`: replaces the listen list (a no-op when `addrs` is empty).
+    pub fn override_listen(&mut self, addrs: Vec<ListenAddr>) -> Result<(), ConfigError> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        if let Some(dup) = first_duplicate(&addrs) {
+            return Err(ConfigError::Option { option: "--listen", message: format!("{dup} is given twice") });
+        }
+        self.server.listen = addrs;
+        Ok(())
+    }
+
+    /// `--data DIR`: see the module doc.
+    pub fn override_data(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let [only] = self.storages.as_mut_slice() else {
+            return Err(ConfigError::Option {
+                option: "--data",
+                message: format!(
+                    "the configuration has {} storages; --data can only relocate a single storage \
+                     (set each storage's path in the file instead)",
+                    self.storages.len()
+                ),
+            });
+        };
+        check_creatable(dir).map_err(|m| ConfigError::Option { option: "--data", message: m })?;
+        only.path = dir.join("Data.fs");
+        if only.blob_dir.is_some() {
+            only.blob_dir = Some(dir.join("blobs"));
+        }
+        if only.read_only && !only.path.exists() {
+            return Err(ConfigError::Option {
+                option: "--data",
+                message: format!("{} does not exist (the storage is read-only)", only.path.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the missing directories that writable storages (and their blobs) live in.
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        for s in self.storages.iter().filter(|s| !s.read_only) {
+            if let Some(parent) = s.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            if let Some(b) = &s.blob_dir {
+                std::fs::create_dir_all(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The core's configuration, with one seed per storage in [`Config::storages`] order.
+    pub fn server_config(&self, storages: Vec<StorageSeed>) -> ServerConfig {
+        ServerConfig {
+            announce: self.server.encoding,
+            max_frame: self.server.max_frame,
+            read_only: self.server.read_only,
+            transaction_timeout: self.server.transaction_timeout,
+            invalidation_queue_size: self.server.invalidation_queue_size,
+            storages,
+        }
+    }
+
+    /// A few lines describing the configuration (for `check-config`).
+    pub fn summary(&self) -> String {
+        let s = &self.server;
+        let mut out = String::new();
+        let listen: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("listen: {}\n", listen.join(", ")));
+        let timeout = s.transaction_timeout.map_or("none".to_string(), |t| format!("{}s", t.as_secs_f64()));
+        out.push_str(&format!(
+            "encoding: {}, read_only: {}, transaction_timeout: {timeout}, invalidation_queue_size: {}, \
+             max_frame: {}, shutdown_grace: {}s\n",
+            match s.encoding {
+                Encoding::Pickle => "pickle",
+                Encoding::Msgpack => "msgpack",
+            },
+            s.read_only,
+            s.invalidation_queue_size,
+            s.max_frame,
+            s.shutdown_grace.as_secs_f64()
+        ));
+        for st in &self.storages {
+            out.push_str(&format!(
+                "storage {:?}: {}{}{}, fsync: {}, read_threads: {}\n",
+                st.name,
+                st.path.display(),
+                st.blob_dir.as_ref().map_or(String::new(), |b| format!(", blobs in {}", b.display())),
+                if st.read_only { ", read-only" } else { "" },
+                st.fsync,
+                st.read_threads
+            ));
+        }
+        out
+    }
+}
+
+fn validate_server(src: &Src<'_>, r: RawServer) -> Result<ServerSettings, ConfigError> {
+    let mut s = ServerSettings::default();
+    if let Some(listen) = r.listen {
+        if listen.get_ref().is_empty() {
+            return Err(src.err(listen.span(), "server.listen", "at least one address is required"));
+        }
+        let mut addrs: Vec<ListenAddr> = Vec::new();
+        for a in listen.get_ref() {
+            let addr: ListenAddr = a
+                .get_ref()
+                .parse()
+                .map_err(|e: BadListenAddr| src.err(a.span(), "server.listen", e.to_string()))?;
+            if addrs.contains(&addr) {
+                return Err(src.err(a.span(), "server.listen", format!("{addr} is listed twice")));
+            }
+            addrs.push(addr);
+        }
+        s.listen = addrs;
+    }
+    if let Some(e) = r.encoding {
+        s.encoding = match e {
+            EncodingName::Pickle => Encoding::Pickle,
+            EncodingName::Msgpack => Encoding::Msgpack,
+        };
+    }
+    s.read_only = r.read_only.unwrap_or(false);
+    if let Some(t) = r.transaction_timeout {
+        s.transaction_timeout = Some(seconds(src, &t, "server.transaction_timeout", false)?);
+    }
+    if let Some(n) = r.invalidation_queue_size {
+        let v = *n.get_ref();
+        if !(1..=1_000_000).contains(&v) {
+            return Err(src.err(
+                n.span(),
+                "server.invalidation_queue_size",
+                format!("{v} is not between 1 and 1000000"),
+            ));
+        }
+        s.invalidation_queue_size = usize::try_from(v).unwrap_or(100);
+    }
+    if let Some(n) = r.max_frame {
+        let v = *n.get_ref();
+        s.max_frame = u32::try_from(v).ok().filter(|v| *v >= MIN_MAX_FRAME).ok_or_else(|| {
+            src.err(
+                n.span(),
+                "server.max_frame",
+                format!("{v} is not between {MIN_MAX_FRAME} and {}", u32::MAX),
+            )
+        })?;
+    }
+    if let Some(t) = r.shutdown_grace {
+        s.shutdown_grace = seconds(src, &t, "server.shutdown_grace", true)?;
+    }
+    Ok(s)
+}
+
+/// A number of seconds: finite, positive (or zero when `zero_ok`), at most a year.
+fn seconds(src: &Src<'_>, t: &Spanned<f64>, key: &str, zero_ok: bool) -> Result<Duration, ConfigError> {
+    let v = *t.get_ref();
+    let ok = v.is_finite() && v <= 365.0 * 86400.0 && (v > 0.0 || (zero_ok && v == 0.0));
+    if !ok {
+        let want = if zero_ok { "zero or more" } else { "more than zero" };
+        return Err(src.err(
+            t.span(),
+            key,
+            format!("{v} is not a number of seconds ({want}, at most a year)"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn validate_storage(
+    src: &Src<'_>,
+    base: &Path,
+    all_read_only: bool,
+    r: RawStorage,
+) -> Result<StorageSettings, ConfigError> {
+    let name = r.name.get_ref();
+    if name.is_empty() {
+        return Err(src.err(r.name.span(), "storage.name", "the name must not be empty"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(src.err(r.name.span(), "storage.name", format!("{name:?} contains control characters")));
+    }
+    let read_only = r.read_only.unwrap_or(false) || all_read_only;
+    let path = resolve(src, base, &r.path, "storage.path")?;
+    if path.is_dir() {
+        return Err(src.err(
+            r.path.span(),
+            "storage.path",
+            format!("{} is a directory, not a Data.fs file", path.display()),
+        ));
+    }
+    if read_only {
+        if !path.is_file() {
+            return Err(src.err(
+                r.path.span(),
+                "storage.path",
+                format!("{} does not exist (the storage is read-only)", path.display()),
+            ));
+        }
+    } else if let Some(parent) = path.parent() {
+        check_creatable(parent).map_err(|m| src.err(r.path.span(), "storage.path", m))?;
+    }
+    let blob_dir = match &r.blob_dir {
+        Some(b) => {
+            let dir = resolve(src, base, b, "storage.blob_dir")?;
+            if read_only && !dir.is_dir() {
+                return Err(src.err(
+                    b.span(),
+                    "storage.blob_dir",
+                    format!("{} is not a directory (the storage is read-only)", dir.display()),
+                ));
+            }
+            check_creatable(&dir).map_err(|m| src.err(b.span(), "storage.blob_dir", m))?;
+            Some(dir)
+        }
+        None => None,
+    };
+    let read_threads = match r.read_threads {
+        Some(n) => {
+            let v = *n.get_ref();
+            usize::try_from(v).ok().filter(|v| (1..=MAX_READ_THREADS).contains(v)).ok_or_else(|| {
+                src.err(
+                    n.span(),
+                    "storage.read_threads",
+                    format!("{v} is not between 1 and {MAX_READ_THREADS}"),
+                )
+            })?
+        }
+        None => 4,
+    };
+    Ok(StorageSettings {
+        name: name.clone(),
+        path,
+        blob_dir,
+        read_only,
+        fsync: r.fsync.unwrap_or(true),
+        read_threads,
+    })
+}
+
+/// A path of the file, resolved against `base` when relative.
+fn resolve(src: &Src<'_>, base: &Path, p: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
+    let s = p.get_ref();
+    if s.is_empty() {
+        return Err(src.err(p.span(), key, "the path must not be empty"));
+    }
+    let path = Path::new(s);
+    Ok(if path.is_absolute() { path.to_path_buf() } else { base.join(path) })
+}
+
+/// `dir` exists as a directory, or its nearest existing ancestor is a directory (so that it
+/// can be created). The message says what is in the way.
+fn check_creatable(dir: &Path) -> Result<(), String> {
+    let mut p = dir;
+    loop {
+        if p.as_os_str().is_empty() {
+            return Ok(()); // the working directory
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) if p == dir => return Err(format!("{} exists and is not a directory", p.display())),
+            Ok(_) => {
+                return Err(format!(
+                    "directory {} cannot be created: {} is not a directory",
+                    dir.display(),
+                    p.display()
+                ))
+            }
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                match p.parent() {
+                    Some(parent) => p = parent,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+}
+
+fn first_duplicate(addrs: &[ListenAddr]) -> Option<&ListenAddr> {
+    addrs.iter().enumerate().find(|(i, a)| addrs[..*i].contains(a)).map(|(_, a)| a)
+}
