@@ -145,7 +145,8 @@ fn stock(args: &Args, env: &PythonEnv, dir: &Path) -> Res<Vec<Json>> {
         ),
     )?;
     let (out, err) = log_file(dir, "runzeo.log")?;
-    let mut server = env.command().args(["-m", "ZEO.runzeo", "-C"]).arg(&conf).stdout(out).stderr(err).spawn()?;
+    let mut server =
+        env.command().args(["-m", "ZEO.runzeo", "-C"]).arg(&conf).stdout(out).stderr(err).spawn()?;
     if !wait_for_port(&mut server, port, Duration::from_secs(60))? {
         let log = fs::read_to_string(dir.join("runzeo.log")).unwrap_or_default();
         return Err(format!("runzeo exited before listening:\n{log}").into());

@@ -277,9 +277,10 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::DuplexStream;
     use zeoraid_core::ids::Tid;
+    use zeoraid_core::wire::frame::encode_frame;
     use zeoraid_core::wire::push::Push;
-    use zeoraid_core::wire::types::tid_value;
 
     fn reply(id: i64) -> ServerMessage {
         ServerMessage::Reply { msgid: MsgId::int(id), result: Value::Int(i128::from(id) * 10) }
@@ -311,7 +312,7 @@ mod tests {
         assert_eq!(f.accept(reply(7)), Incoming::Stray(MsgId::int(7)));
         // A tuple msgid (as the Python client uses for loadBefore) matches no int call.
         f.insert(1, ());
-        let odd = MsgId(Value::tuple(vec![tid_value(Tid::new(1))]));
+        let odd = MsgId(Value::tuple(vec![Value::bytes(Tid::new(1).to_bytes().to_vec())]));
         let msg = ServerMessage::Reply { msgid: odd.clone(), result: Value::None };
         assert_eq!(f.accept(msg), Incoming::Stray(odd));
         assert_eq!(f.len(), 1);
@@ -323,5 +324,107 @@ mod tests {
         assert_eq!(error_kind(&ZeoError::ValueError("x".into())), "ValueError");
         let odd = ZeoError::Other { class_path: "NoDots".into(), payload: Value::None };
         assert_eq!(error_kind(&odd), "NoDots");
+    }
+
+    /// The server's end of a test connection.
+    struct FakeServer {
+        io: DuplexStream,
+        frames: FrameDecoder,
+        codec: Codec,
+    }
+
+    impl FakeServer {
+        async fn send_raw(&mut self, payload: &[u8]) {
+            let mut out = Vec::new();
+            encode_frame(payload, &mut out).expect("frame");
+            self.io.write_all(&out).await.expect("write");
+        }
+
+        async fn send(&mut self, msg: &ServerMessage) {
+            let mut payload = Vec::new();
+            self.codec.encode_server(msg, &mut payload).expect("encode");
+            self.send_raw(&payload).await;
+        }
+
+        async fn recv_raw(&mut self) -> bytes::Bytes {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(f) = self.frames.next_frame().expect("frame") {
+                    return f;
+                }
+                let n = self.io.read(&mut buf).await.expect("read");
+                assert!(n > 0, "client closed");
+                self.frames.push(&buf[..n]);
+            }
+        }
+
+        async fn recv(&mut self) -> ClientMessage {
+            let f = self.recv_raw().await;
+            self.codec.decode_client(&f).expect("decode")
+        }
+    }
+
+    fn pair(encoding: Encoding) -> (Box<dyn Io>, FakeServer) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        (
+            Box::new(client),
+            FakeServer { io: server, frames: FrameDecoder::default(), codec: Codec::new(encoding) },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_skips_pushes_and_strays_and_gets_its_reply() {
+        let (client, mut srv) = pair(Encoding::Msgpack);
+        let server = tokio::spawn(async move {
+            srv.send_raw(b"M5").await;
+            assert_eq!(&srv.recv_raw().await[..], b"M5");
+            let ClientMessage::Async { request: Request::Ping, .. } = srv.recv().await else {
+                panic!("expected the async ping first")
+            };
+            let ClientMessage::Call { msgid, request: Request::Ping } = srv.recv().await else {
+                panic!("expected a ping call")
+            };
+            assert_eq!(msgid, MsgId::int(1));
+            srv.send(&ServerMessage::Push(Push::InvalidateTransaction { tid: Tid::new(9), oids: vec![] }))
+                .await;
+            srv.send(&ServerMessage::Reply { msgid: MsgId::int(77), result: Value::Int(1) }).await;
+            srv.send(&ServerMessage::Reply { msgid, result: Value::str_static("pong") }).await;
+            let ClientMessage::Call { msgid, .. } = srv.recv().await else {
+                panic!("expected a second call")
+            };
+            assert_eq!(msgid, MsgId::int(2));
+            srv.send(&ServerMessage::Error { msgid, error: ZeoError::ReadOnly }).await;
+        });
+        let mut conn = Conn::handshake(client).await.expect("handshake");
+        assert_eq!(conn.encoding(), Encoding::Msgpack);
+        conn.send_async(Request::Ping).expect("queued");
+        assert_eq!(conn.call(Request::Ping).await.expect("reply"), Value::str_static("pong"));
+        assert_eq!(conn.strays, 1);
+        let err = conn.call(Request::LastTransaction).await.expect_err("error reply");
+        assert!(
+            matches!(&err, ConnError::Server { method: "lastTransaction", class } if class.ends_with("ReadOnlyError")),
+            "{err}"
+        );
+        server.await.expect("server");
+        // The server is gone: the next call fails (a broken pipe on write), counted as a
+        // disconnect.
+        let err = conn.call(Request::Ping).await.expect_err("closed");
+        assert_eq!(err.kind(), "disconnect", "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_handshake_copies_the_letter_and_refuses_old_servers() {
+        let (client, mut srv) = pair(Encoding::Pickle);
+        let server = tokio::spawn(async move {
+            srv.send_raw(b"Z5").await;
+            srv.recv_raw().await
+        });
+        let conn = Conn::handshake(client).await.expect("handshake");
+        assert_eq!(conn.encoding(), Encoding::Pickle);
+        assert_eq!(&server.await.expect("server")[..], b"Z5");
+
+        let (client, mut srv) = pair(Encoding::Pickle);
+        srv.send_raw(b"Z4").await;
+        assert!(matches!(Conn::handshake(client).await, Err(ConnError::Handshake(_))));
     }
 }

@@ -98,7 +98,7 @@ async fn run_all(args: &Args, seed: u64) -> Result<u64, RunError> {
     let encoding = setup.encoding();
     let data = workload::record(args.size as usize, &mut Rng::new(seed, u64::MAX));
     let dataset: Option<Arc<[Oid]>> = if args.workload.contains(&Workload::Loads) {
-        let batches = u32::try_from(args.dataset.div_ceil(1000)).unwrap_or(u32::MAX);
+        let batches = args.dataset.div_ceil(1000);
         let limit = args.timeout.saturating_mul(batches.saturating_add(1));
         let oids = within(
             limit,
