@@ -238,12 +238,16 @@ fn main() -> Res<()> {
     let stock = stock(&args, env, &base.join("stock"))?;
     eprintln!("zeo bench: zeoraid in {}", base.join("zeoraid").display());
     let zeoraid = zeoraid(&args, &base.join("zeoraid"))?;
+    // The machine may be shared: its load says how far to trust the figures.
+    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "\n{} s per point after {} s warm-up, seed 20261125, generator threads {}; machine: {} CPUs\n",
+        "\n{} s per point after {} s warm-up, seed 20261125, generator threads {}; machine: {} CPUs, \
+         load average {}\n",
         args.seconds,
         args.warmup,
         args.threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     );
     print!("{}", table(&stock, &zeoraid));
     Ok(())

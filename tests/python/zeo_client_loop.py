@@ -1,6 +1,8 @@
 """A single-threaded stock ZEO client loop, to sanity-check zeoraid-load's figures.
 
-    python zeo_client_loop.py HOST:PORT [SECONDS]
+    python zeo_client_loop.py HOST:PORT [SECONDS [START]]
+
+START (a Unix time) lets several copies start their commit loops at the same moment.
 
 Commits: a ZODB DB over ClientStorage; each transaction changes one PersistentMapping of
 ~100 bytes (as zeoraid-load's default commits workload: one object per transaction). Loads:
@@ -10,6 +12,7 @@ Prints one JSON line per workload: ops/s, p50 and p99 latency in microseconds.
 """
 
 import json
+import os
 import random
 import sys
 import time
@@ -17,6 +20,7 @@ import time
 import transaction
 import ZEO
 from persistent.mapping import PersistentMapping
+from ZODB import POSException
 from ZODB.utils import maxtid
 
 
@@ -31,15 +35,30 @@ def summary(name, lat, seconds):
 def main():
     host, port = sys.argv[1].rsplit(":", 1)
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
-    db = ZEO.DB((host, int(port)))
+    # Several copies may run at once (one client each): the set-up retries conflicts on the
+    # root, and each copy works on objects of its own.
+    for attempt in range(20):
+        try:
+            db = ZEO.DB((host, int(port)))
+            break
+        except POSException.ConflictError:
+            time.sleep(0.1 * random.random())
     conn = db.open()
     root = conn.root()
-    root["loop"] = obj = PersistentMapping({"payload": b"x" * 14})
+    obj = PersistentMapping({"payload": b"x" * 14})
     objs = [PersistentMapping({"payload": b"y" * 14}) for _ in range(1000)]
-    root["objs"] = objs
-    transaction.commit()
+    for attempt in range(20):
+        try:
+            root["loop-%d" % os.getpid()] = (obj, objs)
+            transaction.commit()
+            break
+        except POSException.ConflictError:
+            transaction.abort()
+            time.sleep(0.1 * random.random())
     oids = [o._p_oid for o in objs]
 
+    if len(sys.argv) > 3:
+        time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
     lat, end, i = [], time.perf_counter() + seconds, 0
     while True:
         t0 = time.perf_counter()
