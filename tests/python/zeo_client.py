@@ -607,6 +607,41 @@ def readonly_server_check(address):
         d.close()
 
 
+def lock_timeout(address):
+    """A client that votes and then stalls loses the commit lock after the server's
+    transaction timeout (1 s here): its connection is closed, another client's commit goes
+    through, and the stalled transaction is not committed."""
+    from ZODB.Connection import TransactionMetaData
+    from ZEO.Exceptions import ClientDisconnected
+    b = open_db(address)
+    cb, tb = connect(b)
+    cb.root()['t'] = PersistentMapping(v='initial')
+    cb.root()['other'] = PersistentMapping(v=0)
+    commit(tb)
+    oid = cb.root()['t']._p_oid
+    data, serial = b.storage.load(oid)
+    stalled = client(address)
+    txn = TransactionMetaData()
+    stalled.tpc_begin(txn)
+    stalled.store(oid, serial, data, '', txn)
+    stalled.tpc_vote(txn)  # holds the commit lock from here
+    started = time.monotonic()
+    cb.root()['other']['v'] = 1
+    commit(tb)
+    waited = time.monotonic() - started
+    check(0.5 < waited < 15, "B's commit waited for the stalled vote's timeout (1 s)",
+          'between 0.5 and 15 s', waited)
+    expect_raises(ClientDisconnected, 'tpc_finish of the timed-out transaction',
+                  stalled.tpc_finish, txn)
+    stalled.tpc_abort(txn)
+    equal('the stalled store was not committed', serial, b.storage.load(oid)[1])
+    # The stalled client reconnects by itself and works again.
+    poll('the stalled client reconnects', stalled.is_connected)
+    equal('the reconnected client reads the current serial', serial, stalled.load(oid)[1])
+    stalled.close()
+    b.close()
+
+
 def cache_oids_path(var):
     return os.path.join(var, 'oids.json')
 
@@ -723,7 +758,7 @@ def many(address, n_clients='20', n_rounds='4'):
 SCENARIOS = {f.__name__: f for f in [
     root, invalidations, conflict_resolved, conflict_unresolved, poskeyerror, readcurrent,
     undo, history, copy, blobs, pack, readonly_client, readonly_server_prepare,
-    readonly_server_check, cache_phase1, cache_phase2, cache_phase3, many]}
+    readonly_server_check, lock_timeout, cache_phase1, cache_phase2, cache_phase3, many]}
 
 
 def main(argv):

@@ -165,10 +165,11 @@ impl ServerProcess {
     /// Starts a server of `kind` in a new scratch directory.
     pub fn start(kind: ServerKind, opts: ServerOpts) -> Result<ServerProcess, ServerError> {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir = target_dir()
-            .join("tmp")
-            .join("zeo-servers")
-            .join(format!("{}-{}-{n}", kind.name(), std::process::id()));
+        let dir = target_dir().join("tmp").join("zeo-servers").join(format!(
+            "{}-{}-{n}",
+            kind.name(),
+            std::process::id()
+        ));
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_error(format!("removing {}", dir.display())))?;
         }
@@ -312,7 +313,8 @@ impl ServerProcess {
 
     fn logs_mention_addr_in_use(&self) -> bool {
         ["stdout", "stderr"].iter().any(|s| {
-            fs::read_to_string(self.log_path(s)).is_ok_and(|t| t.to_lowercase().contains("address already in use"))
+            fs::read_to_string(self.log_path(s))
+                .is_ok_and(|t| t.to_lowercase().contains("address already in use"))
         })
     }
 
