@@ -325,7 +325,7 @@ impl ServerProcess {
         let stdout = File::create(self.log_path("stdout")).map_err(io_error("creating the stdout log"))?;
         let stderr = File::create(self.log_path("stderr")).map_err(io_error("creating the stderr log"))?;
         cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        let child = cmd.spawn().map_err(io_error(format!("starting the {} server", self.kind.name())))?;
+        let child = spawn(&mut cmd).map_err(io_error(format!("starting the {} server", self.kind.name())))?;
         self.child = Some(child);
         match self.wait_ready() {
             Ok(()) => Ok(()),
@@ -457,6 +457,22 @@ impl Drop for ServerProcess {
             );
         } else {
             let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// `cmd.spawn()`, retried for a moment on ETXTBSY: an executable written just before (a fresh
+/// build, a test's stand-in script) can be "busy" while another thread's fork still holds the
+/// file descriptor it was written through.
+fn spawn(cmd: &mut Command) -> io::Result<Child> {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }
@@ -598,6 +614,61 @@ mod tests {
     fn toml_strings_are_escaped() {
         assert_eq!(toml_string(Path::new("/a/b c")), "\"/a/b c\"");
         assert_eq!(toml_string(Path::new("/a\"b\\c")), "\"/a\\\"b\\\\c\"");
+    }
+
+    /// A stand-in for `zeoraid` that prints its arguments (and its config file) and exits.
+    #[cfg(unix)]
+    fn fake_server(name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = target_dir().join("tmp").join("zeo-servers");
+        fs::create_dir_all(&dir).expect("create the scratch directory");
+        let path = dir.join(format!("fake-{name}-{}.sh", std::process::id()));
+        let script = "#!/bin/sh\necho \"fake zeoraid: $*\" >&2\n\
+                      if [ \"$2\" = --config ]; then cat \"$3\" >&2; fi\nexit 3\n";
+        fs::write(&path, script).expect("write the fake server");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod the fake server");
+        path
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_server_that_exits_fails_the_start_with_its_stderr() {
+        let fake = fake_server("plain");
+        let err = ServerProcess::zeoraid(&fake, ServerOpts::new(Encoding::Pickle))
+            .expect_err("a server that exits at once must not be ready");
+        let ServerError::StartFailed { kind, address, ref reason, ref logs } = err else {
+            panic!("expected StartFailed, got {err}");
+        };
+        assert_eq!(kind, "zeoraid");
+        assert!(reason.starts_with(EXITED), "{reason}");
+        let expected = format!("fake zeoraid: serve --listen {address} --data ");
+        assert!(logs.contains(&expected), "{logs}");
+        let _ = fs::remove_file(fake);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn zeoraid_gets_a_config_file_for_msgpack_and_read_only() {
+        let fake = fake_server("config");
+        let opts = ServerOpts { read_only: true, ..ServerOpts::new(Encoding::Msgpack) };
+        let err = ServerProcess::zeoraid(&fake, opts).expect_err("the fake server exits");
+        let ServerError::StartFailed { address, ref logs, .. } = err else {
+            panic!("expected StartFailed, got {err}");
+        };
+        assert!(logs.contains("fake zeoraid: serve --config "), "{logs}");
+        for line in [
+            "[server]".to_string(),
+            format!("listen = [\"{address}\"]"),
+            "encoding = \"msgpack\"".to_string(),
+            "read_only = true".to_string(),
+            "[[storage]]".to_string(),
+            "name = \"1\"".to_string(),
+        ] {
+            assert!(logs.lines().any(|l| l == line), "no line {line:?} in\n{logs}");
+        }
+        assert!(logs.lines().any(|l| l.starts_with("path = \"") && l.ends_with("/Data.fs\"")), "{logs}");
+        assert!(logs.lines().any(|l| l.starts_with("blob_dir = \"") && l.ends_with("/blobs\"")), "{logs}");
+        let _ = fs::remove_file(fake);
     }
 
     #[test]
