@@ -694,6 +694,40 @@ def cache_phase3(address, var):
     db.close()
 
 
+def reconnect(address, syncdir):
+    """A client stays open while the test restarts the server and another client commits
+    (`cache_phase2`): it reconnects by itself and sees the commit, and can commit again.
+
+    Handshake with the test through files in syncdir: this writes `ready` once its objects are
+    loaded, and waits for `go` (server restarted and the other commit made)."""
+    db = open_db(address)
+    conn, tm = connect(db)
+    r = conn.root()
+    for name in ('a', 'b'):
+        r[name] = PersistentMapping(v=1)
+    commit(tm)
+    tm.begin()
+    equal('the objects read back', (1, 1), (r['a']['v'], r['b']['v']))
+    with open(os.path.join(syncdir, 'ready'), 'w'):
+        pass
+    poll('the go file from the test', lambda: os.path.exists(os.path.join(syncdir, 'go')), 60)
+    poll('the client reconnects to the restarted server', db.storage.is_connected, 30)
+
+    def sees_commit():
+        tm.begin()
+        return r['a']['v'] == 2
+    poll('the commit made while this client was disconnected', sees_commit)
+    equal('b is unchanged', 1, r['b']['v'])
+    equal('c was created meanwhile', 3, r['c']['v'])
+    r['b']['v'] = 4
+    commit(tm)
+    other = open_db(address)
+    oc, ot = connect(other)
+    equal("another client sees the reconnected client's commit", 4, oc.root()['b']['v'])
+    other.close()
+    db.close()
+
+
 def many(address, n_clients='20', n_rounds='4'):
     """Many clients at once, each its own ClientStorage: totals must add up."""
     n_clients, n_rounds = int(n_clients), int(n_rounds)
@@ -758,7 +792,7 @@ def many(address, n_clients='20', n_rounds='4'):
 SCENARIOS = {f.__name__: f for f in [
     root, invalidations, conflict_resolved, conflict_unresolved, poskeyerror, readcurrent,
     undo, history, copy, blobs, pack, readonly_client, readonly_server_prepare,
-    readonly_server_check, lock_timeout, cache_phase1, cache_phase2, cache_phase3, many]}
+    readonly_server_check, lock_timeout, cache_phase1, cache_phase2, cache_phase3, reconnect, many]}
 
 
 def main(argv):

@@ -131,6 +131,47 @@ fn persistent_cache(encoding: Encoding) {
     run_client(&server, "cache_phase3", &[var.as_os_str()]);
 }
 
+fn reconnect(encoding: Encoding) {
+    let mut server = start(ServerOpts::new(encoding));
+    let sync = client_dir(&server, "sync");
+    let background = {
+        let (address, sync) = (server.address_arg(), sync.clone());
+        let mut cmd = PythonEnv::get().command();
+        cmd.arg(scripts_dir().join("zeo_client.py"))
+            .args(["reconnect", encoding_name(encoding), &address])
+            .arg(&sync);
+        std::thread::spawn(move || run_with_deadline(cmd, CLIENT_DEADLINE))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !sync.join("ready").exists() {
+        if background.is_finished() {
+            match background.join().expect("the client thread") {
+                Ok(out) => panic!(
+                    "the reconnect client ended before it was ready ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => panic!("the reconnect client: {e}"),
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the reconnect client was not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.restart().unwrap_or_else(|e| panic!("{e}"));
+    run_client(&server, "cache_phase2", &[]);
+    std::fs::write(sync.join("go"), b"").expect("write the go file");
+    let out =
+        background.join().expect("the client thread").unwrap_or_else(|e| panic!("scenario reconnect: {e}"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok reconnect"),
+        "scenario reconnect failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn lock_timeout(encoding: Encoding) {
     let opts = ServerOpts { transaction_timeout: Some(Duration::from_secs(1)), ..ServerOpts::new(encoding) };
     let server = start(opts);
@@ -215,4 +256,5 @@ both_encodings! {
     copy_transactions => copy;
     readonly_server => readonly_server;
     persistent_cache => persistent_cache;
+    reconnect => reconnect;
 }
