@@ -1,5 +1,7 @@
-//! Whole-process tests of zeoraid (they arrive with `zeoraid serve`), and the harness that
+//! Whole-process tests of zeoraid, the ZEO server processes they run ([`server::ServerProcess`]:
+//! stock `runzeo` or `zeoraid serve`), and the harness that
 //! brings the real Python ZODB and ZEO into them: [`python::PythonEnv`].
 #![forbid(unsafe_code)]
 
 pub mod python;
+pub mod server;
