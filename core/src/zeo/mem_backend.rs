@@ -65,6 +65,8 @@ pub struct MemBackend {
     iters: BTreeMap<BackendIterId, IterPos>,
     /// Size of the `BlobChunk`s of `SendBlob` (at least 1).
     pub chunk_size: usize,
+    /// Answer `Finish` as a group-committing backend does: `Committed`, then `Finished`.
+    pub group_commit: bool,
 }
 
 fn client(error: ZeoError) -> BackendOutcome {
@@ -320,7 +322,13 @@ impl MemBackend {
                 O::Nil
             }
             BackendRequest::Vote(v) => self.vote(*v),
-            BackendRequest::Finish { tid } => self.finish(tid),
+            BackendRequest::Finish { tid } => {
+                let done = self.finish(tid);
+                if self.group_commit && matches!(done, O::Finished { .. }) {
+                    return vec![O::Committed { tid }, done];
+                }
+                done
+            }
             BackendRequest::Abort { tid } => {
                 if let Some(v) = self.voted.take_if(|v| v.req.tid == tid) {
                     for op in &v.req.ops {

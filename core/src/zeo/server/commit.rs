@@ -7,7 +7,7 @@ use crate::wire::message::MsgId;
 use crate::wire::reply::Reply;
 use crate::wire::types::TxnId;
 use crate::wire::value::Text;
-use crate::zeo::backend::{BackendRequest, VoteRequest};
+use crate::zeo::backend::{BackendReqId, BackendRequest, VoteRequest};
 use crate::zeo::events::{Now, StorageIdx};
 use crate::zeo::lock::{Acquire, LockError};
 
@@ -57,7 +57,7 @@ impl Server {
     fn start_vote(&mut self, now: Now, s: StorageIdx, conn: ConnId) {
         let mut conn = conn;
         loop {
-            let last = self.fronts[s.0].last_tid;
+            let last = self.fronts[s.0].last_tid.max(self.fronts[s.0].committed_tid);
             let Some(t) = self.reg_mut(conn).and_then(|r| r.txn.as_mut()) else {
                 // A holder without a transaction cannot happen (waiters always have one).
                 match self.release(now, s, conn) {
@@ -148,7 +148,7 @@ impl Server {
             return self
                 .answer(ctx, Err(ZeoError::AssertionError(Text::from_static("finished called wo lock"))));
         };
-        let what = Pending::Finish { conn: ctx.conn, msgid: ctx.msgid.clone(), invalidated };
+        let what = Pending::Finish { conn: ctx.conn, msgid: ctx.msgid.clone(), invalidated, released: false };
         let req = self.request(s, BackendRequest::Finish { tid }, what);
         self.fronts[s.0].write = Some(req);
         if let Some(t) = self.reg_mut(ctx.conn).and_then(|r| r.txn.as_mut()) {
@@ -167,7 +167,7 @@ impl Server {
         let slot = reg.upload;
         let finishing = match self.reg_mut(ctx.conn).and_then(|r| r.txn.as_mut()).map(|t| &mut t.phase) {
             // The commit goes on; nothing to abort.
-            Some(Phase::Finishing { .. }) => true,
+            Some(Phase::Finishing { .. } | Phase::Committed { .. }) => true,
             // Settled when the vote's outcome arrives.
             Some(Phase::Voting { abort, .. }) => {
                 *abort = true;
@@ -205,7 +205,7 @@ impl Server {
                 self.send_abort(s, tid);
                 self.release_and_next(now, s, conn);
             }
-            Phase::Voting { .. } | Phase::Finishing { .. } => {
+            Phase::Voting { .. } | Phase::Finishing { .. } | Phase::Committed { .. } => {
                 // Settled by on_outcome: the pending Vote/Finish carries what is needed.
             }
         }
@@ -274,7 +274,15 @@ impl Server {
     }
 
     /// A finished commit: make it visible, fan out invalidations, info, reply, release.
-    pub(super) fn committed(&mut self, now: Now, s: StorageIdx, conn: ConnId, msgid: MsgId, commit: Commit) {
+    pub(super) fn committed(
+        &mut self,
+        now: Now,
+        s: StorageIdx,
+        conn: ConnId,
+        msgid: MsgId,
+        commit: Commit,
+        released: bool,
+    ) {
         let Commit { tid, size, invalidated } = commit;
         let f = &mut self.fronts[s.0];
         if let Err(e) = f.invq.record(tid, invalidated.clone()) {
@@ -307,6 +315,33 @@ impl Server {
             }
             self.push(conn, crate::wire::push::Push::Info(info));
             self.reply(conn, msgid, &Reply::TpcFinish(Some(tid)));
+        }
+        if !released {
+            self.release_and_next(now, s, conn);
+        }
+    }
+
+    /// Group commit: the backend committed `conn`'s transaction (`tid`) but it is not durable
+    /// yet. The lock passes on now (the next vote's tid is chosen above `tid`); the reply and
+    /// the invalidations wait for `Finished`.
+    pub(super) fn committed_early(
+        &mut self,
+        now: Now,
+        s: StorageIdx,
+        id: BackendReqId,
+        conn: ConnId,
+        tid: Tid,
+    ) {
+        let f = &mut self.fronts[s.0];
+        f.committed_tid = f.committed_tid.max(tid);
+        f.committing += 1;
+        if f.write == Some(id) {
+            f.write = None;
+        }
+        if let Some(t) = self.reg_mut(conn).and_then(|r| r.txn.as_mut()) {
+            if matches!(t.phase, Phase::Finishing { req } if req == id) {
+                t.phase = Phase::Committed { req: id };
+            }
         }
         self.release_and_next(now, s, conn);
     }

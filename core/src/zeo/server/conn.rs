@@ -106,6 +106,8 @@ pub(crate) enum IterOp {
 ///  tpc_begin ─► Open ──vote──► Waiting ──lock──► Voting ──Voted──► Voted ──tpc_finish──► Finishing
 ///                 ▲  (lock busy)  └──lock free──────┘  │                                 │
 ///                 └──────── Conflicts ─────────────────┘   Failed / abort / Finished ─► gone
+///                                                         Committed (group commit) ─► Committed
+///                                                         (lock passed on) ──Finished/Failed──► gone
 /// ```
 #[derive(Debug)]
 pub(crate) struct Txn {
@@ -146,6 +148,9 @@ pub(crate) enum Phase {
     Voted { tid: Tid, invalidated: Vec<Oid> },
     /// `Finish` in flight.
     Finishing { req: BackendReqId },
+    /// The backend committed it (group commit) and the lock has passed on; `Finish` still in
+    /// flight until the transaction is durable, when the client gets its reply.
+    Committed { req: BackendReqId },
 }
 
 impl Phase {
@@ -156,6 +161,7 @@ impl Phase {
             Phase::Voting { .. } => "voting",
             Phase::Voted { .. } => "voted",
             Phase::Finishing { .. } => "finishing",
+            Phase::Committed { .. } => "committed",
         }
     }
 

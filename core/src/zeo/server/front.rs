@@ -28,6 +28,11 @@ pub(crate) struct Front {
     pub(crate) lock: CommitLock,
     pub(crate) invq: InvalidationQueue,
     pub(crate) last_tid: Tid,
+    /// The newest tid the backend committed: above `last_tid` while group-committed
+    /// transactions wait to become durable (new tids are chosen above it).
+    pub(crate) committed_tid: Tid,
+    /// `Finish` requests answered `Committed` and not yet `Finished`.
+    pub(crate) committing: usize,
     pub(crate) size: StorageSize,
     /// When the current holder got the lock (monotonic, wall).
     pub(crate) lock_since: Option<(Duration, Duration)>,
@@ -52,6 +57,8 @@ impl Front {
         Front {
             lock: CommitLock::new(),
             last_tid: seed.last_tid,
+            committed_tid: seed.last_tid,
+            committing: 0,
             size: seed.size,
             invq,
             seed,

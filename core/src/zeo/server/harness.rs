@@ -43,6 +43,10 @@ pub(crate) struct Harness {
     pub(crate) auto: bool,
     /// Every action seen, for order checks.
     pub(crate) log: Vec<Action>,
+    /// Hold back the final outcome that follows a `Committed` (group commit: durability
+    /// comes later), until [`Harness::release_held`].
+    pub(crate) hold_durable: bool,
+    pub(crate) held: Vec<(StorageIdx, BackendReqId, crate::zeo::backend::BackendOutcome)>,
 }
 
 pub(crate) fn seed(name: &str, read_only: bool) -> StorageSeed {
@@ -99,6 +103,8 @@ impl Harness {
             clients: BTreeMap::new(),
             auto: true,
             log: Vec::new(),
+            hold_durable: false,
+            held: Vec::new(),
         }
     }
 
@@ -163,10 +169,25 @@ impl Harness {
         }
         let (s, id, req) = self.inflight.remove(i);
         let outcomes = self.backends[s.0].handle(req);
+        let mut after_committed = false;
         for o in outcomes {
+            if after_committed && self.hold_durable {
+                self.held.push((s, id, o));
+                continue;
+            }
+            after_committed = matches!(o, crate::zeo::backend::BackendOutcome::Committed { .. });
             self.srv.handle_backend(self.now, s, id, o);
         }
         self.srv.check().expect("invariants");
+        self.drain();
+    }
+
+    /// Delivers the held-back outcomes (group commit: the batch became durable), in order.
+    pub(crate) fn release_held(&mut self) {
+        for (s, id, o) in std::mem::take(&mut self.held) {
+            self.srv.handle_backend(self.now, s, id, o);
+            self.srv.check().expect("invariants");
+        }
         self.drain();
     }
 

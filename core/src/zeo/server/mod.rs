@@ -76,7 +76,7 @@ pub(crate) enum Pending {
     /// The `Vote` of `conn`'s transaction.
     Vote { conn: ConnId, msgid: MsgId, tid: Tid, uploads: Vec<UploadId> },
     /// The `Finish` of `conn`'s transaction.
-    Finish { conn: ConnId, msgid: MsgId, invalidated: Vec<Oid> },
+    Finish { conn: ConnId, msgid: MsgId, invalidated: Vec<Oid>, released: bool },
     /// An `Abort` nobody waits for.
     Abort,
     /// A pack; `msgid` is set when the caller waits.
@@ -244,7 +244,8 @@ impl Server {
 
     /// Whether shutdown is complete: no connection left and no backend write in flight.
     pub fn is_shut_down(&self) -> bool {
-        self.conns.is_empty() && self.fronts.iter().all(|f| f.write.is_none() && f.aborts_in_flight == 0)
+        self.conns.is_empty()
+            && self.fronts.iter().all(|f| f.write.is_none() && f.aborts_in_flight == 0 && f.committing == 0)
     }
 
     /// The next output.
@@ -308,6 +309,23 @@ impl Server {
                     return Err(format!("storage {i}: pack {} not pending", p.req.0));
                 }
             }
+            let committing = self
+                .pending
+                .values()
+                .filter(|p| p.storage.0 == i && matches!(p.what, Pending::Finish { released: true, .. }))
+                .count();
+            if committing != f.committing {
+                return Err(format!(
+                    "storage {i}: {} committing but {committing} released finishes",
+                    f.committing
+                ));
+            }
+            if f.last_tid > f.committed_tid && f.committing > 0 {
+                return Err(format!(
+                    "storage {i}: announced {} beyond committed {}",
+                    f.last_tid, f.committed_tid
+                ));
+            }
             if let Some(w) = f.write {
                 if !self
                     .pending
@@ -336,6 +354,14 @@ impl Server {
                 match (&t.phase, f.write) {
                     (Phase::Voting { req, .. } | Phase::Finishing { req }, w) if w != Some(*req) => {
                         return Err(format!("{id}: {} without its write in flight", t.phase.name()));
+                    }
+                    (Phase::Committed { req }, _)
+                        if !self
+                            .pending
+                            .get(req)
+                            .is_some_and(|p| matches!(p.what, Pending::Finish { released: true, .. })) =>
+                    {
+                        return Err(format!("{id}: committed without its released Finish pending"));
                     }
                     _ => {}
                 }
@@ -470,7 +496,11 @@ impl Server {
             let idle: Vec<ConnId> = self
                 .conns
                 .iter()
-                .filter(|(_, c)| !c.reg().and_then(|r| r.txn.as_ref()).is_some_and(|t| t.phase.holds_lock()))
+                .filter(|(_, c)| {
+                    !c.reg()
+                        .and_then(|r| r.txn.as_ref())
+                        .is_some_and(|t| t.phase.holds_lock() || matches!(t.phase, Phase::Committed { .. }))
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for c in idle {

@@ -76,6 +76,19 @@ impl Server {
             }
             return;
         }
+        // Group commit: the lock passes on, the Finish stays pending until durable.
+        if let (Pending::Finish { conn, released, .. }, BackendOutcome::Committed { tid }) =
+            (&mut entry.what, &outcome)
+        {
+            if *released {
+                tracing::warn!(storage = storage.0, req = id.0, "a second Committed for one Finish");
+                return;
+            }
+            *released = true;
+            let (conn, tid) = (*conn, *tid);
+            self.committed_early(now, storage, id, conn, tid);
+            return;
+        }
         let Some(entry) = self.pending.remove(&id) else { return };
         let s = entry.storage;
         match entry.what {
@@ -132,12 +145,23 @@ impl Server {
                 self.fronts[s.0].write = None;
                 self.vote_outcome(now, s, id, conn, msgid, tid, uploads, outcome);
             }
-            Pending::Finish { conn, msgid, invalidated } => {
-                self.fronts[s.0].write = None;
+            Pending::Finish { conn, msgid, invalidated, released } => {
+                let f = &mut self.fronts[s.0];
+                if f.write == Some(id) {
+                    f.write = None;
+                }
+                if released {
+                    f.committing = f.committing.saturating_sub(1);
+                }
                 match outcome {
-                    BackendOutcome::Finished { tid, size } => {
-                        self.committed(now, s, conn, msgid, super::commit::Commit { tid, size, invalidated })
-                    }
+                    BackendOutcome::Finished { tid, size } => self.committed(
+                        now,
+                        s,
+                        conn,
+                        msgid,
+                        super::commit::Commit { tid, size, invalidated },
+                        released,
+                    ),
                     other => {
                         let error = outcome_error(other);
                         tracing::warn!(conn = conn.0, storage = %self.storage_name(s), error = ?error, "finish failed");
@@ -147,7 +171,9 @@ impl Server {
                         if self.conns.contains_key(&conn) {
                             self.error(conn, msgid, error);
                         }
-                        self.release_and_next(now, s, conn);
+                        if !released {
+                            self.release_and_next(now, s, conn);
+                        }
                     }
                 }
             }

@@ -32,6 +32,8 @@ enum Step {
         arg: u8,
     },
     Timeout(u8),
+    /// Group commit: the held-back `Finished` outcomes arrive (the batch is durable).
+    Durable,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -46,6 +48,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0u64..3, any::<u8>()).prop_map(|(slot, arg)| Step::BeginStoreVote { slot, arg }),
         3 => (0u64..3).prop_map(|slot| Step::Call { slot, call: 4, arg: 0, sync: true }),
         1 => any::<u8>().prop_map(Step::Timeout),
+        2 => Just(Step::Durable),
     ]
 }
 
@@ -110,11 +113,16 @@ impl Model {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
-    fn random_inputs_keep_every_invariant(steps in proptest::collection::vec(step(), 1..80)) {
+    fn random_inputs_keep_every_invariant(
+        steps in proptest::collection::vec(step(), 1..80),
+        group in any::<bool>(),
+    ) {
         let mut cfg = config();
         cfg.transaction_timeout = Some(Duration::from_secs(20));
         let mut m = Model { h: Harness::new(cfg), gen: [0; 3], live: [false; 3] };
         m.h.auto = false;
+        m.h.backends[0].group_commit = group;
+        m.h.hold_durable = group;
         for (n, s) in steps.into_iter().enumerate() {
             match s {
                 Step::Call { slot, call, arg, sync } => {
@@ -156,6 +164,7 @@ proptest! {
                         if call == 3 { m.h.call(id, n as i64 * 10 + i as i64 + 10, r) } else { m.h.cast(id, r) }
                     }
                 }
+                Step::Durable => m.h.release_held(),
                 Step::Timeout(secs) => {
                     m.h.tick(u64::from(secs % 30));
                     m.h.srv.handle_timeout(m.h.now);
@@ -166,12 +175,14 @@ proptest! {
         }
         // Everything settles: deliver all, disconnect all; the lock is free and the backend clean.
         m.h.deliver_all();
+        m.h.release_held();
         for slot in 0..3 {
             if m.live[slot as usize] {
                 m.h.disconnect(m.id(slot));
             }
         }
         m.h.deliver_all();
+        m.h.release_held();
         m.h.srv.check().map_err(TestCaseError::fail)?;
         prop_assert!(m.h.srv.is_shut_down());
         prop_assert!(!m.h.backends[0].has_voted());

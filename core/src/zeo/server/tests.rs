@@ -759,3 +759,64 @@ fn new_oid_answers_one_oid() {
     assert_eq!(Harness::result_of(&got, 3).expect("oids").as_seq().map(<[Value]>::len), Some(1));
     assert_eq!(Harness::result_of(&got, 4).expect("oids").as_seq().map(<[Value]>::len), Some(100));
 }
+
+/// Group commit: once the backend answers `Committed` the lock passes on and the next client
+/// votes, but neither the committer's reply nor the invalidation leaves before `Finished`.
+#[test]
+fn group_commit_passes_the_lock_on_before_durability_and_announces_after() {
+    for enc in ENCS {
+        let mut h = Harness::new(config());
+        h.backends[0].group_commit = true;
+        h.client(1, enc);
+        h.client(2, enc);
+        let t0 = h.commit(1, 9, &[(o(5), Tid::ZERO, b"five")]);
+        h.take(2);
+        h.hold_durable = true;
+        // Client 1 commits; durability is held back.
+        h.cast(1, begin(1));
+        h.cast(1, store(o(1), Tid::ZERO, b"one", 1));
+        h.call(1, 10, Request::Vote { txn: txn(1) });
+        h.call(1, 11, Request::TpcFinish { txn: txn(1) });
+        let got1 = h.take(1);
+        assert!(got1
+            .iter()
+            .all(|m| !matches!(m, ServerMessage::Reply { msgid, .. } if *msgid == MsgId::int(11))));
+        assert_eq!(h.held.len(), 1, "Finished held back");
+        // Client 2 gets the lock at once and its vote sees client 1's commit (serial check).
+        h.cast(2, begin(2));
+        h.cast(2, store(o(5), t0, b"five again", 2));
+        h.call(2, 20, Request::Vote { txn: txn(2) });
+        let got2 = h.take(2);
+        assert!(Harness::result_of(&got2, 20).is_ok(), "{got2:?}");
+        assert!(invalidations(&got2).is_empty(), "nothing announced before durability: {got2:?}");
+        // A load from client 2 is answered as of t0: client 1's object is not visible yet.
+        h.call(2, 21, Request::LoadBefore { oid: o(1), before: Tid::MAX });
+        let got2 = h.take(2);
+        assert!(Harness::result_of(&got2, 21).is_err(), "{got2:?}");
+        h.call(2, 22, Request::LastTransaction);
+        let got2 = h.take(2);
+        assert_eq!(
+            Harness::result_of(&got2, 22).expect("tid").as_bytes().map(|b| b.to_vec()),
+            Some(t0.to_bytes().to_vec())
+        );
+        // Durable: client 1 gets info + its tid, client 2 the invalidation.
+        h.release_held();
+        let got1 = h.take(1);
+        let t1 = Tid::from_slice(Harness::result_of(&got1, 11).expect("finish").as_bytes().expect("b"))
+            .expect("t");
+        assert!(t1 > t0);
+        let got2 = h.take(2);
+        assert_eq!(invalidations(&got2), vec![(t1, vec![o(1)])]);
+        // Client 2 finishes after client 1, with a later tid.
+        h.call(2, 23, Request::TpcFinish { txn: txn(2) });
+        h.release_held();
+        let got2 = h.take(2);
+        let t2 = Tid::from_slice(Harness::result_of(&got2, 23).expect("finish").as_bytes().expect("b"))
+            .expect("t");
+        assert!(t2 > t1);
+        assert_eq!(invalidations(&h.take(1)), vec![(t2, vec![o(5)])]);
+        h.srv.begin_shutdown(h.now, Duration::from_secs(1));
+        h.drain();
+        assert!(h.srv.is_shut_down());
+    }
+}
