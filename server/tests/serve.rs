@@ -167,7 +167,6 @@ fn msgpack_encoding_is_announced_as_m5() {
 }
 
 #[test]
-#[ignore = "needs the core Server's ruok answer (issue 4, core part); enable when it lands"]
 fn ruok_probe_answers_json_keyed_by_storage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = serve(dir.path(), &["--listen", "127.0.0.1:0"], 1);
