@@ -585,7 +585,7 @@ fn build_zeoraid() -> Result<PathBuf, ServerError> {
     let out = Command::new(cargo)
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--release", "-p", "zeoraid-server", "--bin", "zeoraid"])
+        .args(["build", "--release", "--locked", "-p", "zeoraid-server", "--bin", "zeoraid"])
         .stdin(Stdio::null())
         .output()
         .map_err(io_error("running cargo build"))?;

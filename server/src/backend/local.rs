@@ -88,7 +88,9 @@ struct Shared {
     /// Core upload handle → engine upload.
     uploads: Mutex<BTreeMap<UploadId, EngineUpload>>,
     /// Open iterators.
-    iters: Mutex<BTreeMap<BackendIterId, IterState>>,
+    /// Open iterators; each has its own lock, held while it reads (an `IterDrop` meanwhile just
+    /// forgets it).
+    iters: Mutex<BTreeMap<BackendIterId, Arc<Mutex<IterState>>>>,
     /// Pack threads started (joined at close).
     packs: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -347,7 +349,7 @@ fn read(s: &Shared, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
             st.undo_info(first, last, |e| spec_matches(spec.as_ref(), e)).map(BackendOutcome::UndoLog)
         }
         BackendRequest::IterStart { iter, start, stop } => st.txn_cursor(start, stop).map(|cursor| {
-            lock(&s.iters).insert(iter, IterState::Txns { cursor, last: None });
+            lock(&s.iters).insert(iter, Arc::new(Mutex::new(IterState::Txns { cursor, last: None })));
             BackendOutcome::Nil
         }),
         BackendRequest::IterNext { iter } => iter_next(s, iter),
@@ -396,20 +398,25 @@ fn spec_matches(spec: Option<&Value>, e: &zeoraid_core::wire::reply::UndoEntry) 
     items.iter().all(|(k, want)| have.iter().any(|(hk, hv)| hk == k && hv == want))
 }
 
+fn iter_state(s: &Shared, iter: BackendIterId) -> Option<Arc<Mutex<IterState>>> {
+    lock(&s.iters).get(&iter).cloned()
+}
+
 fn iter_next(s: &Shared, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
-    // Take the state out while reading, so the lock is not held over file I/O.
-    let state = lock(&s.iters).remove(&iter);
-    let Some(IterState::Txns { mut cursor, .. }) = state else {
-        return Ok(BackendOutcome::Txn(None));
-    };
-    match s.storage.next_txn(&mut cursor) {
-        Ok(Some(t)) => {
+    let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::Txn(None)) };
+    let mut st = lock(&state);
+    let IterState::Txns { cursor, last } = &mut *st else { return Ok(BackendOutcome::Txn(None)) };
+    match s.storage.next_txn(cursor)? {
+        Some(t) => {
             let header = t.header.clone();
-            lock(&s.iters).insert(iter, IterState::Txns { cursor, last: Some(t) });
+            *last = Some(t);
             Ok(BackendOutcome::Txn(Some(header)))
         }
-        Ok(None) => Ok(BackendOutcome::Txn(None)),
-        Err(e) => Err(e),
+        None => {
+            drop(st);
+            lock(&s.iters).remove(&iter);
+            Ok(BackendOutcome::Txn(None))
+        }
     }
 }
 
@@ -419,32 +426,30 @@ fn iter_record_start(
     txn_iter: BackendIterId,
     tid: Tid,
 ) -> Result<BackendOutcome, StorageError> {
-    let mut m = lock(&s.iters);
-    let cursor = match m.get(&txn_iter) {
-        Some(IterState::Txns { last: Some(t), .. }) if t.header.tid == tid => t.records(),
-        _ => {
-            drop(m);
-            return Ok(client_error(ZeoError::Exception(Text::from(format!(
-                "Out-of-order request for record iterator for transaction {tid}"
-            )))));
-        }
+    let cursor = iter_state(s, txn_iter).and_then(|state| match &*lock(&state) {
+        IterState::Txns { last: Some(t), .. } if t.header.tid == tid => Some(t.records()),
+        _ => None,
+    });
+    let Some(cursor) = cursor else {
+        return Ok(client_error(ZeoError::Exception(Text::from(format!(
+            "Out-of-order request for record iterator for transaction {tid}"
+        )))));
     };
-    m.insert(iter, IterState::Records(cursor));
+    lock(&s.iters).insert(iter, Arc::new(Mutex::new(IterState::Records(cursor))));
     Ok(BackendOutcome::Nil)
 }
 
 fn iter_record_next(s: &Shared, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
-    let state = lock(&s.iters).remove(&iter);
-    let Some(IterState::Records(mut cursor)) = state else {
-        return Ok(BackendOutcome::Record(None));
-    };
-    match s.storage.next_record(&mut cursor) {
-        Ok(Some(r)) => {
-            lock(&s.iters).insert(iter, IterState::Records(cursor));
-            Ok(BackendOutcome::Record(Some(r)))
+    let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::Record(None)) };
+    let mut st = lock(&state);
+    let IterState::Records(cursor) = &mut *st else { return Ok(BackendOutcome::Record(None)) };
+    match s.storage.next_record(cursor)? {
+        Some(r) => Ok(BackendOutcome::Record(Some(r))),
+        None => {
+            drop(st);
+            lock(&s.iters).remove(&iter);
+            Ok(BackendOutcome::Record(None))
         }
-        Ok(None) => Ok(BackendOutcome::Record(None)),
-        Err(e) => Err(e),
     }
 }
 
