@@ -113,7 +113,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     cfg.override_listen(args.listen).map_err(|e| e.to_string())?;
     cfg.create_dirs().map_err(|e| format!("cannot create the storage directories: {e}"))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread for all network I/O and the core: the core is one state machine anyway, and
+    // a single thread saves the cross-thread wake-ups between connection tasks and the core
+    // (measured: loads/s at 16 clients 2.2-2.6x stock ZEO with the multi-thread runtime,
+    // 2.5-3.3x with this). Storage I/O runs on the backends' own threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;

@@ -310,12 +310,22 @@ fn sync_loop(s: &Shared, rx: &Receiver<(BackendReqId, Tid)>) {
     }
 }
 
+/// Most jobs a reader takes at once: under load, one wake-up serves several requests.
+const READ_BATCH: usize = 16;
+
 fn reader_loop(s: &Shared, rx: &Mutex<Receiver<Job>>) {
+    let mut jobs = Vec::with_capacity(READ_BATCH);
     loop {
-        let job = lock(rx).recv();
-        let Ok((id, req)) = job else { return };
-        let out = read(s, id, req);
-        (s.sink)(id, out);
+        {
+            let rx = lock(rx);
+            let Ok(first) = rx.recv() else { return };
+            jobs.push(first);
+            jobs.extend(rx.try_iter().take(READ_BATCH - 1));
+        }
+        for (id, req) in jobs.drain(..) {
+            let out = read(s, id, req);
+            (s.sink)(id, out);
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 //! blob_dir = "var/blobs"        # optional: no blobs without it
 //! read_only = false
 //! fsync = true
-//! read_threads = 4
+//! read_threads = 2
 //! ```
 //!
 //! Every error names the file, the line and column, and the key (`zeoraid.toml:7:8:
@@ -70,6 +70,10 @@ pub const DEFAULT_MAX_FRAME: u32 = 1 << 30;
 pub const MIN_MAX_FRAME: u32 = 4096;
 /// The most threads a storage may serve reads with.
 pub const MAX_READ_THREADS: usize = 256;
+/// Reader threads per local storage when the config does not say: reads are short (the index is
+/// in memory, the data usually in the page cache), so a few threads keep up with many clients
+/// and more only add wake-ups.
+pub const DEFAULT_READ_THREADS: usize = 2;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -294,7 +298,7 @@ impl Config {
                 blob_dir: Some(data.join("blobs")),
                 read_only: false,
                 fsync: true,
-                read_threads: 4,
+                read_threads: DEFAULT_READ_THREADS,
             }],
         }
     }
@@ -582,7 +586,7 @@ fn validate_storage(
                 )
             })?
         }
-        None => 4,
+        None => DEFAULT_READ_THREADS,
     };
     Ok(StorageSettings {
         name: name.clone(),

@@ -49,7 +49,7 @@ fn a_full_file_is_read_with_paths_relative_to_its_directory() {
     assert_eq!(c.storages[0].blob_dir, Some(dir.path().join("var/blobs")));
     assert_eq!((c.storages[0].fsync, c.storages[0].read_threads), (false, 2));
     assert_eq!(c.storages[1].path, PathBuf::from("/abs/o.fs"));
-    assert_eq!((c.storages[1].blob_dir.as_ref(), c.storages[1].read_threads), (None, 4));
+    assert_eq!((c.storages[1].blob_dir.as_ref(), c.storages[1].read_threads), (None, DEFAULT_READ_THREADS));
     let cfg = c.server_config(Vec::new());
     assert_eq!((cfg.announce, cfg.max_frame, cfg.invalidation_queue_size), (Encoding::Msgpack, 65536, 7));
     assert!(c.summary().contains("storage \"main\""));
