@@ -293,7 +293,7 @@ impl Server {
         f.size = size;
         f.commits += 1;
         let info = f.size_info();
-        tracing::info!(conn = conn.0, storage = %f.seed.name, tid = %tid, "committed");
+        tracing::debug!(conn = conn.0, storage = %f.seed.name, tid = %tid, "committed");
         for other in self.conns_of(s) {
             if other == conn {
                 continue;
