@@ -121,7 +121,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let driver = Driver::new(TokioNet);
+    let mut driver = Driver::new(TokioNet);
+    driver.set_max_output(cfg.server.max_output);
 
     let mut backends = Vec::with_capacity(cfg.storages.len());
     let mut seeds = Vec::with_capacity(cfg.storages.len());

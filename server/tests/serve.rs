@@ -239,3 +239,79 @@ fn version_is_printed() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("zeoraid "));
 }
+
+/// A client that sends requests but never reads the replies is closed once `max_output` bytes
+/// wait for it; the server's memory stays bounded and other clients are served meanwhile.
+#[test]
+fn a_client_that_does_not_read_is_closed_and_others_go_on() {
+    use zeoraid_core::ids::{Oid, Tid};
+    use zeoraid_core::wire::codec::Codec;
+    use zeoraid_core::wire::message::{ClientMessage, MsgId};
+    use zeoraid_core::wire::request::Request;
+    use zeoraid_core::wire::value::Text;
+    use zeoraid_core::wire::Encoding;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("zeoraid.toml"),
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nmax_output = 65536\nshutdown_grace = 1\n\n\
+         [[storage]]\nname = \"1\"\npath = \"db/Data.fs\"\n",
+    )
+    .expect("write config");
+    let mut s = serve(dir.path(), &["--config", "zeoraid.toml"], 1);
+    let mut c = connect(&s.addrs[0]);
+    assert_eq!(read_frame(&mut c), b"Z5");
+    let codec = Codec::new(Encoding::Pickle);
+    let frame = |msg: &ClientMessage| {
+        let mut body = Vec::new();
+        codec.encode_client(msg, &mut body).expect("encode");
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        f
+    };
+    let mut first = b"\x00\x00\x00\x02Z5".to_vec();
+    first.extend(frame(&ClientMessage::Call {
+        msgid: MsgId::int(1),
+        request: Request::Register { storage: Text::from_static("1"), read_only: false },
+    }));
+    c.write_all(&first).expect("handshake and register");
+    // 200,000 loads of the (missing) root: each answered with a POSKeyError nobody reads.
+    let load = frame(&ClientMessage::Call {
+        msgid: MsgId::int(2),
+        request: Request::LoadBefore { oid: Oid::ROOT, before: Tid::MAX },
+    });
+    let burst: Vec<u8> = load.iter().copied().cycle().take(load.len() * 10_000).collect();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..20 {
+            if c.write_all(&burst).is_err() {
+                return true; // closed by the server
+            }
+        }
+        // Everything sent; the server closes it once the replies pile up.
+        let mut sink = [0u8; 1];
+        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = c.read(&mut sink);
+        true
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line =
+            s.rest.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
+                panic!("no close of the non-reading client; stderr:\n{}", s.lines.join("\n"))
+            });
+        let hit = line.contains("does not read its replies");
+        s.lines.push(line);
+        if hit {
+            break;
+        }
+    }
+    // Another client is served normally.
+    let mut d = connect(&s.addrs[0]);
+    d.write_all(b"\x00\x00\x00\x04ruok").expect("send ruok");
+    let first = read_frame(&mut d);
+    let json = if first == b"Z5" { read_frame(&mut d) } else { first };
+    assert!(serde_json::from_slice::<serde_json::Value>(&json).expect("JSON").get("1").is_some());
+    assert!(writer.join().expect("writer thread"));
+    assert!(s.terminate(Duration::from_secs(10)).success());
+}

@@ -8,6 +8,7 @@
 //! transaction_timeout = 30      # seconds (float ok); absent = no limit
 //! invalidation_queue_size = 100
 //! max_frame = 1073741824        # bytes
+//! max_output = 268435456        # bytes queued for a client that does not read, before it is closed
 //! shutdown_grace = 10           # seconds
 //!
 //! [[storage]]                   # one or more
@@ -66,6 +67,11 @@ pub const DEFAULT_STORAGE: &str = "1";
 pub const DEFAULT_DATA: &str = "var";
 /// The default largest frame accepted from a client: 1 GiB.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 30;
+/// The default `max_output`: 256 MiB.
+pub const DEFAULT_MAX_OUTPUT: usize = 256 << 20;
+/// The smallest `max_output` accepted.
+pub const MIN_MAX_OUTPUT: usize = 64 << 10;
+
 /// The smallest `max_frame` accepted (a handshake and a small call must fit).
 pub const MIN_MAX_FRAME: u32 = 4096;
 /// The most threads a storage may serve reads with.
@@ -129,6 +135,9 @@ pub struct ServerSettings {
     pub max_frame: u32,
     /// How long a shutdown lets the commit in progress finish.
     pub shutdown_grace: Duration,
+    /// Bytes that may wait to be written to one client; a client that lets more pile up (it
+    /// does not read its replies) is closed, so that it cannot exhaust the server's memory.
+    pub max_output: usize,
 }
 
 impl Default for ServerSettings {
@@ -141,6 +150,7 @@ impl Default for ServerSettings {
             invalidation_queue_size: 100,
             max_frame: DEFAULT_MAX_FRAME,
             shutdown_grace: Duration::from_secs(10),
+            max_output: DEFAULT_MAX_OUTPUT,
         }
     }
 }
@@ -253,6 +263,7 @@ struct RawServer {
     invalidation_queue_size: Option<Spanned<i64>>,
     max_frame: Option<Spanned<i64>>,
     shutdown_grace: Option<Spanned<f64>>,
+    max_output: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -508,6 +519,12 @@ fn validate_server(src: &Src<'_>, r: RawServer) -> Result<ServerSettings, Config
     }
     if let Some(t) = r.shutdown_grace {
         s.shutdown_grace = seconds(src, &t, "server.shutdown_grace", true)?;
+    }
+    if let Some(n) = r.max_output {
+        let v = *n.get_ref();
+        s.max_output = usize::try_from(v).ok().filter(|v| *v >= MIN_MAX_OUTPUT).ok_or_else(|| {
+            src.err(n.span(), "server.max_output", format!("{v} is below {MIN_MAX_OUTPUT} bytes"))
+        })?;
     }
     Ok(s)
 }

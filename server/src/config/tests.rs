@@ -260,3 +260,13 @@ fn server_read_only_makes_every_storage_read_only() {
     assert!(c.storages[0].read_only);
     assert!(c.storages[0].local_config().read_only);
 }
+
+#[test]
+fn max_output_has_a_floor_and_a_default() {
+    let text = "[server]\nmax_output = 1000\n[[storage]]\nname = \"1\"\npath = \"a.fs\"\n";
+    expect_err(text, 2, "server.max_output", "below");
+    let (_d, c) = load("[server]\nmax_output = 1048576\n[[storage]]\nname = \"1\"\npath = \"a.fs\"\n");
+    assert_eq!(c.expect("valid").server.max_output, 1 << 20);
+    let (_d, c) = load("[[storage]]\nname = \"1\"\npath = \"a.fs\"\n");
+    assert_eq!(c.expect("valid").server.max_output, DEFAULT_MAX_OUTPUT);
+}

@@ -7,7 +7,7 @@
 //! writer by dropping [`ConnHandle::writer`] (it still writes what was queued). Both run in the
 //! connection's span (`conn{id, peer}`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(crate) struct ConnHandle {
     pub(crate) stop: Option<oneshot::Sender<()>>,
     /// The writer task (awaited at exit so that the last frames go out).
     pub(crate) writer_task: JoinHandle<()>,
+    /// Bytes queued for the writer and not yet written.
+    pub(crate) queued: Arc<AtomicUsize>,
 }
 
 /// Accepts connections on `listener` until aborted; a failed accept is logged and retried
@@ -81,8 +83,11 @@ where
     let (rd, wr) = tokio::io::split(stream);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
-    let writer_task = tokio::spawn(write_loop(wr, out_rx, conn, events.clone()).instrument(span.clone()));
-    let handle = ConnHandle { span: span.clone(), writer: out_tx, stop: Some(stop_tx), writer_task };
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer_task = tokio::spawn(
+        write_loop(wr, out_rx, conn, events.clone(), Arc::clone(&queued)).instrument(span.clone()),
+    );
+    let handle = ConnHandle { span: span.clone(), writer: out_tx, stop: Some(stop_tx), writer_task, queued };
     // Sent before the reader starts, so that the driver knows the connection before its bytes.
     if events.send(Event::Connected { conn, peer, handle }).is_err() {
         return; // the driver is gone
@@ -128,6 +133,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Out>,
     conn: ConnId,
     events: mpsc::UnboundedSender<Event>,
+    queued: Arc<AtomicUsize>,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -167,6 +173,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = events.send(Event::Closed { conn });
             return;
         }
+        queued.fetch_sub(size.min(queued.load(Ordering::Relaxed)), Ordering::Relaxed);
         if closing {
             let _ = tokio::time::timeout(CLOSE_FLUSH, wr.shutdown()).await;
             let _ = events.send(Event::Closed { conn });
@@ -206,7 +213,7 @@ mod tests {
         }
         tx.send(Out::Close).expect("queue");
         tx.send(Out::Data(Bytes::from_static(b"after close"))).expect("queue");
-        let task = tokio::spawn(write_loop(ours, rx, ConnId(3), ev_tx));
+        let task = tokio::spawn(write_loop(ours, rx, ConnId(3), ev_tx, Arc::new(AtomicUsize::new(0))));
         let mut got = Vec::new();
         theirs.read_to_end(&mut got).await.expect("read to the shutdown");
         assert_eq!(got, b"first second third");

@@ -21,7 +21,7 @@ mod conn;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +97,7 @@ pub struct Driver<N: Net> {
     net: N,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
+    max_output: usize,
 }
 
 impl<N: Net> std::fmt::Debug for Driver<N> {
@@ -109,7 +110,13 @@ impl<N: Net> Driver<N> {
     /// A driver on `net`.
     pub fn new(net: N) -> Driver<N> {
         let (tx, rx) = mpsc::unbounded_channel();
-        Driver { net, tx, rx }
+        Driver { net, tx, rx, max_output: crate::config::DEFAULT_MAX_OUTPUT }
+    }
+
+    /// Bytes that may wait to be written to one client before it is closed (it does not read
+    /// its replies); a single message larger than this still goes out whole.
+    pub fn set_max_output(&mut self, bytes: usize) {
+        self.max_output = bytes;
     }
 
     /// The network (to bind listeners with).
@@ -136,11 +143,17 @@ impl<N: Net> Driver<N> {
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) -> Vec<B> {
-        let Driver { net, tx, mut rx } = self;
+        let Driver { net, tx, mut rx, max_output } = self;
         let start = Instant::now();
         let now = || Now { mono: start.elapsed(), wall: net.wall_clock() };
-        let mut state =
-            Loop { server: Server::new(cfg, now()), conns: BTreeMap::new(), backends, shutting_down: false };
+        let mut state = Loop {
+            server: Server::new(cfg, now()),
+            conns: BTreeMap::new(),
+            backends,
+            shutting_down: false,
+            max_output,
+            overflowed: Vec::new(),
+        };
         let ids = Arc::new(AtomicU64::new(1));
         let mut acceptors: Vec<_> = listeners
             .into_iter()
@@ -151,6 +164,12 @@ impl<N: Net> Driver<N> {
         let mut deadline: Option<Instant> = None;
         loop {
             state.drain_actions();
+            while !state.overflowed.is_empty() {
+                for conn in std::mem::take(&mut state.overflowed) {
+                    state.server.handle_disconnect(now(), conn);
+                }
+                state.drain_actions();
+            }
             if let Some(d) = deadline {
                 if state.server.is_shut_down() {
                     info!("shutdown complete");
@@ -221,6 +240,10 @@ struct Loop<B> {
     conns: BTreeMap<ConnId, ConnHandle>,
     backends: Vec<B>,
     shutting_down: bool,
+    /// See [`Driver::set_max_output`].
+    max_output: usize,
+    /// Connections closed because their output piled up, to report to the server.
+    overflowed: Vec<ConnId>,
 }
 
 impl<B: Backend> Loop<B> {
@@ -258,6 +281,19 @@ impl<B: Backend> Loop<B> {
             match action {
                 Action::Send { conn, bytes } => match self.conns.get(&conn) {
                     Some(h) => {
+                        let before = h.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+                        if before > self.max_output {
+                            // Its replies pile up unread: close it before it eats the memory.
+                            if let Some(mut h) = self.conns.remove(&conn) {
+                                h.span.in_scope(|| {
+                                    warn!("closing: the client does not read its replies ({before} bytes waiting)")
+                                });
+                                h.stop = None;
+                                h.writer_task.abort();
+                                self.overflowed.push(conn);
+                            }
+                            continue;
+                        }
                         let _ = h.writer.send(Out::Data(bytes));
                     }
                     None => debug!("{conn}: {} bytes for a connection that is gone", bytes.len()),
