@@ -5,7 +5,9 @@
 //!                      │                          │ Finish (group commit): Committed at once,
 //!                      │                          ▼ then to the sync thread
 //!                      │                     sync thread     one round per batch → Finished
-//!                      ├──▶ read queue  ──▶ N reader threads every read, SendBlob, NewOids
+//!                      ├──▶ (cached current loadBefore: answered on the caller's thread with
+//!                      │     non-blocking reads, `Storage::load_before_nowait`)
+//!                      ├──▶ read queue  ──▶ N reader threads every other read, SendBlob, NewOids
 //!                      └──▶ one thread per Pack (the engine packs while commits go on)
 //!   every outcome ──▶ sink
 //! ```
@@ -183,7 +185,20 @@ impl LocalBackend {
     }
 
     /// Queues a request; its outcome goes to the sink.
+    ///
+    /// A `loadBefore` of a current revision whose bytes are in memory (the page cache) is
+    /// answered at once, on the caller's thread: it cannot wait for the disk
+    /// ([`Storage::load_before_nowait`]), and it saves two thread hand-offs. Anything else goes
+    /// to the threads.
     pub fn submit(&self, id: BackendReqId, request: BackendRequest) {
+        if let BackendRequest::LoadBefore { oid, before, snapshot } = &request {
+            let limit = snapshot.checked_next().map_or(*before, |n| n.min(*before));
+            if let Some(r) = self.shared.storage.load_before_nowait(*oid, limit) {
+                let out = r.map_or_else(failed, BackendOutcome::LoadBefore);
+                (self.shared.sink)(id, out);
+                return;
+            }
+        }
         let queue = match &request {
             BackendRequest::Pack { time } => {
                 let (s, time) = (Arc::clone(&self.shared), *time);

@@ -331,3 +331,22 @@ fn group_commit_answers_committed_then_finished_in_order() {
     assert!(matches!(o, BackendOutcome::Finished { tid, .. } if tid == ta), "{o:?}");
     f.backend.take().expect("open").close().expect("close");
 }
+
+/// On Linux a freshly written (so cached) record is read without waiting for the disk.
+#[cfg(target_os = "linux")]
+#[test]
+fn real_files_answer_cached_loads_without_blocking() {
+    use crate::storage::{BeginTid, Options, Storage, TxnMeta};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) =
+        Storage::open_path(dir.path().join("Data.fs"), Options { fsync: false, ..Options::default() })
+            .expect("open");
+    s.begin(TxnMeta::default(), BeginTid::Exactly(Tid::new(5)), TxnStatus::NORMAL).expect("begin");
+    s.store(Oid::new(1), Tid::ZERO, b"cached").expect("store");
+    s.vote().expect("vote");
+    s.finish().expect("finish");
+    match s.load_before_nowait(Oid::new(1), Tid::MAX) {
+        Some(Ok(Some(r))) => assert_eq!((&r.data[..], r.start, r.end), (&b"cached"[..], Tid::new(5), None)),
+        other => panic!("{other:?}"),
+    }
+}

@@ -716,6 +716,28 @@ impl<D: StorageDir> Storage<D> {
         }
     }
 
+    /// [`Storage::load_before`] for the common case only, and only if it can be answered
+    /// without waiting for the disk: the current revision is before `before`, holds its data
+    /// (no back-pointer) and its bytes are in memory (see [`StorageFile::try_read_at`]).
+    /// `None`: ask [`Storage::load_before`]. An answer is always the same as its answer.
+    pub fn load_before_nowait(&self, oid: Oid, before: Tid) -> Option<Result<Option<LoadBeforeResult>>> {
+        let c = self.committed();
+        let Some(pos) = c.index.get(oid) else { return Some(Err(StorageError::PosKey { oid })) };
+        let mut buf = [0u8; RECORD_PROBE];
+        let n = usize::try_from(c.end.saturating_sub(pos)).unwrap_or(usize::MAX).min(buf.len());
+        if (n as u64) < DATA_HEADER_LEN || !matches!(self.file.try_read_at(&mut buf[..n], pos), Ok(true)) {
+            return None;
+        }
+        let r = self.decode_data_record(pos, c.end, Some(oid), &buf[..n]).ok()?;
+        let plen = usize::try_from(r.h.plen).ok()?;
+        let head = DATA_HEADER_LEN as usize;
+        if r.h.tid >= before || plen == 0 || head + plen > n {
+            return None;
+        }
+        let data = Bytes::copy_from_slice(&buf[head..head + plen]);
+        Some(Ok(Some(LoadBeforeResult { data, start: r.h.tid, end: None })))
+    }
+
     /// The current data and serial of `oid`; [`StorageError::PosKey`] when unknown or deleted.
     pub fn load(&self, oid: Oid) -> Result<(Bytes, Tid)> {
         let c = self.committed();

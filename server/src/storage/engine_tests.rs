@@ -627,3 +627,41 @@ fn records_around_the_read_probe_size_load_whole() {
         assert_eq!(s.load_serial(oid, t(10)).expect("load_serial"), want[..]);
     }
 }
+
+/// The non-blocking fast path answers exactly as `load_before`, or not at all.
+#[test]
+fn load_before_nowait_agrees_with_load_before() {
+    use crate::storage::format::undo_id;
+    let d = MemDir::new();
+    let s = Storage::open(d, "Data.fs", Options::default()).expect("open").0;
+    let meta = || TxnMeta::with_raw_extension(Bytes::from_static(b"u"), Bytes::new(), Bytes::new());
+    let commit = |tid: u64, f: &dyn Fn(&Storage<MemDir>)| {
+        s.begin(meta(), BeginTid::Exactly(Tid::new(tid)), TxnStatus::NORMAL).expect("begin");
+        f(&s);
+        s.vote().expect("vote");
+        s.finish().expect("finish");
+    };
+    commit(10, &|s| {
+        s.store(Oid::new(1), Tid::ZERO, b"one").expect("store");
+        s.store(Oid::new(2), Tid::ZERO, b"two").expect("store");
+        s.store(Oid::new(3), Tid::ZERO, &[7u8; 9000]).expect("store");
+    });
+    commit(20, &|s| s.store(Oid::new(1), Tid::new(10), b"one bis").expect("store"));
+    commit(30, &|s| s.delete(Oid::new(2), Tid::new(10)).expect("delete"));
+    commit(40, &|s| {
+        s.undo(&undo_id(Tid::new(20))).expect("undo");
+    });
+    let mut answered = 0;
+    for oid in 0..5u64 {
+        for before in [0u64, 10, 11, 20, 21, 30, 31, 40, 41, u64::MAX >> 1] {
+            let (oid, before) = (Oid::new(oid), Tid::new(before));
+            let slow = format!("{:?}", s.load_before(oid, before).map_err(|e| e.to_string()));
+            if let Some(fast) = s.load_before_nowait(oid, before) {
+                answered += 1;
+                assert_eq!(format!("{:?}", fast.map_err(|e| e.to_string())), slow, "{oid} before {before}");
+            }
+        }
+    }
+    // Unknown oids, and current revisions with their data, are answered fast.
+    assert!(answered >= 20, "{answered}");
+}

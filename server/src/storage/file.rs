@@ -20,6 +20,12 @@ pub trait StorageFile: Send + Sync {
     /// Reads exactly `buf.len()` bytes at `offset`; [`io::ErrorKind::UnexpectedEof`] when the
     /// file ends first.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// [`StorageFile::read_at`] only if it can be done without waiting for the disk (the bytes
+    /// are in memory, e.g. the page cache): `Ok(false)` when it cannot, or cannot tell.
+    fn try_read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let _ = (buf, offset);
+        Ok(false)
+    }
     /// Writes all of `buf` at `offset`, extending the file (with zeros) if needed.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// The current length.
@@ -112,6 +118,26 @@ impl StorageFile for RealFile {
     #[cfg(unix)]
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    /// `preadv2(RWF_NOWAIT)`: fails with `EAGAIN` instead of waiting for the disk.
+    #[cfg(all(target_os = "linux", not(target_env = "musl")))]
+    fn try_read_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<bool> {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        while !buf.is_empty() {
+            let mut slices = [io::IoSliceMut::new(buf)];
+            match preadv2(&self.0, &mut slices, offset, ReadWriteFlags::NOWAIT) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                // Not cached (or NOWAIT not supported here): the caller reads the slow way.
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     #[cfg(windows)]
@@ -469,6 +495,10 @@ impl StorageFile for MemFile {
         let src = node.current.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
+    }
+
+    fn try_read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.read_at(buf, offset).map(|()| true)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

@@ -188,6 +188,10 @@ impl<F: StorageFile> StorageFile for SwapFile<F> {
         self.get().0.read_at(buf, offset)
     }
 
+    fn try_read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.get().0.try_read_at(buf, offset)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.get().0.write_at(buf, offset)
     }
