@@ -36,6 +36,14 @@ impl Server {
         if let Some(e) = self.txn_mismatch(ctx.conn, txn) {
             return self.answer(ctx, Err(e));
         }
+        // Group commit: the lock has passed on, but the transaction is not over until Finished.
+        let committed = self
+            .reg(ctx.conn)
+            .and_then(|r| r.txn.as_ref())
+            .is_some_and(|t| matches!(t.phase, Phase::Committed { .. }));
+        if committed {
+            return self.answer(ctx, Err(stx("Already finishing")));
+        }
         match self.fronts[s.0].lock.acquire(ctx.conn) {
             Err(LockError::AlreadyLocked) => self.answer(ctx, Err(stx("Already voting (locked)"))),
             Err(LockError::AlreadyWaiting) => self.answer(ctx, Err(stx("Already voting (waiting)"))),

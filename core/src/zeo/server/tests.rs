@@ -820,3 +820,23 @@ fn group_commit_passes_the_lock_on_before_durability_and_announces_after() {
         assert!(h.srv.is_shut_down());
     }
 }
+
+/// Regression (proptest, group commit): a second `vote` while the first transaction waits for
+/// durability is refused instead of starting a new vote on the same transaction.
+#[test]
+fn a_vote_while_the_commit_waits_for_durability_is_refused() {
+    let mut h = Harness::new(config());
+    h.backends[0].group_commit = true;
+    h.hold_durable = true;
+    h.client(1, Encoding::Pickle);
+    h.cast(1, begin(1));
+    h.cast(1, store(o(1), Tid::ZERO, b"one", 1));
+    h.call(1, 10, Request::Vote { txn: txn(1) });
+    h.call(1, 11, Request::TpcFinish { txn: txn(1) });
+    h.call(1, 12, Request::Vote { txn: txn(1) });
+    let got = h.take(1);
+    assert_eq!(Harness::result_of(&got, 12).err().as_ref().and_then(stx_msg), Some("Already finishing"));
+    h.release_held();
+    let got = h.take(1);
+    assert!(Harness::result_of(&got, 11).is_ok(), "{got:?}");
+}
