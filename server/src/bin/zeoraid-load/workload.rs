@@ -107,6 +107,25 @@ async fn until<F: std::future::Future>(deadline: Instant, fut: F) -> Option<F::O
     tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), fut).await.ok()
 }
 
+/// Awaits a connection step until `deadline`. A timeout or a connection error is counted in
+/// `errors` and gives `None` (the client stops).
+async fn step<T, F>(deadline: Instant, fut: F, errors: &mut ErrorCounts) -> Option<T>
+where
+    F: std::future::Future<Output = Result<T, ConnError>>,
+{
+    match until(deadline, fut).await {
+        None => {
+            errors.add("timeout");
+            None
+        }
+        Some(Err(e)) => {
+            errors.add(e.kind());
+            None
+        }
+        Some(Ok(v)) => Some(v),
+    }
+}
+
 /// Connects, registers (read-write) and asks `get_info`, as a ZODB client does.
 pub(crate) async fn open(address: &super::args::Address, storage: &str) -> Result<Conn, ConnError> {
     let mut conn = Conn::connect(address).await?;
@@ -256,35 +275,22 @@ impl CommitClient {
             if start >= sched.end {
                 break;
             }
-            match until(sched.deadline, self.commit_once()).await {
-                None => {
-                    res.errors.add("timeout");
-                    break;
-                }
-                Some(Ok(Ok(()))) => {
+            let Some(outcome) = step(sched.deadline, self.commit_once(), &mut res.errors).await else {
+                break;
+            };
+            match outcome {
+                Ok(()) => {
                     let done = Instant::now();
                     if sched.counts(done) {
                         res.ops += 1;
                         res.samples.record(done - start);
                     }
                 }
-                Some(Ok(Err(kind))) => {
+                Err(kind) => {
                     res.errors.add(&kind);
-                    match until(sched.deadline, self.recover()).await {
-                        None => {
-                            res.errors.add("timeout");
-                            break;
-                        }
-                        Some(Err(e)) => {
-                            res.errors.add(e.kind());
-                            break;
-                        }
-                        Some(Ok(())) => {}
+                    if step(sched.deadline, self.recover(), &mut res.errors).await.is_none() {
+                        break;
                     }
-                }
-                Some(Err(e)) => {
-                    res.errors.add(e.kind());
-                    break;
                 }
             }
         }
@@ -323,31 +329,15 @@ impl LoadClient {
                         }
                     }
                 }
-                match until(sched.deadline, self.conn.flush()).await {
-                    None => {
-                        res.errors.add("timeout");
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        res.errors.add(e.kind());
-                        break;
-                    }
-                    Some(Ok(())) => {}
+                if step(sched.deadline, self.conn.flush(), &mut res.errors).await.is_none() {
+                    break;
                 }
             }
             if inflight.is_empty() {
                 break;
             }
-            let msg = match until(sched.deadline, self.conn.next_message()).await {
-                None => {
-                    res.errors.add("timeout");
-                    break;
-                }
-                Some(Err(e)) => {
-                    res.errors.add(e.kind());
-                    break;
-                }
-                Some(Ok(msg)) => msg,
+            let Some(msg) = step(sched.deadline, self.conn.next_message(), &mut res.errors).await else {
+                break;
             };
             match inflight.accept(msg) {
                 Incoming::Reply { tag: start, result } => match result {
