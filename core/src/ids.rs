@@ -182,6 +182,17 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// A backend of a RAID, numbered in the order the configuration lists them (ids of removed
+/// backends are not reused while the process runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u32);
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend#{}", self.0)
+    }
+}
+
 /// A broken-down UTC time, from [`Tid::to_utc`]. Day and month follow the TimeStamp encoding,
 /// so a tid that no wall clock produces may show a day 31 in a 30-day month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

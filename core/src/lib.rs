@@ -11,5 +11,6 @@
 #![warn(missing_docs)]
 
 pub mod ids;
+pub mod raid;
 pub mod wire;
 pub mod zeo;

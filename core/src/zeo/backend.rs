@@ -288,6 +288,37 @@ pub struct StorageSize {
     pub size: u64,
 }
 
+/// What a backend reports about itself when it comes up (connected and registered, or opened),
+/// for the RAID's start-up decision and for `details`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendInfo {
+    /// Its newest committed tid (`Tid::ZERO` when empty).
+    pub last_tid: Tid,
+    /// Object count and size.
+    pub size: StorageSize,
+    /// Whether it keeps blobs (`IBlobStorage`).
+    pub blobs: bool,
+    /// Whether it supports undo.
+    pub supports_undo: bool,
+    /// A name for `get_info` (FileStorage: the path of `Data.fs`; remote: the address).
+    pub info_name: String,
+    /// Whether it refuses writes.
+    pub read_only: bool,
+}
+
+/// A change in a backend's connection, reported by its driver-side connector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendEvent {
+    /// Connected (or opened) and ready for requests.
+    Up(BackendInfo),
+    /// The connection is gone: every request in flight has been (or will be) answered with a
+    /// `Failed` outcome of culprit `Backend`; the connector reconnects with backoff.
+    Down {
+        /// Why, for logs and `details`.
+        reason: String,
+    },
+}
+
 /// Who is to blame for a failed request (rustls style): the client's usage, or the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Culprit {

@@ -1,0 +1,243 @@
+//! The RAID's public types: backend states, RAID status, configuration, persisted state,
+//! admin answers, and the actions the RAID state machine emits.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::ids::{BackendId, Oid, Tid};
+use crate::zeo::backend::{BackendOutcome, BackendReqId, BackendRequest};
+
+/// The state of one backend in a RAID.
+///
+/// ```text
+///            ┌──────────── disable ───────────────┐
+///            │                                    ▼
+///  Optimal ──┴─ fault/timeout/disconnect ──▶ Degraded ──disable──▶ Disabled
+///     ▲       /disagreement (not the last)       │                    │
+///     │                                          │ recover (issue 6)  │ recover
+///     └─────────────── copy done ─── Recovering ◀┴────────────────────┘
+///                                        │ fault
+///                                        ▼
+///                                     Degraded
+/// ```
+///
+/// Invariants (checked by `Raid::check`):
+/// * only `Optimal` backends receive writes (votes, finishes, uploads, pack) and reads;
+/// * a backend leaves `Optimal` only with a reason, and the change is persisted before any
+///   commit that it did not take part in is acknowledged to a client;
+/// * a disagreement never degrades the last optimal backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendState {
+    /// In sync with the RAID: takes every write and serves reads.
+    Optimal,
+    /// Out of the RAID until recovered.
+    Degraded {
+        /// Why (logged at warn, shown by `details`).
+        reason: String,
+        /// When, in seconds since the epoch.
+        since: f64,
+    },
+    /// Being rebuilt (the recovery issue).
+    Recovering {
+        /// When the recovery started, in seconds since the epoch.
+        since: f64,
+    },
+    /// Taken out by the operator (`zeoraid disable`).
+    Disabled {
+        /// When, in seconds since the epoch.
+        since: f64,
+    },
+}
+
+impl BackendState {
+    /// The one-word name: `optimal`, `degraded`, `recovering`, `disabled`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            BackendState::Optimal => "optimal",
+            BackendState::Degraded { .. } => "degraded",
+            BackendState::Recovering { .. } => "recovering",
+            BackendState::Disabled { .. } => "disabled",
+        }
+    }
+
+    /// Whether the backend takes writes and reads.
+    pub fn is_optimal(&self) -> bool {
+        matches!(self, BackendState::Optimal)
+    }
+}
+
+/// The state of the whole RAID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaidStatus {
+    /// Every backend is optimal.
+    Optimal,
+    /// At least one backend is optimal and one is not (none recovering).
+    Degraded,
+    /// A backend is being recovered (and at least one is optimal).
+    Recovering,
+    /// No backend is optimal: writes and reads are refused.
+    Failed,
+}
+
+impl RaidStatus {
+    /// The one word `zeoraid status` prints.
+    pub fn word(&self) -> &'static str {
+        match self {
+            RaidStatus::Optimal => "optimal",
+            RaidStatus::Degraded => "degraded",
+            RaidStatus::Recovering => "recovering",
+            RaidStatus::Failed => "failed",
+        }
+    }
+
+    /// The Nagios exit code: 0 optimal, 1 recovering, 2 degraded or failed.
+    pub fn nagios_code(&self) -> i32 {
+        match self {
+            RaidStatus::Optimal => 0,
+            RaidStatus::Recovering => 1,
+            RaidStatus::Degraded | RaidStatus::Failed => 2,
+        }
+    }
+}
+
+impl fmt::Display for RaidStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// RAID settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaidConfig {
+    /// The storage name (for logs).
+    pub name: String,
+    /// How long a backend may take to answer one request before it is degraded
+    /// (a `Vote` and a `Pack` get [`RaidConfig::write_timeout`] instead).
+    pub call_timeout: Duration,
+    /// How long a backend may take for a vote, finish or abort.
+    pub write_timeout: Duration,
+    /// How long a pack may take on a backend.
+    pub pack_timeout: Duration,
+    /// Oids reserved per persisted step of the oid high-water mark.
+    pub oid_reserve: u64,
+}
+
+impl RaidConfig {
+    /// Defaults: 10 s per call, 30 s per write, 1 h per pack, 10,000 oids per reservation.
+    pub fn new(name: &str) -> RaidConfig {
+        RaidConfig {
+            name: name.to_string(),
+            call_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            pack_timeout: Duration::from_secs(3600),
+            oid_reserve: 10_000,
+        }
+    }
+}
+
+/// One backend as the RAID knows it at start-up (or when `reload` adds it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    /// Its name in the config (unique within the storage).
+    pub name: String,
+    /// What it is, for `details` (`local var/a/Data.fs`, `zeo 127.0.0.1:8101 storage 1`).
+    pub label: String,
+}
+
+/// The persisted state of one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistedBackend {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: BackendState,
+}
+
+/// What the RAID keeps on disk (write, fsync, rename) to survive restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistedRaid {
+    /// Every backend and its state.
+    pub backends: Vec<PersistedBackend>,
+    /// The newest tid every optimal backend had finished when this was written.
+    pub last_tid: Tid,
+    /// Every oid below this may have been handed out: new oids start here.
+    pub oid_hwm: Oid,
+}
+
+/// One row of `zeoraid details`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendDetails {
+    /// Name.
+    pub name: String,
+    /// What it is.
+    pub label: String,
+    /// Its state (with reason and since).
+    pub state: BackendState,
+    /// Whether its connection is up.
+    pub connected: bool,
+    /// Its last tid as last known (`None` if never seen).
+    pub last_tid: Option<Tid>,
+    /// Requests in flight on it.
+    pub outstanding: usize,
+}
+
+/// An admin command refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// No backend of that name.
+    #[error("no backend named {0:?}")]
+    UnknownBackend(String),
+    /// A backend of that name exists already.
+    #[error("a backend named {0:?} exists already")]
+    DuplicateBackend(String),
+    /// The command would leave no optimal backend.
+    #[error("{0:?} is the last optimal backend; refusing to take it out")]
+    LastOptimal(String),
+    /// The backend is not in a state where the command applies.
+    #[error("{name:?} is {state}: {what}")]
+    WrongState {
+        /// Backend.
+        name: String,
+        /// Its state word.
+        state: &'static str,
+        /// What cannot be done.
+        what: String,
+    },
+}
+
+/// An output of the RAID state machine, carried out by the driver in the order drained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RaidAction {
+    /// Send a request to one backend; its outcome comes back through `Raid::handle_outcome`
+    /// with the same `backend` and `id`.
+    Submit {
+        /// Backend.
+        backend: BackendId,
+        /// The RAID's id for this backend request.
+        id: BackendReqId,
+        /// The request.
+        request: BackendRequest,
+    },
+    /// Answer the front's request `id` (partial outcomes may come first, as the backend
+    /// contract allows).
+    Answer {
+        /// The front's request id.
+        id: BackendReqId,
+        /// The outcome.
+        outcome: BackendOutcome,
+    },
+    /// Persist this state (write a temporary file, fsync, rename, fsync the directory), then
+    /// call `Raid::handle_state_saved(version)`.
+    SaveState {
+        /// Increases with every save requested.
+        version: u64,
+        /// What to write.
+        state: PersistedRaid,
+    },
+    /// Drop the backend's connection (it timed out or was taken out); the connector may
+    /// reconnect with backoff, its later outcomes for old requests are ignored.
+    Disconnect {
+        /// Backend.
+        backend: BackendId,
+    },
+}
