@@ -338,6 +338,19 @@ pub struct BackendError {
     pub culprit: Culprit,
 }
 
+impl BackendError {
+    /// A backend fault, told to the client as `ZODB.POSException.StorageSystemError(message)`.
+    pub fn backend(message: impl Into<String>) -> BackendError {
+        BackendError {
+            error: ZeoError::Other {
+                class_path: crate::wire::value::Text::from_static("ZODB.POSException.StorageSystemError"),
+                payload: Value::list(vec![Value::Str(crate::wire::value::Text::from(message.into()))]),
+            },
+            culprit: Culprit::Backend,
+        }
+    }
+}
+
 /// The answer to a [`BackendRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendOutcome {

@@ -466,6 +466,7 @@ impl MemBackend {
         let mut records = Vec::new();
         for oid in order {
             let d = last.remove(&oid).flatten();
+            self.next_oid = self.next_oid.max(oid.get());
             self.objects.entry(oid).or_default().push((tid, d.clone()));
             records.push((oid, d));
         }
