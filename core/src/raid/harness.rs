@@ -57,6 +57,10 @@ pub(crate) struct Harness {
     pub(crate) received: Vec<(BackendId, BackendRequest)>,
     next_front: u64,
     pub(crate) cfg: RaidConfig,
+    /// Queue backend requests (delivered by [`Harness::deliver_next`]) instead of answering
+    /// them at once.
+    pub(crate) queued: bool,
+    pub(crate) queues: Vec<std::collections::VecDeque<(BackendReqId, BackendRequest)>>,
 }
 
 pub(crate) fn info(b: &MemBackend) -> BackendInfo {
@@ -100,7 +104,10 @@ impl Harness {
             received: Vec::new(),
             next_front: 1,
             cfg,
+            queued: false,
+            queues: Vec::new(),
         };
+        h.queues = vec![std::collections::VecDeque::new(); h.backends.len()];
         h.run();
         h
     }
@@ -121,6 +128,9 @@ impl Harness {
             self.check();
             let Some(a) = self.raid.poll_action() else { break };
             match a {
+                RaidAction::Submit { backend, id, request } if self.queued => {
+                    self.queues[backend.0 as usize].push_back((id, request));
+                }
                 RaidAction::Submit { backend, id, request } => self.deliver(backend, id, request),
                 RaidAction::Answer { id, outcome } => self.answers.push((id, outcome)),
                 RaidAction::SaveState { version, state } => {
@@ -169,6 +179,24 @@ impl Harness {
         for o in outcomes {
             self.raid.handle_outcome(self.now, b, id, o);
         }
+    }
+
+    /// Delivers the oldest queued request of backend `b` (each backend takes its requests in
+    /// order, backends interleave freely).
+    pub(crate) fn deliver_next(&mut self, b: usize) {
+        if let Some((id, request)) = self.queues[b].pop_front() {
+            self.deliver(BackendId(b as u32), id, request);
+            self.run();
+        }
+    }
+
+    /// Sends a front request without running it to the end; returns its id.
+    pub(crate) fn send(&mut self, request: BackendRequest) -> BackendReqId {
+        let id = BackendReqId(self.next_front);
+        self.next_front += 1;
+        self.raid.handle_request(self.now, id, request);
+        self.run();
+        id
     }
 
     /// Sends a front request and runs; returns the answers it got (partial ones included).

@@ -43,6 +43,8 @@ mod writes;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -288,7 +290,10 @@ impl Raid {
             let secs = self.timeout_for(what).as_secs_f64();
             tracing::warn!(storage = %self.cfg.name, backend = %self.member_name(b), "no answer to {what} within {secs:.1}s");
             self.actions.push_back(RaidAction::Disconnect { backend: b });
-            self.degrade(b, format!("no answer to {what} within {secs:.1}s"));
+            let reason = format!("no answer to {what} within {secs:.1}s");
+            self.degrade(b, reason.clone());
+            // Also when `b` was out already (an abort sent for cleanliness): settle the request.
+            self.backlog.push_back((b, sub, BackendOutcome::Failed(BackendError::backend(reason))));
             self.pump();
         }
     }

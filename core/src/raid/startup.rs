@@ -62,10 +62,12 @@ pub(crate) fn decide(
     for &i in &candidates {
         match infos.get(i).and_then(|x| x.as_ref()) {
             None => states[i] = Some(degraded("unreachable at start-up".to_string())),
-            Some(info) if info.last_tid < agreed => states[i] = Some(degraded(format!(
+            Some(info) if info.last_tid < agreed => {
+                states[i] = Some(degraded(format!(
                 "behind at start-up: last tid {} is before the agreed {agreed} (lost acknowledged commits)",
                 info.last_tid
-            ))),
+            )))
+            }
             Some(info) => reachable.push((i, info.last_tid)),
         }
     }
