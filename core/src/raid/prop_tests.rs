@@ -51,6 +51,9 @@ enum Write {
     Abort,
 }
 
+/// What a transaction stores: oid → data.
+type Stores = Vec<(u64, Bytes)>;
+
 struct Model {
     h: Harness,
     n: usize,
@@ -58,7 +61,7 @@ struct Model {
     committed: BTreeMap<u64, (Tid, Bytes)>,
     /// The newest acknowledged tid (what the front would announce).
     announced: Tid,
-    write: Option<(BackendReqId, Write, Vec<(u64, Bytes)>)>,
+    write: Option<(BackendReqId, Write, Stores)>,
     voted: Option<(Tid, Vec<(u64, Bytes)>)>,
     /// Reads in flight: id → (oid, expected data at the snapshot).
     reads: BTreeMap<BackendReqId, (u64, Option<(Tid, Bytes)>)>,
@@ -292,7 +295,7 @@ proptest! {
             }
             for (oid, (tid, data)) in &m.committed {
                 let line = format!("  {} {:?}", Oid::new(*oid), Some(data.clone()));
-                prop_assert!(want.iter().any(|l| *l == line), "acknowledged {} of {} missing on b{}", tid, oid, first);
+                prop_assert!(want.contains(&line), "acknowledged {} of {} missing on b{}", tid, oid, first);
             }
         } else {
             prop_assert_eq!(m.h.raid.status(), RaidStatus::Failed);
