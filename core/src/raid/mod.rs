@@ -41,7 +41,7 @@ mod types;
 mod writes;
 
 #[cfg(test)]
-mod harness;
+pub(crate) mod harness;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]

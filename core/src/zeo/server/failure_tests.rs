@@ -94,3 +94,42 @@ fn a_timeout_with_the_vote_in_flight_aborts_when_the_vote_arrives() {
     assert!(Harness::result_of(&h.take(2), 6).is_ok());
     assert_eq!(h.srv.status(crate::zeo::events::StorageIdx(0)).map(|s| s.commits), Some(1));
 }
+
+/// A ZEO client commits through the front to a RAID of two in-memory backends whose second one
+/// fails at each commit step: the client sees no error, the other client gets the invalidation,
+/// and the surviving mirror holds the data.
+#[test]
+fn through_a_raid_a_backend_failing_mid_commit_is_invisible_to_clients() {
+    for at in ["vote", "finish"] {
+        for fault in [crate::raid::harness::Fault::Fail, crate::raid::harness::Fault::Down] {
+            let mut h = Harness::new(config());
+            h.backends[0] = super::harness::TestBackend::raid(2);
+            h.client(1, Encoding::Pickle);
+            h.client(2, Encoding::Msgpack);
+            if let super::harness::TestBackend::Raid(r) = &mut h.backends[0] {
+                r.fault(1, at, fault);
+            }
+            h.cast(1, begin(1));
+            h.cast(1, store(Oid::new(1), Tid::ZERO, b"data", 1));
+            h.call(1, 3, Request::Vote { txn: txn(1) });
+            h.call(1, 4, Request::TpcFinish { txn: txn(1) });
+            let got = h.take(1);
+            assert!(
+                Harness::result_of(&got, 3).is_ok(),
+                "{at} {fault:?}: vote {:?}",
+                Harness::result_of(&got, 3)
+            );
+            let tid = Harness::result_of(&got, 4).expect("finish");
+            let tid = Tid::from_slice(tid.as_bytes().expect("tid bytes")).expect("tid");
+            let pushed = h.take(2);
+            assert!(
+                pushed.iter().any(|m| matches!(m, crate::wire::message::ServerMessage::Push(crate::wire::push::Push::InvalidateTransaction { tid: t, .. }) if *t == tid)),
+                "{at} {fault:?}: no invalidation"
+            );
+            let super::harness::TestBackend::Raid(r) = &mut h.backends[0] else { unreachable!() };
+            assert_eq!(r.state_word(1), "degraded", "{at} {fault:?}");
+            assert_eq!(r.load(0, 1).as_deref(), Some(&b"data"[..]));
+            assert_eq!(r.backends[0].last_tid(), tid);
+        }
+    }
+}

@@ -34,7 +34,7 @@ pub(crate) struct Client {
 
 pub(crate) struct Harness {
     pub(crate) srv: Server,
-    pub(crate) backends: Vec<MemBackend>,
+    pub(crate) backends: Vec<TestBackend>,
     pub(crate) now: Now,
     /// Emitted, unanswered backend requests in emission order.
     pub(crate) inflight: Vec<(StorageIdx, BackendReqId, BackendRequest)>,
@@ -47,6 +47,56 @@ pub(crate) struct Harness {
     /// comes later), until [`Harness::release_held`].
     pub(crate) hold_durable: bool,
     pub(crate) held: Vec<(StorageIdx, BackendReqId, crate::zeo::backend::BackendOutcome)>,
+}
+
+/// What answers a storage's requests in the harness: one in-memory backend, or a RAID of them.
+pub(crate) enum TestBackend {
+    Mem(MemBackend),
+    Raid(Box<crate::raid::harness::Harness>),
+}
+
+impl TestBackend {
+    /// A RAID of `n` in-memory backends.
+    pub(crate) fn raid(n: usize) -> TestBackend {
+        TestBackend::Raid(Box::new(crate::raid::harness::Harness::new(n)))
+    }
+
+    pub(crate) fn handle(&mut self, req: BackendRequest) -> Vec<crate::zeo::backend::BackendOutcome> {
+        match self {
+            TestBackend::Mem(m) => m.handle(req),
+            TestBackend::Raid(r) => r.request(req),
+        }
+    }
+
+    pub(crate) fn last_tid(&self) -> Tid {
+        match self {
+            TestBackend::Mem(m) => m.last_tid(),
+            TestBackend::Raid(r) => r.backends.iter().map(MemBackend::last_tid).max().unwrap_or(Tid::ZERO),
+        }
+    }
+
+    pub(crate) fn has_voted(&self) -> bool {
+        match self {
+            TestBackend::Mem(m) => m.has_voted(),
+            TestBackend::Raid(r) => r.backends.iter().any(MemBackend::has_voted),
+        }
+    }
+
+    pub(crate) fn open_handles(&self) -> (usize, usize) {
+        match self {
+            TestBackend::Mem(m) => m.open_handles(),
+            TestBackend::Raid(r) => {
+                r.backends.iter().map(MemBackend::open_handles).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+            }
+        }
+    }
+
+    pub(crate) fn set_group_commit(&mut self, on: bool) {
+        match self {
+            TestBackend::Mem(m) => m.group_commit = on,
+            TestBackend::Raid(r) => r.backends.iter_mut().for_each(|m| m.group_commit = on),
+        }
+    }
 }
 
 pub(crate) fn seed(name: &str, read_only: bool) -> StorageSeed {
@@ -94,7 +144,7 @@ pub(crate) fn store(oid: Oid, serial: Tid, data: &'static [u8], n: i64) -> Reque
 impl Harness {
     pub(crate) fn new(cfg: ServerConfig) -> Harness {
         let now = Now { mono: Duration::from_secs(100), wall: Duration::from_secs(1_700_000_000) };
-        let backends = cfg.storages.iter().map(|_| MemBackend::new()).collect();
+        let backends = cfg.storages.iter().map(|_| TestBackend::Mem(MemBackend::new())).collect();
         Harness {
             srv: Server::new(cfg, now),
             backends,

@@ -1,5 +1,6 @@
 //! Random inputs from three connections, random outcome delivery order, random disconnects and
-//! timeouts: the invariants hold after every step and nothing panics.
+//! timeouts: the invariants hold after every step and nothing panics — also with storage "1"
+//! served by a RAID of in-memory backends (then every mirror ends with the same commits).
 
 use std::time::Duration;
 
@@ -116,12 +117,17 @@ proptest! {
     fn random_inputs_keep_every_invariant(
         steps in proptest::collection::vec(step(), 1..80),
         group in any::<bool>(),
+        raid in 0usize..4,
     ) {
         let mut cfg = config();
         cfg.transaction_timeout = Some(Duration::from_secs(20));
         let mut m = Model { h: Harness::new(cfg), gen: [0; 3], live: [false; 3] };
         m.h.auto = false;
-        m.h.backends[0].group_commit = group;
+        if raid >= 2 {
+            // Storage "1" is a RAID of two or three in-memory backends.
+            m.h.backends[0] = super::harness::TestBackend::raid(raid);
+        }
+        m.h.backends[0].set_group_commit(group);
         m.h.hold_durable = group;
         for (n, s) in steps.into_iter().enumerate() {
             match s {
@@ -187,5 +193,11 @@ proptest! {
         prop_assert!(m.h.srv.is_shut_down());
         prop_assert!(!m.h.backends[0].has_voted());
         prop_assert_eq!(m.h.backends[0].open_handles(), (0, 0));
+        if let super::harness::TestBackend::Raid(r) = &m.h.backends[0] {
+            // Every mirror took every commit.
+            let tids: Vec<Tid> = r.backends.iter().map(|b| b.last_tid()).collect();
+            prop_assert!(tids.windows(2).all(|w| w[0] == w[1]), "mirrors differ: {:?}", tids);
+            prop_assert_eq!(r.raid.status(), crate::raid::RaidStatus::Optimal);
+        }
     }
 }

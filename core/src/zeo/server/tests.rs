@@ -766,7 +766,7 @@ fn new_oid_answers_one_oid() {
 fn group_commit_passes_the_lock_on_before_durability_and_announces_after() {
     for enc in ENCS {
         let mut h = Harness::new(config());
-        h.backends[0].group_commit = true;
+        h.backends[0].set_group_commit(true);
         h.client(1, enc);
         h.client(2, enc);
         let t0 = h.commit(1, 9, &[(o(5), Tid::ZERO, b"five")]);
@@ -826,7 +826,7 @@ fn group_commit_passes_the_lock_on_before_durability_and_announces_after() {
 #[test]
 fn a_vote_while_the_commit_waits_for_durability_is_refused() {
     let mut h = Harness::new(config());
-    h.backends[0].group_commit = true;
+    h.backends[0].set_group_commit(true);
     h.hold_durable = true;
     h.client(1, Encoding::Pickle);
     h.cast(1, begin(1));
