@@ -50,6 +50,7 @@ pub(crate) struct Harness {
 }
 
 /// What answers a storage's requests in the harness: one in-memory backend, or a RAID of them.
+#[allow(clippy::large_enum_variant)] // test-only; a handful of values
 pub(crate) enum TestBackend {
     Mem(MemBackend),
     Raid(Box<crate::raid::harness::Harness>),
