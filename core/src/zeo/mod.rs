@@ -5,8 +5,10 @@
 //! * [`backend`]: the typed requests the front sends to a storage's backend, and their outcomes.
 //! * [`events`]: the inputs and outputs of the server state machine (time, config, actions).
 //! * [`server`]: the ZEO server state machine (connections, transactions, storage fronts).
+//! * [`client`]: the ZEO client state machine that uses a ZEO server as a backend.
 
 pub mod backend;
+pub mod client;
 pub mod events;
 pub mod invalidations;
 pub mod lock;
