@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{backend_failure, BLOB_CHUNK, ClientError, Expect, IterSlot, Txn, ZeoClient};
+use super::{backend_failure, ClientError, Expect, IterSlot, Txn, ZeoClient, BLOB_CHUNK};
 use crate::wire::request::Request;
 use crate::wire::types::{IterId, TxnId};
 use crate::wire::value::Value;
@@ -36,7 +36,9 @@ impl ZeoClient {
                 let bound = snapshot.checked_next().unwrap_or(snapshot);
                 self.load_before(oid, bound, Expect::GetTid { id, oid })?;
             }
-            BackendRequest::LoadSerial { oid, serial } => self.call(Request::LoadSerial { oid, serial }, plain)?,
+            BackendRequest::LoadSerial { oid, serial } => {
+                self.call(Request::LoadSerial { oid, serial }, plain)?
+            }
             BackendRequest::History { oid, size } => {
                 let size = i64::try_from(size).unwrap_or(i64::MAX);
                 self.call(Request::History { oid, size }, plain)?;
@@ -59,7 +61,8 @@ impl ZeoClient {
                 self.call(Request::IteratorStart { start, stop }, Expect::IterOpen { id, iter })?;
             }
             BackendRequest::IterRecordStart { iter, txn_iter, tid } => {
-                let Some(txn_iid) = self.iter_or_wait(id, txn_iter, &req_record_start(iter, txn_iter, tid)) else {
+                let Some(txn_iid) = self.iter_or_wait(id, txn_iter, &req_record_start(iter, txn_iter, tid))
+                else {
                     return Ok(());
                 };
                 if self.iters.contains_key(&iter) {
@@ -137,14 +140,21 @@ impl ZeoClient {
                     self.answer(id, BackendOutcome::Nil);
                 }
             },
-            BackendRequest::Pack { time } => self.call(Request::Pack { time, wait: true }, Expect::Pack { id })?,
+            BackendRequest::Pack { time } => {
+                self.call(Request::Pack { time, wait: true }, Expect::Pack { id })?
+            }
         }
         Ok(())
     }
 
     /// The server's id of `iter`; `None` when the request was parked behind an unanswered start
     /// or answered with a failure (unknown iterator).
-    fn iter_or_wait(&mut self, id: BackendReqId, iter: BackendIterId, req: &BackendRequest) -> Option<IterId> {
+    fn iter_or_wait(
+        &mut self,
+        id: BackendReqId,
+        iter: BackendIterId,
+        req: &BackendRequest,
+    ) -> Option<IterId> {
         match self.iters.get_mut(&iter) {
             Some(IterSlot::Open(iid)) => Some(*iid),
             Some(IterSlot::Opening { waiting, .. }) => {
@@ -152,7 +162,10 @@ impl ZeoClient {
                 None
             }
             None => {
-                self.answer(id, backend_failure(format!("iterator {} is not open on this connection", iter.0)));
+                self.answer(
+                    id,
+                    backend_failure(format!("iterator {} is not open on this connection", iter.0)),
+                );
                 None
             }
         }
@@ -169,7 +182,10 @@ impl ZeoClient {
         for op in &v.ops {
             if let TxnOp::StoreBlob { upload, .. } = op {
                 if !self.uploads.contains_key(upload) {
-                    self.answer(id, backend_failure(format!("vote of {}: no blob upload {}", v.tid, upload.0)));
+                    self.answer(
+                        id,
+                        backend_failure(format!("vote of {}: no blob upload {}", v.tid, upload.0)),
+                    );
                     return Ok(());
                 }
                 uploads.push(*upload);
@@ -194,7 +210,9 @@ impl ZeoClient {
         })?;
         for op in v.ops {
             match op {
-                TxnOp::Store { oid, serial, data } => self.cast(Request::Storea { oid, serial, data, txn: txn() })?,
+                TxnOp::Store { oid, serial, data } => {
+                    self.cast(Request::Storea { oid, serial, data, txn: txn() })?
+                }
                 TxnOp::StoreBlob { oid, serial, data, upload } => {
                     // As ClientStorage.storeBlob: a plain store, then the consecutive stream.
                     self.cast(Request::Storea { oid, serial, data: data.clone(), txn: txn() })?;
@@ -212,7 +230,9 @@ impl ZeoClient {
                 TxnOp::CheckCurrent { oid, serial } => {
                     self.cast(Request::CheckCurrentSerialInTransaction { oid, serial, txn: txn() })?;
                 }
-                TxnOp::Delete { oid, serial } => self.cast(Request::DeleteObject { oid, serial, txn: txn() })?,
+                TxnOp::Delete { oid, serial } => {
+                    self.cast(Request::DeleteObject { oid, serial, txn: txn() })?
+                }
                 TxnOp::Restore { oid, serial, data, prev_txn } => {
                     self.cast(Request::Restorea { oid, serial, data, prev_txn, txn: txn() })?;
                 }
@@ -225,10 +245,6 @@ impl ZeoClient {
     }
 }
 
-fn req_record_start(
-    iter: BackendIterId,
-    txn_iter: BackendIterId,
-    tid: crate::ids::Tid,
-) -> BackendRequest {
+fn req_record_start(iter: BackendIterId, txn_iter: BackendIterId, tid: crate::ids::Tid) -> BackendRequest {
     BackendRequest::IterRecordStart { iter, txn_iter, tid }
 }

@@ -68,7 +68,10 @@ impl ZeoClient {
             }
         }
         if let Some([o, t]) = msgid.0.as_seq() {
-            let key = o.as_bytes().and_then(|b| Oid::from_slice(b)).zip(t.as_bytes().and_then(|b| Tid::from_slice(b)));
+            let key = o
+                .as_bytes()
+                .and_then(|b| Oid::from_slice(b))
+                .zip(t.as_bytes().and_then(|b| Tid::from_slice(b)));
             if let Some(key) = key {
                 if let Some(q) = self.loads.get_mut(&key) {
                     let expect = q.pop_front();
@@ -144,7 +147,10 @@ impl ZeoClient {
                         self.cast(Request::IteratorGc { iids: vec![iid] })?;
                         self.answer(id, BackendOutcome::Nil);
                         for (wid, _) in waiting {
-                            self.answer(wid, super::backend_failure(format!("iterator {} was dropped", iter.0)));
+                            self.answer(
+                                wid,
+                                super::backend_failure(format!("iterator {} was dropped", iter.0)),
+                            );
                         }
                     }
                     other => {
@@ -180,7 +186,8 @@ impl ZeoClient {
                 self.answer(id, BackendOutcome::Record(r));
             }
             (Expect::SendBlob { id, oid, serial }, reply) => {
-                if let Some(at) = self.blob_reads.iter().position(|&(o, s, i)| (o, s, i) == (oid, serial, id)) {
+                if let Some(at) = self.blob_reads.iter().position(|&(o, s, i)| (o, s, i) == (oid, serial, id))
+                {
                     self.blob_reads.remove(at);
                 }
                 let outcome = match reply {
@@ -209,7 +216,9 @@ impl ZeoClient {
                     }
                 }
                 let outcome = match reply {
-                    Ok(Reply::TpcFinish(Some(t))) if t == tid => BackendOutcome::Finished { tid, size: self.size },
+                    Ok(Reply::TpcFinish(Some(t))) if t == tid => {
+                        BackendOutcome::Finished { tid, size: self.size }
+                    }
                     Ok(Reply::TpcFinish(Some(t))) => {
                         super::backend_failure(format!("the transaction finished as {t}, expected {tid}"))
                     }
@@ -283,10 +292,9 @@ impl ZeoClient {
         let (Some(info), Some(last_tid)) = (&self.setup_info, self.setup_last) else {
             return Ok(());
         };
-        let blobs = info
-            .interfaces
-            .as_ref()
-            .is_some_and(|ifs| ifs.iter().any(|(m, n)| m.as_str() == "ZODB.interfaces" && n.as_str() == "IBlobStorage"));
+        let blobs = info.interfaces.as_ref().is_some_and(|ifs| {
+            ifs.iter().any(|(m, n)| m.as_str() == "ZODB.interfaces" && n.as_str() == "IBlobStorage")
+        });
         let ready = BackendInfo {
             last_tid,
             size: self.size,
@@ -317,12 +325,17 @@ impl ZeoClient {
             Push::Info(info) => self.size = size_of(&info, self.size),
             Push::ReceiveBlobStart { oid, serial } | Push::ReceiveBlobStop { oid, serial } => {
                 if !self.blob_reads.iter().any(|&(o, s, _)| (o, s) == (oid, serial)) {
-                    return Err(ClientError::UnexpectedPush(format!("blob push for {oid}@{serial} nobody asked for")));
+                    return Err(ClientError::UnexpectedPush(format!(
+                        "blob push for {oid}@{serial} nobody asked for"
+                    )));
                 }
             }
             Push::ReceiveBlobChunk { oid, serial, chunk } => {
-                let Some(&(_, _, id)) = self.blob_reads.iter().find(|&&(o, s, _)| (o, s) == (oid, serial)) else {
-                    return Err(ClientError::UnexpectedPush(format!("blob chunk for {oid}@{serial} nobody asked for")));
+                let Some(&(_, _, id)) = self.blob_reads.iter().find(|&&(o, s, _)| (o, s) == (oid, serial))
+                else {
+                    return Err(ClientError::UnexpectedPush(format!(
+                        "blob chunk for {oid}@{serial} nobody asked for"
+                    )));
                 };
                 self.answer(id, BackendOutcome::BlobChunk(chunk));
             }
