@@ -3,7 +3,8 @@
 //! The driver is generic over [`Net`] so that the same code serves real sockets ([`TokioNet`]:
 //! TCP and unix-domain sockets) and, in the simulation, turmoil's simulated TCP (whose
 //! `TcpListener::bind`/`accept` and `TcpStream` have the same shape). The trait is kept to what
-//! the driver needs: bind, accept, a label for the peer, the wall clock.
+//! the driver needs: bind, accept, a label for the peer, the wall clock, and connecting to a
+//! remote backend.
 
 use std::future::Future;
 use std::io;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::backend::remote::RemoteAddr;
 use crate::config::ListenAddr;
 
 /// A network: where listeners come from, and the wall clock tids are taken from.
@@ -21,8 +23,14 @@ pub trait Net: Send + Sync + 'static {
     /// A bound listener.
     type Listener: Listener;
 
+    /// An outgoing connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
     /// Binds `addr`.
     fn bind(&self, addr: &ListenAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// Connects to a remote ZEO server (TCP with `TCP_NODELAY`, or a unix-domain socket).
+    fn connect(&self, addr: &RemoteAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 
     /// Wall-clock time since the Unix epoch (real time here; simulated time in turmoil).
     fn wall_clock(&self) -> Duration {
@@ -82,6 +90,33 @@ pub enum TokioStream {
 
 impl Net for TokioNet {
     type Listener = TokioListener;
+    type Stream = TokioStream;
+
+    async fn connect(&self, addr: &RemoteAddr) -> io::Result<TokioStream> {
+        match addr {
+            RemoteAddr::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {a}: {e}")))?;
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY to {a}: {e}");
+                }
+                Ok(TokioStream::Tcp(s))
+            }
+            #[cfg(unix)]
+            RemoteAddr::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot connect to unix:{}: {e}", p.display()))
+                })?;
+                Ok(TokioStream::Unix(s))
+            }
+            #[cfg(not(unix))]
+            RemoteAddr::Unix(p) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("unix:{}: no unix sockets here", p.display()),
+            )),
+        }
+    }
 
     async fn bind(&self, addr: &ListenAddr) -> io::Result<TokioListener> {
         match addr {

@@ -2,6 +2,8 @@
 //!
 //! * [`local`]: a local FileStorage engine ([`crate::storage`]), served by its own threads so
 //!   that storage I/O never blocks the driver.
+//! * [`remote`]: a remote ZEO server (stock Python ZEO or zeoraid), reached over the
+//!   [`crate::net::Net`] trait with the client state machine of `zeoraid_core::zeo::client`.
 //!
 //! A backend answers through a [`Sink`]: every request gets exactly one final outcome (and, for
 //! `SendBlob`, partial `BlobChunk`s before it), see `zeoraid_core::zeo::backend`.
@@ -13,6 +15,9 @@ use zeoraid_core::zeo::backend::{BackendOutcome, BackendReqId};
 pub mod local;
 #[cfg(test)]
 mod local_tests;
+pub mod remote;
+#[cfg(test)]
+mod remote_tests;
 
 /// Where a backend delivers outcomes (called from the backend's threads).
 pub type Sink = Arc<dyn Fn(BackendReqId, BackendOutcome) + Send + Sync>;
