@@ -258,6 +258,16 @@ impl ServerProcess {
         }
     }
 
+    /// Kills the server with SIGKILL (`kill -9`: no clean-up, connections reset) and reaps it.
+    pub fn kill(&mut self) -> Result<(), ServerError> {
+        if let Some(child) = self.child.as_mut() {
+            // Already exited is fine; `wait` reaps it either way.
+            let _ = child.kill();
+            child.wait().map_err(io_error("waiting for the killed server"))?;
+        }
+        Ok(())
+    }
+
     /// Stops the server (if running) and starts it again on the same port and data.
     pub fn restart(&mut self) -> Result<(), ServerError> {
         let opts = self.opts.clone();
