@@ -327,6 +327,16 @@ async fn scenario(mut server: ServerProcess) {
     }
     assert!(got == blob, "blob of {} bytes came back as {} bytes", blob.len(), got.len());
 
+    // disconnect() (what the RAID does after a call timeout) drops the connection with the
+    // request in flight, and the backend reconnects after the first backoff (0.2 s).
+    let in_flight = h.submit(BackendRequest::LoadSerial { oid: oid(1), serial: t1 });
+    h.backend.disconnect();
+    let out = h.wait_all(in_flight, Duration::from_secs(1)).await;
+    assert_eq!(failed_culprit(&out[0]).0, Culprit::Backend, "{out:?}");
+    let down = h.event(Duration::from_secs(1)).await;
+    assert!(matches!(&down, BackendEvent::Down { reason } if reason.contains("call timeout")), "{down:?}");
+    assert_eq!(h.up().await.last_tid, t5);
+
     // kill -9: Down and failures within a second; then the restart brings it Up again.
     let in_flight = h.submit(BackendRequest::History { oid: oid(1), size: 1 });
     server.kill().expect("kill -9");

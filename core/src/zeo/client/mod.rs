@@ -99,7 +99,7 @@ pub enum ClientError {
         /// Storage name.
         storage: String,
         /// The server's error.
-        error: ZeoError,
+        error: Box<ZeoError>,
     },
     /// A message could not be encoded (a value the encoding cannot carry).
     #[error("encoding a call: {0}")]

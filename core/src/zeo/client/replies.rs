@@ -96,7 +96,7 @@ impl ZeoClient {
                 self.call(Request::LastTransaction, Expect::SetupLast)?;
             }
             (Expect::Register | Expect::SetupInfo | Expect::SetupLast, Err(error)) => {
-                return Err(ClientError::Register { storage: storage(), error });
+                return Err(ClientError::Register { storage: storage(), error: Box::new(error) });
             }
             (Expect::SetupInfo, Ok(Reply::GetInfo(info))) => {
                 self.size = size_of(&info, self.size);
