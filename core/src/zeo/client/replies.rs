@@ -50,14 +50,45 @@ impl ZeoClient {
             ServerMessage::Reply { msgid, result } => {
                 let (method, expect) = self.take_expect(&msgid)?;
                 let reply = Reply::from_value(method, &result)
-                    .map_err(|error| ClientError::ReplyType { method: method.name(), error })?;
-                self.on_reply(expect, Ok(reply))
+                    .map_err(|error| ClientError::ReplyType { method: method.name(), error });
+                match reply {
+                    Ok(reply) => self.on_reply_answering(expect, Ok(reply)),
+                    Err(e) => {
+                        // The call is no longer in flight: answer it here, fail_all cannot.
+                        if let Some(id) = expect.request_id() {
+                            self.answer(id, super::backend_failure(e.to_string()));
+                        }
+                        Err(e)
+                    }
+                }
             }
             ServerMessage::Error { msgid, error } => {
                 let (_, expect) = self.take_expect(&msgid)?;
-                self.on_reply(expect, Err(error))
+                self.on_reply_answering(expect, Err(error))
             }
         }
+    }
+
+    /// [`ZeoClient::on_reply`], making sure that the request is answered when the reply turns
+    /// out to be a protocol error (the call has left the calls in flight, so `fail_all` would
+    /// not answer it).
+    fn on_reply_answering(
+        &mut self,
+        expect: Expect,
+        reply: Result<Reply, ZeoError>,
+    ) -> Result<(), ClientError> {
+        let id = expect.request_id();
+        let before = self.events.len();
+        let r = self.on_reply(expect, reply);
+        if let (Err(e), Some(id)) = (&r, id) {
+            let answered = self.events.iter().skip(before).any(
+                |ev| matches!(ev, ClientEvent::Outcome { id: i, outcome } if *i == id && !outcome.is_partial()),
+            );
+            if !answered {
+                self.answer(id, super::backend_failure(e.to_string()));
+            }
+        }
+        r
     }
 
     /// The call a reply answers, removed from the calls in flight.
