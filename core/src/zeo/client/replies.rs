@@ -290,7 +290,10 @@ impl ZeoClient {
 
     fn on_voted(&mut self, id: BackendReqId, items: Vec<VoteItem>) -> Result<(), ClientError> {
         let Some(txn) = self.txn.as_mut() else {
-            return Err(ClientError::Unexpected("a vote reply without a transaction".into()));
+            // The core aborted while the vote was in flight (outside the contract): the server
+            // has processed our tpc_abort after this vote, so nothing is open.
+            self.answer(id, super::backend_failure("the transaction was aborted during its vote"));
+            return Ok(());
         };
         if items.iter().any(|i| matches!(i, VoteItem::Conflict { .. })) {
             // Client-conflict-resolution mode: the server keeps the ZEO transaction; abort it so
