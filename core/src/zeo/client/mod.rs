@@ -112,11 +112,13 @@ pub enum ClientError {
 /// The connection's phase.
 ///
 /// ```text
-///  AwaitingAnnouncement ──"Z5"/"M5"──▶ Registering(Register) ──last tid──▶ Registering(Info)
-///          │                                 │                                   │
-///          │                                 │               get_info + lastTransaction answered
-///          │                                 │                                   ▼
-///          └──────── protocol error / fail_all ──────────────────────────▶ Closed ◀── Ready
+///  AwaitingAnnouncement ──"Z5"/"M5": letter copied, register sent──▶ Registering
+///          │                                                            │ register answered:
+///          │                                                            ▼ get_info + lastTransaction
+///          │                                                       FetchingInfo
+///          │                                                            │ both answered: Ready(info),
+///          │                                                            ▼ queued requests sent
+///          └──── protocol error (then fail_all) / fail_all ──▶ Closed ◀── Ready
 /// ```
 ///
 /// Invariants ([`ZeoClient::check`]):
