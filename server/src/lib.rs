@@ -4,8 +4,11 @@
 //! (`Data.fs`) that Python's FileStorage can open and that can open Python's.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod driver;
 pub mod net;
+pub mod raid_state;
+pub mod startup;
 pub mod storage;

@@ -1,19 +1,20 @@
-//! The `zeoraid` command: `serve`, `check-config`.
+//! The `zeoraid` command: `serve`, `check-config`, and the manager commands `status`,
+//! `details`, `disable`, `reload` (through the admin socket of a running server).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use tracing::{info, warn};
+use tracing::info;
 use tracing_subscriber::EnvFilter;
-use zeoraid_core::zeo::events::StorageIdx;
-use zeoraid_server::backend::local::LocalBackend;
-use zeoraid_server::config::{Config, ListenAddr, DEFAULT_DATA};
+use zeoraid_server::admin::{self, AdminReply, Command as AdminCommand, ReloadSource};
+use zeoraid_server::config::{Config, ListenAddr, ADMIN_SOCKET, DEFAULT_DATA};
 use zeoraid_server::driver::Driver;
 use zeoraid_server::net::{Listener, Net, TokioNet};
+use zeoraid_server::startup::{self, RealOpener};
 
 /// zeoraid: a RAID-1 server for ZODB that speaks ZEO.
 #[derive(Debug, Parser)]
@@ -32,6 +33,34 @@ enum Command {
         /// The configuration file (TOML).
         file: PathBuf,
     },
+    /// Print the worst RAID status in one word; exit 0 optimal, 1 recovering, 2 degraded or
+    /// failed, 3 when the server cannot be asked (Nagios UNKNOWN).
+    Status(AdminArgs),
+    /// Print every backend of every storage: state, reason, since, last tid.
+    Details(AdminArgs),
+    /// Take a backend out of its RAID (refused for the last optimal one).
+    Disable {
+        /// The backend's name.
+        name: String,
+        /// Its storage (needed when the server has several).
+        #[arg(long, value_name = "S")]
+        storage: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Have the server re-read its configuration file (new backends join degraded, removed
+    /// ones are closed; a file that does not load changes nothing).
+    Reload(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The server's admin socket [default: var/admin.sock, the default serve's].
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    admin: Option<PathBuf>,
+    /// Take the admin socket from this configuration file (`[server] admin`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +71,9 @@ struct ServeArgs {
     /// Listen on ADDR (IP:PORT or unix:PATH) instead of the configured addresses; repeatable.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<ListenAddr>,
-    /// Data directory of the single storage: DIR/Data.fs and DIR/blobs [default: ./var].
+    /// Data directory: without a config, storage "1" is a RAID of DIR/a/Data.fs and
+    /// DIR/b/Data.fs (blobs in DIR/a/blobs, DIR/b/blobs), state DIR/1.raid-state, admin socket
+    /// DIR/admin.sock [default: ./var]; with one, relocates its single local storage.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace, or RUST_LOG syntax); overrides
@@ -77,7 +108,119 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Status(a) => manage(&a, &AdminCommand::Status),
+        Command::Details(a) => manage(&a, &AdminCommand::Details),
+        Command::Disable { name, storage, admin } => manage(&admin, &AdminCommand::Disable { storage, name }),
+        Command::Reload(a) => manage(&a, &AdminCommand::Reload),
     }
+}
+
+/// How long a manager command waits for the server (a reload may open a storage).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// `status`'s exit code when the server cannot be asked (Nagios UNKNOWN).
+const UNKNOWN: u8 = 3;
+
+/// Runs a manager command against the admin socket.
+fn manage(args: &AdminArgs, cmd: &AdminCommand) -> ExitCode {
+    let unknown = if matches!(cmd, AdminCommand::Status) { UNKNOWN } else { 1 };
+    let path = match admin_path(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zeoraid: {e}");
+            return ExitCode::from(unknown);
+        }
+    };
+    let reply = match admin::request(&path, cmd, ADMIN_TIMEOUT) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zeoraid: {e}");
+            return ExitCode::from(unknown);
+        }
+    };
+    if !reply.ok {
+        eprintln!("zeoraid: {}", reply.error.as_deref().unwrap_or("refused"));
+        return ExitCode::from(if matches!(cmd, AdminCommand::Status) { UNKNOWN } else { 1 });
+    }
+    match cmd {
+        AdminCommand::Status => {
+            let word = reply.status.as_deref().unwrap_or("unknown");
+            println!("{word}");
+            ExitCode::from(match word {
+                "optimal" => 0,
+                "recovering" => 1,
+                "degraded" | "failed" => 2,
+                _ => UNKNOWN,
+            })
+        }
+        AdminCommand::Details => {
+            print!("{}", details_table(&reply));
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Disable { .. } | AdminCommand::Reload => {
+            for n in &reply.notes {
+                println!("{n}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `--admin`, else `[server] admin` of `--config`, else the default serve's socket.
+fn admin_path(args: &AdminArgs) -> Result<PathBuf, String> {
+    if let Some(p) = &args.admin {
+        return Ok(p.clone());
+    }
+    if let Some(file) = &args.config {
+        return Config::load(file).map(|c| c.server.admin).map_err(|e| e.to_string());
+    }
+    Ok(Path::new(DEFAULT_DATA).join(ADMIN_SOCKET))
+}
+
+/// `details`: a table per storage.
+fn details_table(reply: &AdminReply) -> String {
+    let mut out = String::new();
+    for s in &reply.storages {
+        out.push_str(&format!("storage {}: {}\n", s.name, s.status));
+        let mut rows = vec![[
+            "BACKEND".to_string(),
+            "KIND".to_string(),
+            "STATE".to_string(),
+            "SINCE".to_string(),
+            "LAST TID".to_string(),
+            "CONNECTED".to_string(),
+            "REASON".to_string(),
+        ]];
+        for b in &s.backends {
+            rows.push([
+                b.name.clone(),
+                b.label.clone(),
+                b.state.clone(),
+                b.since.map_or_else(|| "-".to_string(), admin::iso_utc),
+                b.last_tid.clone().unwrap_or_else(|| "-".to_string()),
+                if b.connected { "yes" } else { "no" }.to_string(),
+                b.reason.clone().unwrap_or_else(|| "-".to_string()),
+            ]);
+        }
+        let mut widths = [0usize; 7];
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        for r in &rows {
+            let mut line = String::from("  ");
+            for (i, (w, c)) in widths.iter().zip(r).enumerate() {
+                if i + 1 == r.len() {
+                    line.push_str(c);
+                } else {
+                    line.push_str(&format!("{c:<w$}  "));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn init_logs(level: Option<&str>) -> Result<(), String> {
@@ -105,12 +248,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => {
             let data = args.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
-            let mut cfg = Config::defaults(&data);
-            cfg.override_data(&data).map_err(|e| e.to_string())?; // checks that data is usable
-            cfg
+            Config::check_data_dir(&data).map_err(|e| e.to_string())?;
+            Config::defaults(&data)
         }
     };
+    let source = ReloadSource {
+        file: args.config.clone(),
+        listen: args.listen.clone(),
+        data: if args.config.is_some() { args.data.clone() } else { None },
+        server: cfg.server.clone(),
+    };
     cfg.override_listen(args.listen).map_err(|e| e.to_string())?;
+    let source = ReloadSource { server: cfg.server.clone(), ..source };
     cfg.create_dirs().map_err(|e| format!("cannot create the storage directories: {e}"))?;
 
     // One thread for all network I/O and the core: the core is one state machine anyway, and
@@ -123,50 +272,55 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let mut driver = Driver::new(TokioNet);
     driver.set_max_output(cfg.server.max_output);
-
-    let mut backends = Vec::with_capacity(cfg.storages.len());
-    let mut seeds = Vec::with_capacity(cfg.storages.len());
-    for (i, s) in cfg.storages.iter().enumerate() {
-        let what = format!("storage {} ({})", s.name, s.path.display());
-        let (backend, report) = LocalBackend::open(&s.name, &s.local_config(), driver.sink(StorageIdx(i)))
-            .map_err(|e| format!("{what}: {e}"))?;
-        info!(
-            "opened {what}: index from {:?}, {} transaction(s) scanned{}",
-            report.index,
-            report.scanned_transactions,
-            if report.dropped_tail.is_some() { ", a torn tail was cut back" } else { "" }
-        );
-        seeds.push(backend.seed(cfg.server.invalidation_queue_size).map_err(|e| format!("{what}: {e}"))?);
-        backends.push(backend);
-    }
-    let server_cfg = cfg.server_config(seeds);
     let grace = cfg.server.shutdown_grace;
 
-    let backends = runtime.block_on(async {
+    let failed = runtime.block_on(async {
+        let start = tokio::time::Instant::now();
+        let started =
+            startup::open_storages(&cfg, &driver, start.into_std(), cfg.server.invalidation_queue_size)?;
+        let server_cfg = cfg.server_config(started.seeds);
+        let units = started.units;
         let shutdown = shutdown_signal()?;
         let mut listeners = Vec::with_capacity(cfg.server.listen.len());
-        for addr in &cfg.server.listen {
-            listeners.push(driver.net().bind(addr).await.map_err(|e| e.to_string())?);
-        }
+        let opened = async {
+            for addr in &cfg.server.listen {
+                listeners.push(driver.net().bind(addr).await.map_err(|e| e.to_string())?);
+            }
+            let admin_addr = ListenAddr::Unix(cfg.server.admin.clone());
+            driver.net().bind(&admin_addr).await.map_err(|e| format!("admin socket: {e}"))
+        };
+        let admin_listener = match opened.await {
+            Ok(l) => l,
+            Err(e) => {
+                // Nothing was served: close what was opened, keep the state file as it was.
+                let _ = startup::close_storages(
+                    units
+                        .into_iter()
+                        .map(|mut u| {
+                            u.last_state = None;
+                            u
+                        })
+                        .collect(),
+                )
+                .await;
+                return Err(e);
+            }
+        };
         for l in &listeners {
             let at = l.local_addr();
             info!("listening on {at}");
             for s in &cfg.storages {
-                info!("serving storage {} ({}) on {at}", s.name, s.path.display());
+                info!("serving storage {} ({} backend(s)) on {at}", s.name, s.backends.len());
             }
         }
+        let admin_task = tokio::spawn(admin::serve(admin_listener, driver.admin_sender(), source));
         info!("ready in {} ms", t0.elapsed().as_millis());
-        Ok::<_, String>(driver.run(server_cfg, listeners, backends, shutdown, grace).await)
+        let units = driver.run(server_cfg, listeners, units, RealOpener, start, shutdown, grace).await;
+        admin_task.abort();
+        let _ = admin_task.await; // drops the listener: the socket file is removed
+        Ok::<_, String>(startup::close_storages(units).await)
     })?;
     drop(runtime);
-
-    let mut failed = Vec::new();
-    for (b, s) in backends.into_iter().zip(&cfg.storages) {
-        if let Err(e) = b.close() {
-            warn!("closing storage {}: {e}", s.name);
-            failed.push(format!("storage {} ({}): cannot close: {e}", s.name, s.path.display()));
-        }
-    }
     if !failed.is_empty() {
         return Err(failed.join("; "));
     }

@@ -113,7 +113,7 @@ fn serve_without_config_announces_z5_and_stops_cleanly_on_sigterm() {
     let mut s = serve(dir.path(), &["--listen", "127.0.0.1:0"], 1);
     eprintln!("zeoraid serve was ready {:?} after spawn", s.started);
     assert!(
-        s.lines.iter().any(|l| l.contains("serving storage 1 (var/Data.fs) on 127.0.0.1:")),
+        s.lines.iter().any(|l| l.contains("serving storage 1 (2 backend(s)) on 127.0.0.1:")),
         "{:#?}",
         s.lines
     );
@@ -126,8 +126,12 @@ fn serve_without_config_announces_z5_and_stops_cleanly_on_sigterm() {
 
     let status = s.terminate(Duration::from_secs(5));
     assert!(status.success(), "exit status {status}; stderr:\n{}", s.lines.join("\n"));
-    assert!(dir.path().join("var/Data.fs").is_file(), "Data.fs created under ./var");
-    assert!(dir.path().join("var/blobs").is_dir(), "blob directory created under ./var");
+    for b in ["a", "b"] {
+        assert!(dir.path().join("var").join(b).join("Data.fs").is_file(), "Data.fs created under ./var/{b}");
+        assert!(dir.path().join("var").join(b).join("blobs").is_dir(), "blobs created under ./var/{b}");
+    }
+    assert!(dir.path().join("var/1.raid-state").is_file(), "the RAID state is saved");
+    assert!(!dir.path().join("var/admin.sock").exists(), "the admin socket is removed at exit");
     // The clients were disconnected by the shutdown.
     let mut rest = Vec::new();
     assert_eq!(c.read_to_end(&mut rest).expect("eof"), 0);
@@ -147,7 +151,7 @@ fn serve_listens_on_a_unix_socket_and_removes_it_at_exit() {
     let status = s.terminate(Duration::from_secs(5));
     assert!(status.success(), "{}", s.lines.join("\n"));
     assert!(!sock.exists(), "socket file removed at exit");
-    assert!(data.join("Data.fs").is_file());
+    assert!(data.join("a/Data.fs").is_file() && data.join("b/Data.fs").is_file());
 }
 
 #[test]
@@ -215,7 +219,7 @@ fn second_server_on_the_same_data_exits_1_with_locked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("zeoraid: storage 1 (var/Data.fs): ") && last.contains("locked"), "{err}");
+    assert!(last.starts_with("zeoraid: storage 1 backend a (var/a/Data.fs): ") && last.contains("locked"), "{err}");
     // The first one is undisturbed.
     let mut c = connect(&first.addrs[0]);
     assert_eq!(read_frame(&mut c), b"Z5");

@@ -37,8 +37,8 @@ use zeoraid_core::wire::error::{ConflictDetails, PosKeyDetails, StorageTxnDetail
 use zeoraid_core::wire::reply::VoteItem;
 use zeoraid_core::wire::value::{Text, Value};
 use zeoraid_core::zeo::backend::{
-    BackendError, BackendIterId, BackendOutcome, BackendReqId, BackendRequest, Culprit, StorageSize, TxnOp,
-    UploadId, VoteRequest,
+    BackendError, BackendInfo, BackendIterId, BackendOutcome, BackendReqId, BackendRequest, Culprit,
+    StorageSize, TxnOp, UploadId, VoteRequest,
 };
 use zeoraid_core::zeo::events::StorageSeed;
 
@@ -182,6 +182,19 @@ impl LocalBackend {
             info_name: s.path().to_owned(),
             blobs: s.has_blobs(),
         })
+    }
+
+    /// What the RAID needs to know about it (last tid, size, blobs, …).
+    pub fn info(&self) -> BackendInfo {
+        let s = &self.shared.storage;
+        BackendInfo {
+            last_tid: s.last_transaction(),
+            size: size_of(s),
+            blobs: s.has_blobs(),
+            supports_undo: true,
+            info_name: s.path().to_owned(),
+            read_only: s.is_read_only(),
+        }
     }
 
     /// Queues a request; its outcome goes to the sink.
@@ -696,7 +709,8 @@ fn client_error(error: ZeoError) -> BackendOutcome {
     BackendOutcome::Failed(BackendError { error, culprit: Culprit::Client })
 }
 
-fn backend_fault(message: String) -> BackendOutcome {
+/// A `Failed` outcome blamed on the backend (`StorageSystemError` with `message`).
+pub fn backend_fault(message: String) -> BackendOutcome {
     BackendOutcome::Failed(BackendError {
         error: ZeoError::Other {
             class_path: Text::from_static("ZODB.POSException.StorageSystemError"),

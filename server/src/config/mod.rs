@@ -10,38 +10,61 @@
 //! max_frame = 1073741824        # bytes
 //! max_output = 268435456        # bytes queued for a client that does not read, before it is closed
 //! shutdown_grace = 10           # seconds
+//! admin = "var/admin.sock"      # the admin unix socket (never the ZEO port); default
+//!                               # admin.sock next to this file
 //!
-//! [[storage]]                   # one or more
+//! [[storage]]                   # one or more; each is a RAID of its backends
 //! name = "1"                    # the name clients give to `register`
-//! path = "var/Data.fs"          # relative paths are relative to the config file's directory
-//! blob_dir = "var/blobs"        # optional: no blobs without it
-//! read_only = false
-//! fsync = true
-//! read_threads = 2
+//! state_file = "var/1.raid-state"  # the RAID's state; default <name>.raid-state next to the
+//!                               # first local backend's Data.fs, else next to this file
+//! call_timeout = 10             # seconds a backend may take for one read
+//! write_timeout = 30            # ... for a vote, finish or abort
+//! connect_timeout = 5           # ... to connect and register (remote), at start and reconnect
+//!
+//!   [[storage.backend]]         # one or more
+//!   name = "a"                  # unique within the storage
+//!   path = "var/a/Data.fs"      # a local FileStorage; relative paths are relative to this
+//!   blob_dir = "var/a/blobs"    # file's directory. Optional: no blobs without it
+//!   read_only = false
+//!   fsync = true
+//!   read_threads = 2
+//!
+//!   [[storage.backend]]
+//!   name = "b"
+//!   zeo = "127.0.0.1:8101"      # a remote ZEO server (IP:PORT or unix:PATH)
+//!   storage = "1"               # the storage to register there (default "1")
+//!   read_only = false
 //! ```
+//!
+//! A backend has exactly one of `path` and `zeo`. The older single-storage form, with `path`,
+//! `blob_dir`, `read_only`, `fsync` and `read_threads` directly in `[[storage]]`, stays valid: it
+//! is a RAID of one local backend named `local`.
 //!
 //! Every error names the file, the line and column, and the key (`zeoraid.toml:7:8:
 //! server.listen: …`). Unknown keys and tables are errors.
 //!
 //! # Path rules
-//! * A writable storage's `path` need not exist (it is created), but the directory that will
-//!   hold it must either exist or be creatable: its nearest existing ancestor must be a
+//! * A writable local backend's `path` need not exist (it is created), but the directory that
+//!   will hold it must either exist or be creatable: its nearest existing ancestor must be a
 //!   directory. `serve` creates the missing directories ([`Config::create_dirs`]). `path`
-//!   itself must not be a directory.
-//! * A read-only storage's `path` must exist (nothing is created for it).
+//!   itself must not be a directory. A `Data.fs` is used by one backend only.
+//! * A read-only local backend's `path` must exist (nothing is created for it).
 //! * `blob_dir`, when it exists, must be a directory; otherwise the same rule as `path`'s
 //!   directory applies.
 //!
 //! # Without a file, and overrides
-//! Without a config file, one storage `1` is served from `<data>/Data.fs` with blobs in
-//! `<data>/blobs`, `data` being `./var` unless `--data DIR` says otherwise, on
-//! `127.0.0.1:8100` unless `--listen` says otherwise. `--listen ADDR` (repeatable) replaces the
-//! `listen` list of the file. `--data DIR` with a file is accepted only when the file has exactly
-//! one storage: that storage's `path` becomes `DIR/Data.fs` and, if it keeps blobs, its
-//! `blob_dir` becomes `DIR/blobs`; with several storages `--data` is an error (it could not
-//! say which storage it means).
+//! Without a config file, storage `1` is a RAID of two local backends, `a` (`<data>/a/Data.fs`,
+//! blobs in `<data>/a/blobs`) and `b` (likewise under `<data>/b`), its state in
+//! `<data>/1.raid-state`, the admin socket `<data>/admin.sock`; `data` is `./var` unless
+//! `--data DIR` says otherwise; it listens on `127.0.0.1:8100` unless `--listen` says
+//! otherwise. `--listen ADDR` (repeatable) replaces the `listen` list of the file. `--data DIR`
+//! with a file is accepted only when the file has exactly one storage with one local backend:
+//! its `path` becomes `DIR/Data.fs` and, if it keeps blobs, its `blob_dir` becomes `DIR/blobs`
+//! (and a default state file moves to `DIR`); otherwise `--data` is an error (it could not say
+//! which backend it means).
 
 mod locate;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +80,10 @@ use toml::Spanned;
 use zeoraid_core::wire::Encoding;
 use zeoraid_core::zeo::events::{ServerConfig, StorageSeed};
 
-use crate::backend::local::LocalConfig;
+pub use storage::{
+    BackendKind, BackendSettings, LocalSettings, StorageSettings, ZeoSettings, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REMOTE_STORAGE, DEFAULT_WRITE_TIMEOUT, SINGLE_BACKEND,
+};
 
 /// The default listen address (ZEO's usual port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8100";
@@ -69,6 +95,8 @@ pub const DEFAULT_DATA: &str = "var";
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 30;
 /// The default `max_output`: 256 MiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 256 << 20;
+/// The admin socket's file name (in the data directory, or next to the config file).
+pub const ADMIN_SOCKET: &str = "admin.sock";
 /// The smallest `max_output` accepted.
 pub const MIN_MAX_OUTPUT: usize = 64 << 10;
 
@@ -138,6 +166,8 @@ pub struct ServerSettings {
     /// Bytes that may wait to be written to one client; a client that lets more pile up (it
     /// does not read its replies) is closed, so that it cannot exhaust the server's memory.
     pub max_output: usize,
+    /// The admin endpoint (a unix socket, owner-only): `zeoraid status` and friends.
+    pub admin: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -151,42 +181,7 @@ impl Default for ServerSettings {
             max_frame: DEFAULT_MAX_FRAME,
             shutdown_grace: Duration::from_secs(10),
             max_output: DEFAULT_MAX_OUTPUT,
-        }
-    }
-}
-
-/// One served storage (a `[[storage]]` table).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageSettings {
-    /// The name clients give to `register`.
-    pub name: String,
-    /// `Data.fs` (resolved against the config file's directory).
-    pub path: PathBuf,
-    /// The blob directory, if blobs are kept.
-    pub blob_dir: Option<PathBuf>,
-    /// Refuse writes.
-    pub read_only: bool,
-    /// fsync at every commit.
-    pub fsync: bool,
-    /// Threads serving reads.
-    pub read_threads: usize,
-}
-
-impl StorageSettings {
-    /// The local backend's configuration for this storage. A relative `blob_dir` is made
-    /// absolute (against the working directory, as `path` is read), because the storage engine
-    /// would read a relative one against the directory of `Data.fs`.
-    pub fn local_config(&self) -> LocalConfig {
-        let blob_dir = self.blob_dir.as_ref().map(|b| match std::env::current_dir() {
-            Ok(cwd) if b.is_relative() => cwd.join(b),
-            _ => b.clone(),
-        });
-        LocalConfig {
-            path: self.path.clone(),
-            blob_dir,
-            read_only: self.read_only,
-            fsync: self.fsync,
-            read_threads: self.read_threads,
+            admin: Path::new(DEFAULT_DATA).join(ADMIN_SOCKET),
         }
     }
 }
@@ -243,7 +238,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     server: Option<RawServer>,
-    storage: Option<Vec<RawStorage>>,
+    storage: Option<Vec<storage::RawStorage>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -264,17 +259,7 @@ struct RawServer {
     max_frame: Option<Spanned<i64>>,
     shutdown_grace: Option<Spanned<f64>>,
     max_output: Option<Spanned<i64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStorage {
-    name: Spanned<String>,
-    path: Spanned<String>,
-    blob_dir: Option<Spanned<String>>,
-    read_only: Option<bool>,
-    fsync: Option<bool>,
-    read_threads: Option<Spanned<i64>>,
+    admin: Option<Spanned<String>>,
 }
 
 /// Builds errors located in one file's text.
@@ -298,18 +283,31 @@ impl Src<'_> {
 }
 
 impl Config {
-    /// The configuration used without a file: storage `1` in `data`, blobs in `data/blobs`.
+    /// The configuration used without a file: storage `1`, a RAID of two local backends `a`
+    /// (`data/a/Data.fs`, blobs in `data/a/blobs`) and `b` (likewise under `data/b`), its state
+    /// in `data/1.raid-state`, the admin socket `data/admin.sock`.
     pub fn defaults(data: &Path) -> Config {
-        Config {
-            file: None,
-            server: ServerSettings::default(),
-            storages: vec![StorageSettings {
-                name: DEFAULT_STORAGE.to_string(),
-                path: data.join("Data.fs"),
-                blob_dir: Some(data.join("blobs")),
+        let local = |n: &str| BackendSettings {
+            name: n.to_string(),
+            kind: BackendKind::Local(LocalSettings {
+                path: data.join(n).join("Data.fs"),
+                blob_dir: Some(data.join(n).join("blobs")),
                 read_only: false,
                 fsync: true,
                 read_threads: DEFAULT_READ_THREADS,
+            }),
+        };
+        Config {
+            file: None,
+            server: ServerSettings { admin: data.join(ADMIN_SOCKET), ..ServerSettings::default() },
+            storages: vec![StorageSettings {
+                name: DEFAULT_STORAGE.to_string(),
+                state_file: data.join(format!("{DEFAULT_STORAGE}.raid-state")),
+                state_file_given: false,
+                call_timeout: DEFAULT_CALL_TIMEOUT,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                backends: vec![local("a"), local("b")],
             }],
         }
     }
@@ -335,39 +333,40 @@ impl Config {
             _ => PathBuf::from("."),
         };
         let server = match raw.server {
-            Some(s) => validate_server(&src, s)?,
-            None => ServerSettings::default(),
+            Some(s) => validate_server(&src, &base, s)?,
+            None => ServerSettings { admin: base.join(ADMIN_SOCKET), ..ServerSettings::default() },
         };
         let raws = raw.storage.unwrap_or_default();
         if raws.is_empty() {
             return Err(src.err(0..0, "storage", "at least one [[storage]] table is required"));
         }
-        let mut storages: Vec<(StorageSettings, usize)> = Vec::with_capacity(raws.len());
+        let mut storages: Vec<StorageSettings> = Vec::with_capacity(raws.len());
+        let mut lines: Vec<usize> = Vec::with_capacity(raws.len());
+        let mut spans = Vec::with_capacity(raws.len());
         for r in raws {
-            let (name_span, path_span) = (r.name.span(), r.path.span());
+            let name_span = storage::name_span(&r);
             let line = locate::line_col(text, name_span.start).line;
-            let s = validate_storage(&src, &base, server.read_only, r)?;
-            if let Some((_, first)) = storages.iter().find(|(o, _)| o.name == s.name) {
+            spans.push(storage::path_spans(&r));
+            let s = storage::validate_storage(&src, &base, server.read_only, r)?;
+            if let Some(i) = storages.iter().position(|o| o.name == s.name) {
                 return Err(src.err(
                     name_span,
                     "storage.name",
-                    format!("storage name {:?} is already used at line {first}", s.name),
+                    format!("storage name {:?} is already used at line {}", s.name, lines[i]),
                 ));
             }
-            if let Some((o, first)) = storages.iter().find(|(o, _)| o.path == s.path) {
+            if let Some(o) = storages.iter().find(|o| o.state_file == s.state_file) {
                 return Err(src.err(
-                    path_span,
-                    "storage.path",
-                    format!("{} is already served as storage {:?} (line {first})", s.path.display(), o.name),
+                    name_span,
+                    "storage.state_file",
+                    format!("{} is already the state file of storage {:?}", s.state_file.display(), o.name),
                 ));
             }
-            storages.push((s, line));
+            storages.push(s);
+            lines.push(line);
         }
-        Ok(Config {
-            file: Some(file.to_path_buf()),
-            server,
-            storages: storages.into_iter().map(|(s, _)| s).collect(),
-        })
+        storage::check_unique_paths(&src, &storages, text, &spans)?;
+        Ok(Config { file: Some(file.to_path_buf()), server, storages })
     }
 
     /// `--listen`: replaces the listen list (a no-op when `addrs` is empty).
@@ -382,6 +381,11 @@ impl Config {
         Ok(())
     }
 
+    /// `--data DIR` without a file: `dir` must be (or be creatable as) a directory.
+    pub fn check_data_dir(dir: &Path) -> Result<(), ConfigError> {
+        check_creatable(dir).map_err(|m| ConfigError::Option { option: "--data", message: m })
+    }
+
     /// `--data DIR`: see the module doc.
     pub fn override_data(&mut self, dir: &Path) -> Result<(), ConfigError> {
         let [only] = self.storages.as_mut_slice() else {
@@ -394,29 +398,49 @@ impl Config {
                 ),
             });
         };
-        check_creatable(dir).map_err(|m| ConfigError::Option { option: "--data", message: m })?;
-        only.path = dir.join("Data.fs");
-        if only.blob_dir.is_some() {
-            only.blob_dir = Some(dir.join("blobs"));
-        }
-        if only.read_only && !only.path.exists() {
+        let [BackendSettings { kind: BackendKind::Local(local), .. }] = only.backends.as_mut_slice() else {
             return Err(ConfigError::Option {
                 option: "--data",
-                message: format!("{} does not exist (the storage is read-only)", only.path.display()),
+                message: format!(
+                    "storage {:?} has {} backends; --data can only relocate a single local storage \
+                     (set each backend's path in the file instead)",
+                    only.name,
+                    only.backends.len()
+                ),
             });
+        };
+        check_creatable(dir).map_err(|m| ConfigError::Option { option: "--data", message: m })?;
+        local.path = dir.join("Data.fs");
+        if local.blob_dir.is_some() {
+            local.blob_dir = Some(dir.join("blobs"));
+        }
+        if local.read_only && !local.path.exists() {
+            return Err(ConfigError::Option {
+                option: "--data",
+                message: format!("{} does not exist (the storage is read-only)", local.path.display()),
+            });
+        }
+        if !only.state_file_given {
+            only.state_file = StorageSettings::default_state_file(&only.name, &only.backends, dir);
         }
         Ok(())
     }
 
-    /// Creates the missing directories that writable storages (and their blobs) live in.
+    /// Creates the missing directories that writable local backends (and their blobs), the
+    /// state files and the admin socket live in.
     pub fn create_dirs(&self) -> std::io::Result<()> {
-        for s in self.storages.iter().filter(|s| !s.read_only) {
-            if let Some(parent) = s.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
+        let parent = |p: &Path| p.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        dirs.extend(parent(&self.server.admin));
+        for s in &self.storages {
+            dirs.extend(parent(&s.state_file));
+            for l in s.backends.iter().filter_map(BackendSettings::local).filter(|l| !l.read_only) {
+                dirs.extend(parent(&l.path));
+                dirs.extend(l.blob_dir.clone());
             }
-            if let Some(b) = &s.blob_dir {
-                std::fs::create_dir_all(b)?;
-            }
+        }
+        for d in dirs {
+            std::fs::create_dir_all(d)?;
         }
         Ok(())
     }
@@ -452,23 +476,44 @@ impl Config {
             s.max_frame,
             s.shutdown_grace.as_secs_f64()
         ));
+        out.push_str(&format!("admin: unix:{}\n", s.admin.display()));
         for st in &self.storages {
             out.push_str(&format!(
-                "storage {:?}: {}{}{}, fsync: {}, read_threads: {}\n",
+                "storage {:?}: {} backend(s), state in {}, call_timeout: {}s, write_timeout: {}s, \
+                 connect_timeout: {}s\n",
                 st.name,
-                st.path.display(),
-                st.blob_dir.as_ref().map_or(String::new(), |b| format!(", blobs in {}", b.display())),
-                if st.read_only { ", read-only" } else { "" },
-                st.fsync,
-                st.read_threads
+                st.backends.len(),
+                st.state_file.display(),
+                st.call_timeout.as_secs_f64(),
+                st.write_timeout.as_secs_f64(),
+                st.connect_timeout.as_secs_f64()
             ));
+            for b in &st.backends {
+                let more = match &b.kind {
+                    BackendKind::Local(l) => format!(
+                        "{}{}, fsync: {}, read_threads: {}",
+                        l.blob_dir.as_ref().map_or(String::new(), |b| format!(", blobs in {}", b.display())),
+                        if l.read_only { ", read-only" } else { "" },
+                        l.fsync,
+                        l.read_threads
+                    ),
+                    BackendKind::Zeo(z) => (if z.read_only { ", read-only" } else { "" }).to_string(),
+                };
+                out.push_str(&format!("  backend {:?}: {}{more}\n", b.name, b.label()));
+            }
         }
         out
     }
 }
 
-fn validate_server(src: &Src<'_>, r: RawServer) -> Result<ServerSettings, ConfigError> {
-    let mut s = ServerSettings::default();
+fn validate_server(src: &Src<'_>, base: &Path, r: RawServer) -> Result<ServerSettings, ConfigError> {
+    let mut s = ServerSettings { admin: base.join(ADMIN_SOCKET), ..ServerSettings::default() };
+    if let Some(a) = &r.admin {
+        s.admin = resolve(src, base, a, "server.admin")?;
+        if s.admin.is_dir() {
+            return Err(src.err(a.span(), "server.admin", format!("{} is a directory", s.admin.display())));
+        }
+    }
     if let Some(listen) = r.listen {
         if listen.get_ref().is_empty() {
             return Err(src.err(listen.span(), "server.listen", "at least one address is required"));
@@ -542,77 +587,6 @@ fn seconds(src: &Src<'_>, t: &Spanned<f64>, key: &str, zero_ok: bool) -> Result<
         ));
     }
     Ok(Duration::from_secs_f64(v))
-}
-
-fn validate_storage(
-    src: &Src<'_>,
-    base: &Path,
-    all_read_only: bool,
-    r: RawStorage,
-) -> Result<StorageSettings, ConfigError> {
-    let name = r.name.get_ref();
-    if name.is_empty() {
-        return Err(src.err(r.name.span(), "storage.name", "the name must not be empty"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(src.err(r.name.span(), "storage.name", format!("{name:?} contains control characters")));
-    }
-    let read_only = r.read_only.unwrap_or(false) || all_read_only;
-    let path = resolve(src, base, &r.path, "storage.path")?;
-    if path.is_dir() {
-        return Err(src.err(
-            r.path.span(),
-            "storage.path",
-            format!("{} is a directory, not a Data.fs file", path.display()),
-        ));
-    }
-    if read_only {
-        if !path.is_file() {
-            return Err(src.err(
-                r.path.span(),
-                "storage.path",
-                format!("{} does not exist (the storage is read-only)", path.display()),
-            ));
-        }
-    } else if let Some(parent) = path.parent() {
-        check_creatable(parent).map_err(|m| src.err(r.path.span(), "storage.path", m))?;
-    }
-    let blob_dir = match &r.blob_dir {
-        Some(b) => {
-            let dir = resolve(src, base, b, "storage.blob_dir")?;
-            if read_only && !dir.is_dir() {
-                return Err(src.err(
-                    b.span(),
-                    "storage.blob_dir",
-                    format!("{} is not a directory (the storage is read-only)", dir.display()),
-                ));
-            }
-            check_creatable(&dir).map_err(|m| src.err(b.span(), "storage.blob_dir", m))?;
-            Some(dir)
-        }
-        None => None,
-    };
-    let read_threads = match r.read_threads {
-        Some(n) => {
-            let v = *n.get_ref();
-            usize::try_from(v).ok().filter(|v| (1..=MAX_READ_THREADS).contains(v)).ok_or_else(|| {
-                src.err(
-                    n.span(),
-                    "storage.read_threads",
-                    format!("{v} is not between 1 and {MAX_READ_THREADS}"),
-                )
-            })?
-        }
-        None => DEFAULT_READ_THREADS,
-    };
-    Ok(StorageSettings {
-        name: name.clone(),
-        path,
-        blob_dir,
-        read_only,
-        fsync: r.fsync.unwrap_or(true),
-        read_threads,
-    })
 }
 
 /// A path of the file, resolved against `base` when relative.

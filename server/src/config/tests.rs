@@ -27,6 +27,11 @@ fn expect_err(text: &str, line: usize, key: &str, needle: &str) -> String {
     msg
 }
 
+/// The first backend's local settings.
+fn local(s: &StorageSettings) -> &LocalSettings {
+    s.backends[0].local().expect("a local backend")
+}
+
 const STORAGE: &str = "[[storage]]\nname = \"1\"\npath = \"var/Data.fs\"\n";
 
 #[test]
@@ -45,11 +50,14 @@ fn a_full_file_is_read_with_paths_relative_to_its_directory() {
     assert_eq!(s.transaction_timeout, Some(Duration::from_millis(2500)));
     assert_eq!((s.invalidation_queue_size, s.max_frame), (7, 65536));
     assert_eq!(s.shutdown_grace, Duration::ZERO);
-    assert_eq!(c.storages[0].path, dir.path().join("var/Data.fs"));
-    assert_eq!(c.storages[0].blob_dir, Some(dir.path().join("var/blobs")));
-    assert_eq!((c.storages[0].fsync, c.storages[0].read_threads), (false, 2));
-    assert_eq!(c.storages[1].path, PathBuf::from("/abs/o.fs"));
-    assert_eq!((c.storages[1].blob_dir.as_ref(), c.storages[1].read_threads), (None, DEFAULT_READ_THREADS));
+    assert_eq!(local(&c.storages[0]).path, dir.path().join("var/Data.fs"));
+    assert_eq!(local(&c.storages[0]).blob_dir, Some(dir.path().join("var/blobs")));
+    assert_eq!((local(&c.storages[0]).fsync, local(&c.storages[0]).read_threads), (false, 2));
+    assert_eq!(local(&c.storages[1]).path, PathBuf::from("/abs/o.fs"));
+    assert_eq!(
+        (local(&c.storages[1]).blob_dir.as_ref(), local(&c.storages[1]).read_threads),
+        (None, DEFAULT_READ_THREADS)
+    );
     let cfg = c.server_config(Vec::new());
     assert_eq!((cfg.announce, cfg.max_frame, cfg.invalidation_queue_size), (Encoding::Msgpack, 65536, 7));
     assert!(c.summary().contains("storage \"main\""));
@@ -57,11 +65,11 @@ fn a_full_file_is_read_with_paths_relative_to_its_directory() {
 
 #[test]
 fn server_table_is_optional_and_defaults_apply() {
-    let (_d, r) = load(STORAGE);
+    let (d, r) = load(STORAGE);
     let c = r.expect("valid");
-    assert_eq!(c.server, ServerSettings::default());
+    assert_eq!(c.server, ServerSettings { admin: d.path().join("admin.sock"), ..ServerSettings::default() });
     assert_eq!(c.server.listen[0].to_string(), DEFAULT_LISTEN);
-    assert!(c.storages[0].fsync);
+    assert!(local(&c.storages[0]).fsync);
 }
 
 #[test]
@@ -135,7 +143,7 @@ fn toml_syntax_error_is_located() {
 fn storages_are_required_named_and_unique() {
     expect_err("[server]\nread_only = true\n", 1, "storage", "at least one [[storage]]");
     expect_err("[[storage]]\npath = \"a.fs\"\n", 1, "storage", "missing field `name`");
-    expect_err("[[storage]]\nname = \"1\"\n", 1, "storage", "missing field `path`");
+    expect_err("[[storage]]\nname = \"1\"\n", 2, "storage", "missing field `path`");
     expect_err("[[storage]]\nname = \"\"\npath = \"a.fs\"\n", 2, "storage.name", "must not be empty");
     let msg = expect_err(
         "[[storage]]\nname = \"1\"\npath = \"a.fs\"\n\n[[storage]]\nname = \"1\"\npath = \"b.fs\"\n",
@@ -148,7 +156,7 @@ fn storages_are_required_named_and_unique() {
         "[[storage]]\nname = \"1\"\npath = \"a.fs\"\n\n[[storage]]\nname = \"2\"\npath = \"a.fs\"\n",
         7,
         "storage.path",
-        "already served",
+        "already served as storage \"1\" backend \"local\" (line 3)",
     );
 }
 
@@ -219,11 +227,18 @@ fn listen_addresses_parse_and_print() {
 }
 
 #[test]
-fn defaults_and_overrides() {
+fn defaults_are_a_raid_of_two_local_backends_and_overrides_apply() {
     let mut c = Config::defaults(Path::new("var"));
-    assert_eq!(c.storages[0].name, "1");
-    assert_eq!(c.storages[0].path, PathBuf::from("var/Data.fs"));
-    assert_eq!(c.storages[0].blob_dir, Some(PathBuf::from("var/blobs")));
+    let s = &c.storages[0];
+    assert_eq!((s.name.as_str(), s.state_file.as_path()), ("1", Path::new("var/1.raid-state")));
+    let names: Vec<&str> = s.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let b = s.backends[1].local().expect("local");
+    assert_eq!(
+        (b.path.as_path(), b.blob_dir.as_deref()),
+        (Path::new("var/b/Data.fs"), Some(Path::new("var/b/blobs")))
+    );
+    assert_eq!(c.server.admin, PathBuf::from("var/admin.sock"));
     assert_eq!(c.server.listen, vec![DEFAULT_LISTEN.parse().expect("default")]);
 
     let a: ListenAddr = "127.0.0.1:1".parse().expect("addr");
@@ -235,18 +250,105 @@ fn defaults_and_overrides() {
     let err = c.override_listen(vec![a.clone(), a]).expect_err("twice").to_string();
     assert!(err.starts_with("--listen:") && err.contains("twice"), "{err}");
 
-    let dir = tempfile::tempdir().expect("tempdir");
+    // --data relocates a single local storage only.
+    let err = c.override_data(Path::new("d")).expect_err("two backends").to_string();
+    assert!(err.starts_with("--data:") && err.contains("2 backends"), "{err}");
+    let (dir, r) = load("[[storage]]\nname = \"1\"\npath = \"x/Data.fs\"\nblob_dir = \"x/blobs\"\n");
+    let mut c = r.expect("valid");
+    assert_eq!(c.storages[0].state_file, dir.path().join("x/1.raid-state"));
     c.override_data(&dir.path().join("d")).expect("data");
-    assert_eq!(c.storages[0].path, dir.path().join("d/Data.fs"));
-    assert_eq!(c.storages[0].blob_dir, Some(dir.path().join("d/blobs")));
+    assert_eq!(local(&c.storages[0]).path, dir.path().join("d/Data.fs"));
+    assert_eq!(local(&c.storages[0]).blob_dir, Some(dir.path().join("d/blobs")));
+    assert_eq!(c.storages[0].state_file, dir.path().join("d/1.raid-state"));
 
     std::fs::write(dir.path().join("f"), b"x").expect("write");
     let err = c.override_data(&dir.path().join("f")).expect_err("a file").to_string();
     assert!(err.starts_with("--data:") && err.contains("not a directory"), "{err}");
+    assert!(Config::check_data_dir(&dir.path().join("f")).is_err());
+    assert!(Config::check_data_dir(&dir.path().join("new/dir")).is_ok());
 
     c.storages.push(c.storages[0].clone());
     let err = c.override_data(dir.path()).expect_err("two storages").to_string();
     assert!(err.starts_with("--data:") && err.contains("2 storages"), "{err}");
+}
+
+const RAID: &str = "[server]\nadmin = \"run/admin.sock\"\n\n[[storage]]\nname = \"1\"\ncall_timeout = 2\n\
+                    write_timeout = 4.5\nconnect_timeout = 1\n\n  [[storage.backend]]\n  name = \"a\"\n  \
+                    path = \"var/a/Data.fs\"\n  blob_dir = \"var/a/blobs\"\n  fsync = false\n\n  \
+                    [[storage.backend]]\n  name = \"b\"\n  zeo = \"127.0.0.1:8101\"\n\n  \
+                    [[storage.backend]]\n  name = \"c\"\n  zeo = \"unix:zeo.sock\"\n  storage = \"main\"\n  \
+                    read_only = true\n";
+
+#[test]
+fn a_raid_storage_is_read_with_its_backends() {
+    let (dir, r) = load(RAID);
+    let c = r.expect("valid");
+    assert_eq!(c.server.admin, dir.path().join("run/admin.sock"));
+    let s = &c.storages[0];
+    assert_eq!(s.state_file, dir.path().join("var/a/1.raid-state"), "next to the first local Data.fs");
+    assert_eq!((s.call_timeout, s.write_timeout), (Duration::from_secs(2), Duration::from_secs_f64(4.5)));
+    assert_eq!(s.connect_timeout, Duration::from_secs(1));
+    assert_eq!(s.backends.len(), 3);
+    let a = s.backends[0].local().expect("local");
+    assert_eq!((a.path.clone(), a.fsync, a.read_only), (dir.path().join("var/a/Data.fs"), false, false));
+    assert_eq!(
+        s.backends[1].kind,
+        BackendKind::Zeo(ZeoSettings {
+            address: "127.0.0.1:8101".parse().expect("addr"),
+            storage: "1".into(),
+            read_only: false
+        })
+    );
+    assert_eq!(
+        s.backends[2].kind,
+        BackendKind::Zeo(ZeoSettings {
+            address: ListenAddr::Unix(dir.path().join("zeo.sock")),
+            storage: "main".into(),
+            read_only: true
+        })
+    );
+    assert_eq!(s.backends[1].label(), "zeo 127.0.0.1:8101 storage 1");
+    assert_eq!(s.specs()[0].label, format!("local {}", dir.path().join("var/a/Data.fs").display()));
+    let summary = c.summary();
+    assert!(summary.contains("backend \"b\": zeo 127.0.0.1:8101 storage 1"), "{summary}");
+    assert!(summary.contains("3 backend(s)"), "{summary}");
+
+    // Only remote backends: the state file goes next to the config file.
+    let (dir, r) =
+        load("[[storage]]\nname = \"x\"\n[[storage.backend]]\nname = \"r\"\nzeo = \"127.0.0.1:1\"\n");
+    assert_eq!(r.expect("valid").storages[0].state_file, dir.path().join("x.raid-state"));
+    // The old form is a RAID of one backend named "local".
+    let (_d, r) = load(STORAGE);
+    let c = r.expect("valid");
+    assert_eq!(c.storages[0].backends.len(), 1);
+    assert_eq!(c.storages[0].backends[0].name, SINGLE_BACKEND);
+}
+
+#[test]
+fn raid_backends_are_checked() {
+    let head = "[[storage]]\nname = \"1\"\n";
+    let b = |rest: &str| format!("{head}[[storage.backend]]\nname = \"a\"\n{rest}");
+    expect_err(&b(""), 4, "storage.backend", "needs `path`");
+    expect_err(&b("path = \"a.fs\"\nzeo = \"127.0.0.1:1\"\n"), 6, "storage.backend.zeo", "not both");
+    expect_err(&b("zeo = \"nowhere\"\n"), 5, "storage.backend.zeo", "not a ZEO address");
+    expect_err(&b("zeo = \"127.0.0.1:1\"\nfsync = false\n"), 6, "storage.backend.fsync", "only a local");
+    expect_err(&b("path = \"a.fs\"\nstorage = \"2\"\n"), 6, "storage.backend.storage", "only a `zeo`");
+    expect_err(&b("path = \"a.fs\"\nbogus = 1\n"), 6, "storage.backend.bogus", "unknown field");
+    let two = b("path = \"a.fs\"\n[[storage.backend]]\nname = \"a\"\npath = \"b.fs\"\n");
+    expect_err(&two, 7, "storage.backend.name", "already used");
+    let same = b("path = \"a.fs\"\n[[storage.backend]]\nname = \"b\"\npath = \"a.fs\"\n");
+    expect_err(&same, 8, "storage.backend.path", "already served");
+    let stray = format!("{head}path = \"x.fs\"\n[[storage.backend]]\nname = \"a\"\npath = \"a.fs\"\n");
+    expect_err(&stray, 3, "storage.path", "in each backend");
+    expect_err(
+        &format!("{head}call_timeout = 0\n{}", &b("path = \"a.fs\"\n")[head.len()..]),
+        3,
+        "storage.call_timeout",
+        "more than zero",
+    );
+    let two_states = "[[storage]]\nname = \"1\"\npath = \"a.fs\"\nstate_file = \"s\"\n\
+                      [[storage]]\nname = \"2\"\npath = \"b.fs\"\nstate_file = \"s\"\n";
+    expect_err(two_states, 6, "storage.state_file", "already the state file");
 }
 
 #[test]
@@ -257,8 +359,8 @@ fn server_read_only_makes_every_storage_read_only() {
     std::fs::write(&file, "[server]\nread_only = true\n[[storage]]\nname = \"1\"\npath = \"a.fs\"\n")
         .expect("write");
     let c = Config::load(&file).expect("valid");
-    assert!(c.storages[0].read_only);
-    assert!(c.storages[0].local_config().read_only);
+    assert!(local(&c.storages[0]).read_only);
+    assert!(local(&c.storages[0]).local_config().read_only);
 }
 
 #[test]

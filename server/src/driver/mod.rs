@@ -1,10 +1,17 @@
-//! The driver: runs the core's ZEO [`Server`] state machine on a [`Net`] and on backends.
+//! The driver: runs the core's ZEO [`Server`] state machine and one RAID ([`Raid`]) per
+//! storage on a [`Net`] and on backends.
 //!
-//! One task (the one running [`Driver::run`]) owns the `Server`. It waits for the next event
+//! One task (the one running [`Driver::run`]) owns the `Server` and the RAIDs. It waits for the next event
 //! (a connection accepted, bytes read, a disconnect, a backend outcome, the `poll_timeout`
 //! timer, the shutdown signal), feeds it to the server, then drains every action: frames go to
 //! the connection's writer task, closes to the writer (which writes what was queued before,
-//! then shuts the socket down), backend requests to the storage's backend. Events already
+//! then shuts the socket down), the front's backend requests to the storage's RAID, whose
+//! actions go on: `Submit` to one of its backends (whose outcomes come back tagged with the
+//! storage and the backend), `Answer` to the front, `SaveState` to the storage's saver task
+//! ([`saver`]: only the newest pending state is written; `StateSaved` comes back when it is
+//! durable), `Disconnect` to the backend. Draining goes on until neither the front nor any RAID
+//! has an action left. The wake-up is the earliest `poll_timeout` of the front and the RAIDs.
+//! Admin requests ([`crate::admin`]) are handled here too, since the RAIDs live here. Events already
 //! queued are taken in a batch (`try_recv`) before sleeping again, so that a burst is handled
 //! in one wake-up and the writers coalesce the frames it produces.
 //!
@@ -15,9 +22,13 @@
 //! [`Server::begin_shutdown`] lets the commit in progress finish (or aborts it after
 //! `grace`), and the loop runs on until [`Server::is_shut_down`] or until `grace` plus
 //! [`SHUTDOWN_MARGIN`] has passed. The writers then get up to [`conn::CLOSE_FLUSH`] to send
-//! their last frames, and the backends are handed back to the caller to be closed (synced).
+//! their last frames, the savers finish their last write, and the storages (RAIDs and
+//! backends) are handed back to the caller, which closes the backends, then saves each RAID's
+//! newest state.
 
 mod conn;
+mod raids;
+mod saver;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,25 +40,32 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
-use zeoraid_core::ids::ConnId;
-use zeoraid_core::zeo::backend::{BackendOutcome, BackendReqId, BackendRequest};
+use zeoraid_core::ids::{BackendId, ConnId};
+use zeoraid_core::zeo::backend::{BackendEvent, BackendOutcome, BackendReqId, BackendRequest};
 use zeoraid_core::zeo::events::{Action, Now, ServerConfig, StorageIdx};
 use zeoraid_core::zeo::server::Server;
 
+use crate::admin::{AdminReply, AdminRequest};
 use crate::backend::local::LocalBackend;
 use crate::backend::Sink;
 use crate::net::Net;
 use conn::{ConnHandle, Out};
+pub use raids::{BackendSlot, Opened, Opener, StorageUnit};
 
 /// How long past the shutdown grace the driver waits for the server to finish.
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
 /// Events handled at most per wake-up before the timers and the shutdown signal are looked at.
 const EVENT_BATCH: usize = 1024;
 
-/// Where the driver sends a storage's requests.
+/// Where a backend reports its connection coming up or going down (callable from any thread).
+pub type EventSink = Arc<dyn Fn(BackendEvent) + Send + Sync>;
+
+/// One backend of a RAID, as the driver uses it.
 pub trait Backend: Send + 'static {
     /// Queues `request`; its outcome comes back through the sink the backend was given.
     fn submit(&self, id: BackendReqId, request: BackendRequest);
+    /// Drops the connection (a remote reconnects with backoff; a local backend has none).
+    fn disconnect(&self) {}
 }
 
 impl Backend for LocalBackend {
@@ -85,10 +103,35 @@ pub(crate) enum Event {
     Backend {
         /// Storage.
         storage: StorageIdx,
+        /// Backend.
+        backend: BackendId,
         /// Request.
         id: BackendReqId,
         /// Outcome.
         outcome: BackendOutcome,
+    },
+    /// A backend's connection came up or went down.
+    Connection {
+        /// Storage.
+        storage: StorageIdx,
+        /// Backend.
+        backend: BackendId,
+        /// What happened.
+        event: BackendEvent,
+    },
+    /// A storage's state `version` is durable.
+    StateSaved {
+        /// Storage.
+        storage: StorageIdx,
+        /// The version written.
+        version: u64,
+    },
+    /// An admin request, answered through `reply`.
+    Admin {
+        /// The request.
+        request: AdminRequest,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<AdminReply>,
     },
 }
 
@@ -124,32 +167,53 @@ impl<N: Net> Driver<N> {
         &self.net
     }
 
-    /// The sink the backend of `storage` delivers its outcomes to (callable from any thread).
-    pub fn sink(&self, storage: StorageIdx) -> Sink {
-        let tx = self.tx.clone();
-        Arc::new(move |id, outcome| {
-            // After the driver has returned nobody waits for outcomes: dropping them is right.
-            let _ = tx.send(Event::Backend { storage, id, outcome });
-        })
+    /// The sink backend `backend` of `storage` delivers its outcomes to (callable from any
+    /// thread).
+    pub fn sink(&self, storage: StorageIdx, backend: BackendId) -> Sink {
+        sink(&self.tx, storage, backend)
+    }
+
+    /// Where backend `backend` of `storage` reports its connection events.
+    pub fn event_sink(&self, storage: StorageIdx, backend: BackendId) -> EventSink {
+        event_sink(&self.tx, storage, backend)
+    }
+
+    /// Where the admin endpoint sends its requests (answered by the running driver).
+    pub fn admin_sender(&self) -> AdminSender {
+        AdminSender(self.tx.clone())
     }
 
     /// Serves `listeners` until `shutdown` resolves and the shutdown completes (see the module
-    /// doc); returns the backends, to be closed by the caller.
-    pub async fn run<B: Backend>(
+    /// doc); returns the storages, whose backends the caller closes (see [`raids::finish`]).
+    ///
+    /// `storages[i]` is the storage `StorageIdx(i)` of `cfg`; its RAID was created `start`
+    /// ago (the driver's monotonic clock starts there, as the RAID's `Now::mono` did).
+    /// `opener` opens the backends a `reload` adds.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run<B: Backend, O: Opener<B>>(
         self,
         cfg: ServerConfig,
         listeners: Vec<N::Listener>,
-        backends: Vec<B>,
+        storages: Vec<StorageUnit<B>>,
+        opener: O,
+        start: Instant,
         shutdown: impl Future<Output = ()>,
         grace: Duration,
-    ) -> Vec<B> {
+    ) -> Vec<StorageUnit<B>> {
         let Driver { net, tx, mut rx, max_output } = self;
-        let start = Instant::now();
         let now = || Now { mono: start.elapsed(), wall: net.wall_clock() };
+        let savers = storages
+            .iter()
+            .enumerate()
+            .map(|(i, u)| saver::spawn(StorageIdx(i), &u.raid_name(), u.state_file.clone(), tx.clone()))
+            .collect();
         let mut state = Loop {
             server: Server::new(cfg, now()),
             conns: BTreeMap::new(),
-            backends,
+            storages,
+            savers,
+            opener,
+            tx: tx.clone(),
             shutting_down: false,
             max_output,
             overflowed: Vec::new(),
@@ -163,12 +227,12 @@ impl<N: Net> Driver<N> {
         tokio::pin!(shutdown);
         let mut deadline: Option<Instant> = None;
         loop {
-            state.drain_actions();
+            state.drain_actions(now());
             while !state.overflowed.is_empty() {
                 for conn in std::mem::take(&mut state.overflowed) {
                     state.server.handle_disconnect(now(), conn);
                 }
-                state.drain_actions();
+                state.drain_actions(now());
             }
             if let Some(d) = deadline {
                 if state.server.is_shut_down() {
@@ -183,7 +247,7 @@ impl<N: Net> Driver<N> {
                     break;
                 }
             }
-            let wake = state.server.poll_timeout().map(|t| start + t);
+            let wake = state.poll_timeout().map(|t| start + t);
             tokio::select! {
                 biased;
                 () = &mut shutdown, if deadline.is_none() => {
@@ -201,17 +265,62 @@ impl<N: Net> Driver<N> {
                     state.handle(now(), ev);
                     for _ in 1..EVENT_BATCH {
                         let Ok(ev) = rx.try_recv() else { break };
-                        state.drain_actions();
+                        state.drain_actions(now());
                         state.handle(now(), ev);
                     }
                 }
-                () = sleep_until(wake) => state.server.handle_timeout(now()),
+                () = sleep_until(wake) => state.handle_timeout(now()),
                 () = sleep_until(deadline) => {}
             }
         }
         stop_accepting(&mut acceptors).await;
         state.finish_connections().await;
-        state.backends
+        drop(state.tx);
+        for (saver_tx, saver) in std::mem::take(&mut state.savers) {
+            drop(saver_tx);
+            let _ = saver.await; // its last write finishes; the caller saves the newest state last
+        }
+        state.storages
+    }
+}
+
+/// See [`Driver::sink`].
+pub(crate) fn sink(tx: &mpsc::UnboundedSender<Event>, storage: StorageIdx, backend: BackendId) -> Sink {
+    let tx = tx.clone();
+    Arc::new(move |id, outcome| {
+        // After the driver has returned nobody waits for outcomes: dropping them is right.
+        let _ = tx.send(Event::Backend { storage, backend, id, outcome });
+    })
+}
+
+/// See [`Driver::event_sink`].
+pub(crate) fn event_sink(
+    tx: &mpsc::UnboundedSender<Event>,
+    storage: StorageIdx,
+    backend: BackendId,
+) -> EventSink {
+    let tx = tx.clone();
+    Arc::new(move |event| {
+        let _ = tx.send(Event::Connection { storage, backend, event });
+    })
+}
+
+/// Sends admin requests to the running driver (cloneable, for the admin endpoint's tasks).
+#[derive(Clone)]
+pub struct AdminSender(mpsc::UnboundedSender<Event>);
+
+impl std::fmt::Debug for AdminSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSender").finish_non_exhaustive()
+    }
+}
+
+impl AdminSender {
+    /// Has the driver answer `request`; `None` when the driver is gone (shutting down).
+    pub async fn ask(&self, request: AdminRequest) -> Option<AdminReply> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.0.send(Event::Admin { request, reply }).ok()?;
+        rx.await.ok()
     }
 }
 
@@ -235,10 +344,17 @@ async fn stop_accepting(acceptors: &mut Vec<tokio::task::JoinHandle<()>>) {
 }
 
 /// The loop's state.
-struct Loop<B> {
+struct Loop<B, O> {
     server: Server,
     conns: BTreeMap<ConnId, ConnHandle>,
-    backends: Vec<B>,
+    /// One per storage, by `StorageIdx`.
+    storages: Vec<StorageUnit<B>>,
+    /// Each storage's saver: where its newest state goes, and its task.
+    savers: Vec<(saver::SaverTx, tokio::task::JoinHandle<()>)>,
+    /// Opens the backends a reload adds.
+    opener: O,
+    /// For the sinks of backends a reload adds.
+    tx: mpsc::UnboundedSender<Event>,
     shutting_down: bool,
     /// See [`Driver::set_max_output`].
     max_output: usize,
@@ -246,7 +362,7 @@ struct Loop<B> {
     overflowed: Vec<ConnId>,
 }
 
-impl<B: Backend> Loop<B> {
+impl<B: Backend, O: Opener<B>> Loop<B, O> {
     fn handle(&mut self, now: Now, ev: Event) {
         match ev {
             Event::Connected { conn, peer, handle } => {
@@ -271,13 +387,83 @@ impl<B: Backend> Loop<B> {
                     self.server.handle_disconnect(now, conn);
                 }
             }
-            Event::Backend { storage, id, outcome } => self.server.handle_backend(now, storage, id, outcome),
+            Event::Backend { storage, backend, id, outcome } => match self.storages.get_mut(storage.0) {
+                Some(u) => u.raid.handle_outcome(now, backend, id, outcome),
+                None => error!("an outcome for storage {storage:?}, which does not exist (a driver bug)"),
+            },
+            Event::Connection { storage, backend, event } => match self.storages.get_mut(storage.0) {
+                Some(u) => u.handle_event(now, backend, event),
+                None => error!("an event for storage {storage:?}, which does not exist (a driver bug)"),
+            },
+            Event::StateSaved { storage, version } => {
+                if let Some(u) = self.storages.get_mut(storage.0) {
+                    u.saved = u.saved.max(version);
+                    u.raid.handle_state_saved(now, version);
+                }
+            }
+            Event::Admin { request, reply } => {
+                let answer = self.admin(now, request);
+                let _ = reply.send(answer);
+            }
         }
     }
 
-    /// Carries out every action the server has queued.
-    fn drain_actions(&mut self) {
+    /// The earliest `poll_timeout` of the front and the RAIDs.
+    fn poll_timeout(&self) -> Option<Duration> {
+        let raids = self.storages.iter().filter_map(|u| u.raid.poll_timeout());
+        self.server.poll_timeout().into_iter().chain(raids).min()
+    }
+
+    /// The timer fired: every state machine whose time has come handles it.
+    fn handle_timeout(&mut self, now: Now) {
+        if self.server.poll_timeout().is_some_and(|t| t <= now.mono) {
+            self.server.handle_timeout(now);
+        }
+        for u in &mut self.storages {
+            if u.raid.poll_timeout().is_some_and(|t| t <= now.mono) {
+                u.raid.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Carries out every action of the front and the RAIDs, until none has one left.
+    fn drain_actions(&mut self, now: Now) {
+        loop {
+            let mut any = self.drain_server(now);
+            for i in 0..self.storages.len() {
+                any |= self.drain_raid(now, i);
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    /// Carries out the RAID actions of storage `i`; whether there were any.
+    fn drain_raid(&mut self, now: Now, i: usize) -> bool {
+        let mut any = false;
+        while let Some(action) = self.storages[i].raid.poll_action() {
+            any = true;
+            match self.storages[i].carry_out(now, action) {
+                Some(raids::Forward::Answer { id, outcome }) => {
+                    self.server.handle_backend(now, StorageIdx(i), id, outcome)
+                }
+                Some(raids::Forward::Save { version, state }) => match self.savers.get(i) {
+                    Some((tx, _)) => tx.save(version, state),
+                    None => error!("storage {i} has no saver (a driver bug)"),
+                },
+                None => {}
+            }
+        }
+        any
+    }
+
+    /// Carries out every action the front has queued (its backend requests go to the RAIDs);
+    /// whether there were any.
+    fn drain_server(&mut self, now: Now) -> bool {
+        let mut any = false;
         while let Some(action) = self.server.poll_action() {
+            any = true;
             match action {
                 Action::Send { conn, bytes } => match self.conns.get(&conn) {
                     Some(h) => {
@@ -306,14 +492,15 @@ impl<B: Backend> Loop<B> {
                     }
                     None => debug!("{conn}: close ({reason}) of a connection that is gone"),
                 },
-                Action::Backend { storage, id, request } => match self.backends.get(storage.0) {
-                    Some(b) => b.submit(id, request),
+                Action::Backend { storage, id, request } => match self.storages.get_mut(storage.0) {
+                    Some(u) => u.raid.handle_request(now, id, request),
                     None => {
                         error!("request {id:?} for storage {storage:?}, which does not exist (a core bug)")
                     }
                 },
             }
         }
+        any
     }
 
     /// Closes what is left: every writer writes what was queued and shuts its socket down,

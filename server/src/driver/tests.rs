@@ -16,6 +16,73 @@ impl Backend for Recorder {
     }
 }
 
+/// Opens nothing (reload is not exercised here).
+struct NoOpener;
+
+impl Opener<Recorder> for NoOpener {
+    fn open(
+        &mut self,
+        _storage: &str,
+        settings: &crate::config::BackendSettings,
+        _sink: Sink,
+        _events: EventSink,
+    ) -> Result<Opened<Recorder>, String> {
+        Err(format!("cannot open {}", settings.name))
+    }
+
+    fn close(&mut self, _storage: &str, _name: &str, _backend: Recorder) {}
+}
+
+fn info() -> zeoraid_core::zeo::backend::BackendInfo {
+    zeoraid_core::zeo::backend::BackendInfo {
+        last_tid: zeoraid_core::ids::Tid::ZERO,
+        size: Default::default(),
+        blobs: false,
+        supports_undo: true,
+        info_name: "mem".into(),
+        read_only: false,
+    }
+}
+
+/// Storage "1": a RAID over `names`, each a recorder, the state in `state_file` if given.
+fn unit(
+    names: &[&str],
+    recorders: &[Recorder],
+    state_file: Option<std::path::PathBuf>,
+) -> StorageUnit<Recorder> {
+    use crate::config::{BackendKind, BackendSettings, LocalSettings, StorageSettings};
+    let mut settings = crate::config::Config::defaults(std::path::Path::new("unused")).storages.remove(0);
+    settings.backends = names
+        .iter()
+        .map(|n| BackendSettings {
+            name: n.to_string(),
+            kind: BackendKind::Local(LocalSettings {
+                path: format!("unused/{n}").into(),
+                blob_dir: None,
+                read_only: false,
+                fsync: false,
+                read_threads: 1,
+            }),
+        })
+        .collect();
+    let settings = StorageSettings { ..settings };
+    let now = Now { mono: Duration::ZERO, wall: Duration::from_secs(1_700_000_000) };
+    let raid = zeoraid_core::raid::Raid::new(
+        settings.raid_config(),
+        settings.specs(),
+        None,
+        names.iter().map(|_| Some(info())).collect(),
+        now,
+    );
+    let backends = names
+        .iter()
+        .zip(recorders)
+        .enumerate()
+        .map(|(i, (n, r))| (BackendId(i as u32), BackendSlot::new("1", n, Some(r.clone()))))
+        .collect();
+    StorageUnit { raid, settings, state_file, backends, saved: 0, last_state: None }
+}
+
 fn config() -> ServerConfig {
     ServerConfig {
         announce: Encoding::Pickle,
@@ -32,12 +99,14 @@ async fn serves_connections_then_shuts_down_closing_them_and_the_listener() {
     let driver = Driver::new(TokioNet);
     let listener = driver.net().bind(&"127.0.0.1:0".parse().expect("addr")).await.expect("bind");
     let addr = listener.local_addr();
-    let sink = driver.sink(StorageIdx(0));
+    let sink = driver.sink(StorageIdx(0), BackendId(0));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(driver.run(
         config(),
         vec![listener],
-        vec![Recorder::default()],
+        vec![unit(&["m"], &[Recorder::default()], None)],
+        NoOpener,
+        Instant::now(),
         async move {
             let _ = stop_rx.await;
         },
@@ -79,7 +148,9 @@ async fn a_peer_that_resets_is_a_disconnect_not_a_failure() {
     let run = tokio::spawn(driver.run(
         config(),
         vec![listener],
-        Vec::<Recorder>::new(),
+        Vec::<StorageUnit<Recorder>>::new(),
+        NoOpener,
+        Instant::now(),
         async move {
             let _ = stop_rx.await;
         },
@@ -97,4 +168,54 @@ async fn a_peer_that_resets_is_a_disconnect_not_a_failure() {
     ok.read_exact(&mut hello).await.expect("still serving");
     stop_tx.send(()).expect("driver running");
     tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops in time").expect("no panic");
+}
+
+#[tokio::test]
+async fn admin_requests_are_answered_and_the_state_is_saved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("1.raid-state");
+    let driver = Driver::new(TokioNet);
+    let admin = driver.admin_sender();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let recorders = [Recorder::default(), Recorder::default()];
+    let run = tokio::spawn(driver.run(
+        config(),
+        Vec::new(),
+        vec![unit(&["a", "b"], &recorders, Some(state.clone()))],
+        NoOpener,
+        Instant::now(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::ZERO,
+    ));
+    let r = admin.ask(AdminRequest::Status).await.expect("answered");
+    assert!(r.ok && r.status.as_deref() == Some("optimal"), "{r:?}");
+    let r = admin.ask(AdminRequest::Details).await.expect("answered");
+    let names: Vec<&str> = r.storages[0].backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(r.storages[0].backends.iter().all(|b| b.state == "optimal" && b.connected), "{r:?}");
+    let r = admin
+        .ask(AdminRequest::Disable { storage: Some("2".into()), name: "b".into() })
+        .await
+        .expect("answered");
+    assert_eq!(r.error.as_deref(), Some("no storage named \"2\""));
+    let r = admin.ask(AdminRequest::Disable { storage: None, name: "zz".into() }).await.expect("answered");
+    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("zz")), "{r:?}");
+    // The first state reached the file.
+    let mut saved = None;
+    for _ in 0..100 {
+        saved = crate::raid_state::load(&state).expect("readable");
+        if saved.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let saved = saved.expect("the state file was written");
+    assert_eq!(saved.backends.len(), 2);
+    stop_tx.send(()).expect("driver running");
+    let units =
+        tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops in time").expect("no panic");
+    assert_eq!(units[0].last_state.as_ref().map(|(_, s)| s), Some(&saved));
+    assert!(admin.ask(AdminRequest::Status).await.is_none(), "no answer once the driver is gone");
 }

@@ -1,0 +1,267 @@
+//! Start-up and shutdown of the storages: opening each RAID's backends, reading its state
+//! file, creating the [`Raid`], seeding the ZEO front; and at exit closing every backend, then
+//! saving each RAID's newest state.
+//!
+//! Start-up rules:
+//! * The state file is read first; a corrupt one stops the start-up with an error naming it
+//!   (nothing is opened).
+//! * A local backend that fails to open starts degraded (`None` info, logged at warn), except
+//!   when its `Data.fs` is locked: another server is using it, and running beside it would
+//!   corrupt the state of both, so that is fatal.
+//! * A storage none of whose backends could be opened is fatal too (it could serve nothing).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tracing::{info, warn};
+use zeoraid_core::ids::BackendId;
+use zeoraid_core::raid::Raid;
+use zeoraid_core::zeo::backend::{BackendInfo, BackendReqId, BackendRequest};
+use zeoraid_core::zeo::events::{Now, StorageIdx, StorageSeed};
+
+use crate::backend::local::{LocalBackend, LocalBackendError};
+use crate::backend::Sink;
+use crate::config::{BackendKind, BackendSettings, Config, StorageSettings};
+use crate::driver::{Backend, BackendSlot, Driver, EventSink, Opened, Opener, StorageUnit};
+use crate::net::Net;
+use crate::raid_state;
+use crate::storage::OpenError;
+
+/// A backend of any kind.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// A local FileStorage.
+    Local(LocalBackend),
+}
+
+impl Backend for AnyBackend {
+    fn submit(&self, id: BackendReqId, request: BackendRequest) {
+        match self {
+            AnyBackend::Local(b) => b.submit(id, request),
+        }
+    }
+
+    fn disconnect(&self) {
+        match self {
+            AnyBackend::Local(_) => {}
+        }
+    }
+}
+
+impl AnyBackend {
+    /// Closes it (a local one syncs and saves its index).
+    pub async fn close(self) -> Result<(), String> {
+        match self {
+            AnyBackend::Local(b) => b.close().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Why a backend could not be opened: fatal, or it starts degraded.
+enum OpenFailure {
+    Fatal(String),
+    Degraded(String),
+}
+
+/// Opens one backend (local: at once; remote: starts its connector).
+fn open_backend(
+    storage: &str,
+    b: &BackendSettings,
+    sink: Sink,
+    events: EventSink,
+) -> Result<Opened<AnyBackend>, OpenFailure> {
+    let _ = &events;
+    match &b.kind {
+        BackendKind::Local(l) => {
+            match LocalBackend::open(&format!("{storage}{}", b.name), &l.local_config(), sink) {
+                Ok((backend, report)) => {
+                    info!(
+                        "opened {}: index from {:?}, {} transaction(s) scanned{}",
+                        l.path.display(),
+                        report.index,
+                        report.scanned_transactions,
+                        if report.dropped_tail.is_some() { ", a torn tail was cut back" } else { "" }
+                    );
+                    let info = backend.info();
+                    Ok(Opened { backend: AnyBackend::Local(backend), info: Some(info) })
+                }
+                Err(e @ LocalBackendError::Open(OpenError::Locked { .. })) => {
+                    Err(OpenFailure::Fatal(e.to_string()))
+                }
+                Err(e) => Err(OpenFailure::Degraded(e.to_string())),
+            }
+        }
+        BackendKind::Zeo(z) => Err(OpenFailure::Degraded(format!(
+            "zeo {}: remote backends are not available in this build yet",
+            z.address
+        ))),
+    }
+}
+
+/// The [`Opener`] of `reload`.
+#[derive(Debug, Default)]
+pub struct RealOpener;
+
+impl Opener<AnyBackend> for RealOpener {
+    fn open(
+        &mut self,
+        storage: &str,
+        settings: &BackendSettings,
+        sink: Sink,
+        events: EventSink,
+    ) -> Result<Opened<AnyBackend>, String> {
+        open_backend(storage, settings, sink, events).map_err(|e| match e {
+            OpenFailure::Fatal(m) | OpenFailure::Degraded(m) => m,
+        })
+    }
+
+    fn close(&mut self, storage: &str, name: &str, backend: AnyBackend) {
+        let what = format!("storage {storage} backend {name}");
+        tokio::spawn(async move {
+            match backend.close().await {
+                Ok(()) => info!("{what} closed"),
+                Err(e) => warn!("closing {what}: {e}"),
+            }
+        });
+    }
+}
+
+/// The opened storages.
+#[derive(Debug)]
+pub struct Started {
+    /// One per storage, in config order.
+    pub units: Vec<StorageUnit<AnyBackend>>,
+    /// The front's seeds, in the same order.
+    pub seeds: Vec<StorageSeed>,
+}
+
+/// Opens every storage of `cfg` (see the module doc); `start` is the driver's clock origin.
+pub fn open_storages<N: Net>(
+    cfg: &Config,
+    driver: &Driver<N>,
+    start: Instant,
+    queue: usize,
+) -> Result<Started, String> {
+    // Every state file first: a corrupt one stops everything before anything is opened.
+    let mut persisted = Vec::with_capacity(cfg.storages.len());
+    for s in &cfg.storages {
+        persisted.push(raid_state::load(&s.state_file).map_err(|e| format!("storage {}: {e}", s.name))?);
+    }
+    let mut units = Vec::with_capacity(cfg.storages.len());
+    let mut seeds = Vec::with_capacity(cfg.storages.len());
+    for ((i, s), persisted) in cfg.storages.iter().enumerate().zip(persisted) {
+        if persisted.is_none() {
+            info!("storage {}: no state file {} (first start)", s.name, s.state_file.display());
+        }
+        let mut slots = BTreeMap::new();
+        let mut infos: Vec<Option<BackendInfo>> = Vec::with_capacity(s.backends.len());
+        let mut failures = Vec::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            let id = BackendId(j as u32);
+            let mut slot = BackendSlot::new(&s.name, &b.name, None);
+            let sink = driver.sink(StorageIdx(i), id);
+            let events = driver.event_sink(StorageIdx(i), id);
+            let opened = slot.span.in_scope(|| open_backend(&s.name, b, sink, events));
+            match opened {
+                Ok(o) => {
+                    slot.backend = Some(o.backend);
+                    infos.push(o.info);
+                }
+                Err(OpenFailure::Fatal(e)) => {
+                    return Err(format!("storage {} backend {} ({}): {e}", s.name, b.name, where_(b)))
+                }
+                Err(OpenFailure::Degraded(e)) => {
+                    slot.span.in_scope(|| warn!("cannot be opened, starts degraded: {e}"));
+                    failures.push(format!("backend {} ({}): {e}", b.name, where_(b)));
+                    infos.push(None);
+                }
+            }
+            slots.insert(id, slot);
+        }
+        if slots.values().all(|s| s.backend.is_none()) {
+            return Err(format!("storage {}: no backend could be opened: {}", s.name, failures.join("; ")));
+        }
+        let now = Now { mono: start.elapsed(), wall: driver.net().wall_clock() };
+        let raid = Raid::new(s.raid_config(), s.specs(), persisted, infos, now);
+        let unit = StorageUnit {
+            raid,
+            settings: s.clone(),
+            state_file: Some(s.state_file.clone()),
+            backends: slots,
+            saved: 0,
+            last_state: None,
+        };
+        seeds.push(seed(&unit, s, queue));
+        info!("storage {}: RAID {} over {} backend(s)", s.name, unit.raid.status(), s.backends.len());
+        for d in unit.raid.details() {
+            info!("storage {} backend {} ({}): {}", s.name, d.name, d.label, d.state.word());
+        }
+        units.push(unit);
+    }
+    Ok(Started { units, seeds })
+}
+
+fn where_(b: &BackendSettings) -> String {
+    match &b.kind {
+        BackendKind::Local(l) => l.path.display().to_string(),
+        BackendKind::Zeo(z) => z.address.to_string(),
+    }
+}
+
+/// The front's seed of a storage: the RAID's last tid, size and blobs; the recent commits and
+/// the `get_info` name of the first optimal local backend.
+fn seed(unit: &StorageUnit<AnyBackend>, s: &StorageSettings, queue: usize) -> StorageSeed {
+    let details = unit.raid.details();
+    let first_local = unit.backends.iter().find_map(|(id, slot)| {
+        let optimal = details.get(id.0 as usize).is_some_and(|d| d.state.is_optimal());
+        match &slot.backend {
+            Some(AnyBackend::Local(b)) if optimal => Some(b),
+            _ => None,
+        }
+    });
+    let (recent, info_name) = match first_local.map(|b| b.seed(queue)) {
+        Some(Ok(seed)) => (seed.recent, seed.info_name),
+        Some(Err(e)) => {
+            warn!("storage {}: cannot read the recent commits: {e}", s.name);
+            (Vec::new(), s.name.clone())
+        }
+        None => (Vec::new(), s.backends.first().map_or_else(|| s.name.clone(), BackendSettings::label)),
+    };
+    let read_only = s.backends.iter().all(|b| match &b.kind {
+        BackendKind::Local(l) => l.read_only,
+        BackendKind::Zeo(z) => z.read_only,
+    });
+    StorageSeed {
+        name: s.name.clone(),
+        read_only,
+        last_tid: unit.raid.last_tid(),
+        recent,
+        size: unit.raid.size(),
+        info_name,
+        blobs: unit.raid.blobs(),
+    }
+}
+
+/// Shutdown: closes every backend, then saves each RAID's newest state (last, so that it is
+/// what the next start reads). Returns the failures.
+pub async fn close_storages(units: Vec<StorageUnit<AnyBackend>>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for u in units {
+        let name = u.raid.name().to_string();
+        for (_, slot) in u.backends {
+            if let Some(b) = slot.backend {
+                if let Err(e) = b.close().await {
+                    slot.span.in_scope(|| warn!("cannot close: {e}"));
+                    failed.push(format!("storage {name} backend {}: cannot close: {e}", slot.name));
+                }
+            }
+        }
+        if let (Some(path), Some((version, state))) = (&u.state_file, &u.last_state) {
+            match raid_state::save(path, state) {
+                Ok(()) => info!("storage {name}: state version {version} saved"),
+                Err(e) => failed.push(format!("storage {name}: {e}")),
+            }
+        }
+    }
+    failed
+}
