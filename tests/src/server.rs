@@ -45,6 +45,8 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How many lines of each log [`ServerProcess::log_tail`] shows.
 const TAIL_LINES: usize = 40;
+/// The backends of `zeoraid serve --data DIR`'s default RAID (`DIR/a/Data.fs`, `DIR/b/Data.fs`).
+const RAID_BACKENDS: [&str; 2] = ["a", "b"];
 
 /// What went wrong with a server process or a client command.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +214,15 @@ impl ServerProcess {
     /// The scratch directory (the storage is `Data.fs` and `blobs/` in it).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The `Data.fs` files the server keeps: `Data.fs` for runzeo; for zeoraid, one per
+    /// backend of its default RAID (`a/Data.fs`, `b/Data.fs`, as `serve --data DIR` lays out).
+    pub fn data_files(&self) -> Vec<PathBuf> {
+        match &self.kind {
+            ServerKind::Runzeo => vec![self.dir.join("Data.fs")],
+            ServerKind::Zeoraid { .. } => RAID_BACKENDS.iter().map(|b| self.dir.join(b).join("Data.fs")).collect(),
+        }
     }
 
     /// The server's configuration.
@@ -403,9 +414,15 @@ impl ServerProcess {
                     if let Some(timeout) = self.opts.transaction_timeout {
                         let _ = writeln!(conf, "transaction_timeout = {}", timeout.as_secs().max(1));
                     }
+                    // The layout of `serve --data DIR` (a RAID of two local backends), so that
+                    // a restart with other options finds the same data.
                     let _ = writeln!(conf, "\n[[storage]]\nname = \"1\"");
-                    let _ = writeln!(conf, "path = {}", toml_string(&data));
-                    let _ = writeln!(conf, "blob_dir = {}", toml_string(&blobs));
+                    let _ = writeln!(conf, "state_file = {}", toml_string(&self.dir.join("1.raid-state")));
+                    for b in RAID_BACKENDS {
+                        let _ = writeln!(conf, "[[storage.backend]]\nname = \"{b}\"");
+                        let _ = writeln!(conf, "path = {}", toml_string(&self.dir.join(b).join("Data.fs")));
+                        let _ = writeln!(conf, "blob_dir = {}", toml_string(&self.dir.join(b).join("blobs")));
+                    }
                     let path = self.dir.join("zeoraid.toml");
                     fs::write(&path, conf).map_err(io_error(format!("writing {}", path.display())))?;
                     cmd.arg("--config").arg(&path);

@@ -104,14 +104,15 @@ fn copy(encoding: Encoding) {
 fn readonly_server(encoding: Encoding) {
     let mut server = start(ServerOpts::new(encoding));
     run_client(&server, "readonly_server_prepare", &[]);
-    let data = server.dir().join("Data.fs");
-    let before = file_bytes(&data);
+    let data = server.data_files();
+    let before: Vec<_> = data.iter().map(|d| file_bytes(d)).collect();
     server
         .restart_with(ServerOpts { read_only: true, ..ServerOpts::new(encoding) })
         .unwrap_or_else(|e| panic!("{e}"));
     run_client(&server, "readonly_server_check", &[]);
     server.stop().unwrap_or_else(|e| panic!("{e}"));
-    assert!(file_bytes(&data) == before, "Data.fs changed while the server was read-only");
+    let after: Vec<_> = data.iter().map(|d| file_bytes(d)).collect();
+    assert!(after == before, "a Data.fs changed while the server was read-only");
 }
 
 fn persistent_cache(encoding: Encoding) {
