@@ -277,7 +277,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let failed = runtime.block_on(async {
         let start = tokio::time::Instant::now();
         let started =
-            startup::open_storages(&cfg, &driver, start.into_std(), cfg.server.invalidation_queue_size)?;
+            startup::open_storages(&cfg, &driver, start.into_std(), cfg.server.invalidation_queue_size)
+                .await?;
         let server_cfg = cfg.server_config(started.seeds);
         let units = started.units;
         let shutdown = shutdown_signal()?;
@@ -315,7 +316,17 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         let admin_task = tokio::spawn(admin::serve(admin_listener, driver.admin_sender(), source));
         info!("ready in {} ms", t0.elapsed().as_millis());
-        let units = driver.run(server_cfg, listeners, units, RealOpener, start, shutdown, grace).await;
+        let units = driver
+            .run(
+                server_cfg,
+                listeners,
+                units,
+                RealOpener { max_frame: cfg.server.max_frame },
+                start,
+                shutdown,
+                grace,
+            )
+            .await;
         admin_task.abort();
         let _ = admin_task.await; // drops the listener: the socket file is removed
         Ok::<_, String>(startup::close_storages(units).await)

@@ -8,22 +8,28 @@
 //! * A local backend that fails to open starts degraded (`None` info, logged at warn), except
 //!   when its `Data.fs` is locked: another server is using it, and running beside it would
 //!   corrupt the state of both, so that is fatal.
-//! * A storage none of whose backends could be opened is fatal too (it could serve nothing).
+//! * Remote backends are connected in parallel (every connector is started first); each has
+//!   until its storage's `connect_timeout` after its start to come up, else it starts degraded
+//!   (its connector keeps trying, with backoff).
+//! * A storage none of whose backends could be opened or reached is fatal too (it could serve
+//!   nothing).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 use zeoraid_core::ids::BackendId;
 use zeoraid_core::raid::Raid;
-use zeoraid_core::zeo::backend::{BackendInfo, BackendReqId, BackendRequest};
+use zeoraid_core::zeo::backend::{BackendEvent, BackendInfo, BackendReqId, BackendRequest};
 use zeoraid_core::zeo::events::{Now, StorageIdx, StorageSeed};
 
 use crate::backend::local::{LocalBackend, LocalBackendError};
+use crate::backend::remote::{RemoteBackend, RemoteConfig};
 use crate::backend::Sink;
 use crate::config::{BackendKind, BackendSettings, Config, StorageSettings};
 use crate::driver::{Backend, BackendSlot, Driver, EventSink, Opened, Opener, StorageUnit};
-use crate::net::Net;
+use crate::net::{Net, TokioNet};
 use crate::raid_state;
 use crate::storage::OpenError;
 
@@ -32,27 +38,35 @@ use crate::storage::OpenError;
 pub enum AnyBackend {
     /// A local FileStorage.
     Local(LocalBackend),
+    /// A remote ZEO server.
+    Remote(RemoteBackend),
 }
 
 impl Backend for AnyBackend {
     fn submit(&self, id: BackendReqId, request: BackendRequest) {
         match self {
             AnyBackend::Local(b) => b.submit(id, request),
+            AnyBackend::Remote(b) => b.submit(id, request),
         }
     }
 
     fn disconnect(&self) {
         match self {
             AnyBackend::Local(_) => {}
+            AnyBackend::Remote(b) => b.disconnect(),
         }
     }
 }
 
 impl AnyBackend {
-    /// Closes it (a local one syncs and saves its index).
+    /// Closes it (a local one syncs and saves its index; a remote one drops its connection).
     pub async fn close(self) -> Result<(), String> {
         match self {
             AnyBackend::Local(b) => b.close().map_err(|e| e.to_string()),
+            AnyBackend::Remote(b) => {
+                b.close().await;
+                Ok(())
+            }
         }
     }
 }
@@ -63,17 +77,18 @@ enum OpenFailure {
     Degraded(String),
 }
 
-/// Opens one backend (local: at once; remote: starts its connector).
+/// Opens one backend: a local one at once; a remote one's connector is started, its `Up`
+/// comes through `events` (and `up`, when given, for the start-up to wait on).
 fn open_backend(
-    storage: &str,
+    storage: &StorageSettings,
     b: &BackendSettings,
+    max_frame: u32,
     sink: Sink,
     events: EventSink,
 ) -> Result<Opened<AnyBackend>, OpenFailure> {
-    let _ = &events;
     match &b.kind {
         BackendKind::Local(l) => {
-            match LocalBackend::open(&format!("{storage}{}", b.name), &l.local_config(), sink) {
+            match LocalBackend::open(&format!("{}{}", storage.name, b.name), &l.local_config(), sink) {
                 Ok((backend, report)) => {
                     info!(
                         "opened {}: index from {:?}, {} transaction(s) scanned{}",
@@ -91,26 +106,40 @@ fn open_backend(
                 Err(e) => Err(OpenFailure::Degraded(e.to_string())),
             }
         }
-        BackendKind::Zeo(z) => Err(OpenFailure::Degraded(format!(
-            "zeo {}: remote backends are not available in this build yet",
-            z.address
-        ))),
+        BackendKind::Zeo(z) => {
+            let cfg = RemoteConfig {
+                name: format!("{}/{}", storage.name, b.name),
+                address: z.address.clone(),
+                storage: z.storage.clone(),
+                read_only: z.read_only,
+                connect_timeout: storage.connect_timeout,
+                max_frame,
+            };
+            info!("connecting to {} (storage {})", z.address, z.storage);
+            Ok(Opened {
+                backend: AnyBackend::Remote(RemoteBackend::spawn(TokioNet, cfg, sink, events)),
+                info: None,
+            })
+        }
     }
 }
 
 /// The [`Opener`] of `reload`.
-#[derive(Debug, Default)]
-pub struct RealOpener;
+#[derive(Debug)]
+pub struct RealOpener {
+    /// `[server] max_frame`, for remote backends.
+    pub max_frame: u32,
+}
 
 impl Opener<AnyBackend> for RealOpener {
     fn open(
         &mut self,
-        storage: &str,
+        storage: &StorageSettings,
         settings: &BackendSettings,
         sink: Sink,
         events: EventSink,
     ) -> Result<Opened<AnyBackend>, String> {
-        open_backend(storage, settings, sink, events).map_err(|e| match e {
+        open_backend(storage, settings, self.max_frame, sink, events).map_err(|e| match e {
             OpenFailure::Fatal(m) | OpenFailure::Degraded(m) => m,
         })
     }
@@ -135,8 +164,11 @@ pub struct Started {
     pub seeds: Vec<StorageSeed>,
 }
 
+/// A remote backend's first `Up`, for the start-up to wait on.
+type UpWatch = tokio::sync::watch::Receiver<Option<BackendInfo>>;
+
 /// Opens every storage of `cfg` (see the module doc); `start` is the driver's clock origin.
-pub fn open_storages<N: Net>(
+pub async fn open_storages<N: Net>(
     cfg: &Config,
     driver: &Driver<N>,
     start: Instant,
@@ -147,23 +179,32 @@ pub fn open_storages<N: Net>(
     for s in &cfg.storages {
         persisted.push(raid_state::load(&s.state_file).map_err(|e| format!("storage {}: {e}", s.name))?);
     }
-    let mut units = Vec::with_capacity(cfg.storages.len());
-    let mut seeds = Vec::with_capacity(cfg.storages.len());
-    for ((i, s), persisted) in cfg.storages.iter().enumerate().zip(persisted) {
-        if persisted.is_none() {
-            info!("storage {}: no state file {} (first start)", s.name, s.state_file.display());
-        }
+    // Open the local backends, start every remote connector.
+    let mut opened = Vec::with_capacity(cfg.storages.len());
+    for (i, s) in cfg.storages.iter().enumerate() {
         let mut slots = BTreeMap::new();
         let mut infos: Vec<Option<BackendInfo>> = Vec::with_capacity(s.backends.len());
+        let mut waits: Vec<(BackendId, UpWatch)> = Vec::new();
         let mut failures = Vec::new();
+        let deadline = tokio::time::Instant::now() + s.connect_timeout;
         for (j, b) in s.backends.iter().enumerate() {
             let id = BackendId(j as u32);
             let mut slot = BackendSlot::new(&s.name, &b.name, None);
             let sink = driver.sink(StorageIdx(i), id);
-            let events = driver.event_sink(StorageIdx(i), id);
-            let opened = slot.span.in_scope(|| open_backend(&s.name, b, sink, events));
-            match opened {
+            let (up_tx, up_rx) = tokio::sync::watch::channel(None);
+            let to_driver = driver.event_sink(StorageIdx(i), id);
+            let events: EventSink = Arc::new(move |ev: BackendEvent| {
+                if let BackendEvent::Up(info) = &ev {
+                    up_tx.send_replace(Some(info.clone()));
+                }
+                to_driver(ev);
+            });
+            let result = slot.span.in_scope(|| open_backend(s, b, cfg.server.max_frame, sink, events));
+            match result {
                 Ok(o) => {
+                    if o.info.is_none() {
+                        waits.push((id, up_rx));
+                    }
                     slot.backend = Some(o.backend);
                     infos.push(o.info);
                 }
@@ -178,8 +219,41 @@ pub fn open_storages<N: Net>(
             }
             slots.insert(id, slot);
         }
-        if slots.values().all(|s| s.backend.is_none()) {
-            return Err(format!("storage {}: no backend could be opened: {}", s.name, failures.join("; ")));
+        opened.push((slots, infos, waits, failures, deadline));
+    }
+    // Wait for the remote ones, each until its storage's deadline (all in parallel: the
+    // deadlines were fixed when the connectors started).
+    let mut units = Vec::with_capacity(cfg.storages.len());
+    let mut seeds = Vec::with_capacity(cfg.storages.len());
+    for ((s, persisted), (slots, mut infos, waits, mut failures, deadline)) in
+        cfg.storages.iter().zip(persisted).zip(opened)
+    {
+        for (id, mut up) in waits {
+            let got = tokio::time::timeout_at(deadline, up.wait_for(Option::is_some)).await;
+            let info = match got {
+                Ok(Ok(info)) => info.clone(),
+                _ => None,
+            };
+            let Some(slot) = slots.get(&id) else { continue };
+            match info {
+                Some(info) => infos[id.0 as usize] = Some(info),
+                None => {
+                    let why =
+                        format!("not up within the connect timeout ({}s)", s.connect_timeout.as_secs_f64());
+                    slot.span.in_scope(|| warn!("{why}; starts degraded, keeps trying"));
+                    failures.push(format!("backend {}: {why}", slot.name));
+                }
+            }
+        }
+        if infos.iter().all(Option::is_none) {
+            return Err(format!(
+                "storage {}: no backend could be opened or reached: {}",
+                s.name,
+                failures.join("; ")
+            ));
+        }
+        if persisted.is_none() {
+            info!("storage {}: no state file {} (first start)", s.name, s.state_file.display());
         }
         let now = Now { mono: start.elapsed(), wall: driver.net().wall_clock() };
         let raid = Raid::new(s.raid_config(), s.specs(), persisted, infos, now);

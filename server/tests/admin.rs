@@ -97,7 +97,8 @@ fn state_of(details: &str, backend: &str) -> Option<String> {
         .find_map(|mut w| (w.next() == Some(backend)).then(|| w.nth(2).map(str::to_string)).flatten())
 }
 
-const TWO: &str = "[[storage]]\nname = \"1\"\n\n  [[storage.backend]]\n  name = \"a\"\n  path = \"var/a/Data.fs\"\n\n  \
+const TWO: &str =
+    "[[storage]]\nname = \"1\"\n\n  [[storage.backend]]\n  name = \"a\"\n  path = \"var/a/Data.fs\"\n\n  \
                    [[storage.backend]]\n  name = \"b\"\n  path = \"var/b/Data.fs\"\n";
 const C: &str = "\n  [[storage.backend]]\n  name = \"c\"\n  path = \"var/c/Data.fs\"\n";
 
@@ -194,10 +195,14 @@ fn reload_refuses_a_broken_config_a_changed_backend_and_the_last_optimal_removal
     assert_eq!(details(), before);
 
     // Replacing the only optimal backend: removing it is refused, and b is not added either.
-    std::fs::write(&file, one.replace("name = \"a\"\npath = \"var/a", "name = \"b\"\npath = \"var/b")).expect("write");
+    std::fs::write(&file, one.replace("name = \"a\"\npath = \"var/a", "name = \"b\"\npath = \"var/b"))
+        .expect("write");
     let (code, _, err) = run(dir.path(), &["reload", "--admin", "run/admin.sock"]);
     assert_eq!(code, 1);
-    assert!(err.contains("\"a\" is the last optimal backend") && err.contains("nothing was changed"), "{err}");
+    assert!(
+        err.contains("\"a\" is the last optimal backend") && err.contains("nothing was changed"),
+        "{err}"
+    );
     assert_eq!(details(), before);
 
     // A backend changed in place.
@@ -238,4 +243,27 @@ fn status_without_a_server_is_unknown_exit_3() {
     assert!(err.contains("var/admin.sock") && err.contains("cannot connect"), "{err}");
     let (code, _, _) = run(dir.path(), &["details"]);
     assert_eq!(code, 1);
+}
+
+#[test]
+fn a_raid_with_an_unreachable_remote_backend_serves_within_the_connect_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 1.
+    let conf = "[[storage]]\nname = \"1\"\nconnect_timeout = 1\n[[storage.backend]]\nname = \"a\"\n\
+                path = \"var/a/Data.fs\"\n[[storage.backend]]\nname = \"far\"\nzeo = \"127.0.0.1:1\"\n";
+    std::fs::write(dir.path().join("z.toml"), conf).expect("write");
+    let t0 = Instant::now();
+    let s = serve(dir.path(), &["--config", "z.toml"]);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "ready after {took:?}");
+    assert!(
+        s.lines.iter().any(|l| l.contains("far") && l.contains("not up within the connect timeout (1s)")),
+        "{:#?}",
+        s.lines
+    );
+    let (code, out, err) = run(dir.path(), &["details", "--config", "z.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let far = out.lines().find(|l| l.trim_start().starts_with("far ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(far.contains("zeo 127.0.0.1:1 storage 1") && far.contains(" no "), "{out}");
+    s.stop();
 }

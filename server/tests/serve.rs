@@ -219,7 +219,10 @@ fn second_server_on_the_same_data_exits_1_with_locked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("zeoraid: storage 1 backend a (var/a/Data.fs): ") && last.contains("locked"), "{err}");
+    assert!(
+        last.starts_with("zeoraid: storage 1 backend a (var/a/Data.fs): ") && last.contains("locked"),
+        "{err}"
+    );
     // The first one is undisturbed.
     let mut c = connect(&first.addrs[0]);
     assert_eq!(read_frame(&mut c), b"Z5");

@@ -221,7 +221,9 @@ impl ServerProcess {
     pub fn data_files(&self) -> Vec<PathBuf> {
         match &self.kind {
             ServerKind::Runzeo => vec![self.dir.join("Data.fs")],
-            ServerKind::Zeoraid { .. } => RAID_BACKENDS.iter().map(|b| self.dir.join(b).join("Data.fs")).collect(),
+            ServerKind::Zeoraid { .. } => {
+                RAID_BACKENDS.iter().map(|b| self.dir.join(b).join("Data.fs")).collect()
+            }
         }
     }
 

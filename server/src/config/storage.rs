@@ -8,8 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeoraid_core::raid::{BackendSpec, RaidConfig};
 
-use super::{check_creatable, locate, resolve, seconds, ConfigError, ListenAddr, Src};
+use super::{check_creatable, locate, resolve, seconds, ConfigError, Src};
 use crate::backend::local::LocalConfig;
+use crate::backend::remote::RemoteAddr;
 
 /// The backend name of the old single-storage form (`path` directly under `[[storage]]`).
 pub const SINGLE_BACKEND: &str = "local";
@@ -77,8 +78,8 @@ pub struct LocalSettings {
 /// A remote ZEO server backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZeoSettings {
-    /// Where it listens (`host:port` with a numeric host, or `unix:PATH`).
-    pub address: ListenAddr,
+    /// Where it listens (`HOST:PORT`, or `unix:PATH`).
+    pub address: RemoteAddr,
     /// The storage name to register.
     pub storage: String,
     /// Register read-only.
@@ -329,18 +330,12 @@ fn validate_backend(
                     "only a local backend (`path`) takes this key; a `zeo` backend's server has its own",
                 ));
             }
-            let address: ListenAddr = zeo.get_ref().parse().map_err(|_| {
-                src.err(
-                    zeo.span(),
-                    "storage.backend.zeo",
-                    format!(
-                        "{:?} is not a ZEO address: expected IP:PORT (e.g. 127.0.0.1:8101) or unix:PATH",
-                        zeo.get_ref()
-                    ),
-                )
-            })?;
+            let address: RemoteAddr =
+                zeo.get_ref().parse().map_err(|e: crate::backend::remote::BadRemoteAddr| {
+                    src.err(zeo.span(), "storage.backend.zeo", e.to_string())
+                })?;
             let address = match address {
-                ListenAddr::Unix(p) if p.is_relative() => ListenAddr::Unix(base.join(p)),
+                RemoteAddr::Unix(p) if p.is_relative() => RemoteAddr::Unix(base.join(p)),
                 a => a,
             };
             let storage = match &b.storage {

@@ -302,7 +302,7 @@ fn a_raid_storage_is_read_with_its_backends() {
     assert_eq!(
         s.backends[2].kind,
         BackendKind::Zeo(ZeoSettings {
-            address: ListenAddr::Unix(dir.path().join("zeo.sock")),
+            address: crate::backend::remote::RemoteAddr::Unix(dir.path().join("zeo.sock")),
             storage: "main".into(),
             read_only: true
         })
@@ -330,7 +330,7 @@ fn raid_backends_are_checked() {
     let b = |rest: &str| format!("{head}[[storage.backend]]\nname = \"a\"\n{rest}");
     expect_err(&b(""), 4, "storage.backend", "needs `path`");
     expect_err(&b("path = \"a.fs\"\nzeo = \"127.0.0.1:1\"\n"), 6, "storage.backend.zeo", "not both");
-    expect_err(&b("zeo = \"nowhere\"\n"), 5, "storage.backend.zeo", "not a ZEO address");
+    expect_err(&b("zeo = \"nowhere\"\n"), 5, "storage.backend.zeo", "not a backend address");
     expect_err(&b("zeo = \"127.0.0.1:1\"\nfsync = false\n"), 6, "storage.backend.fsync", "only a local");
     expect_err(&b("path = \"a.fs\"\nstorage = \"2\"\n"), 6, "storage.backend.storage", "only a `zeo`");
     expect_err(&b("path = \"a.fs\"\nbogus = 1\n"), 6, "storage.backend.bogus", "unknown field");

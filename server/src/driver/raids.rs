@@ -28,10 +28,10 @@ pub struct Opened<B> {
 /// Opens the backends a `reload` adds, and closes the ones it removes (both without blocking
 /// the driver for long: closing runs elsewhere).
 pub trait Opener<B>: Send + 'static {
-    /// Opens `settings` as a backend of storage `storage`, delivering to `sink` and `events`.
+    /// Opens `settings` as a backend of `storage`, delivering to `sink` and `events`.
     fn open(
         &mut self,
-        storage: &str,
+        storage: &StorageSettings,
         settings: &BackendSettings,
         sink: Sink,
         events: EventSink,
@@ -312,7 +312,7 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
                 let sink = super::sink(&self.tx, StorageIdx(idx), id);
                 let events = super::event_sink(&self.tx, StorageIdx(idx), id);
                 let mut slot = BackendSlot::new(&sname, &b.name, None);
-                match self.opener.open(&sname, &b, sink, events) {
+                match self.opener.open(n, &b, sink, events) {
                     Ok(opened) => {
                         slot.span.in_scope(|| info!("added by reload ({}); joins degraded", b.label()));
                         slot.backend = Some(opened.backend);

@@ -22,7 +22,7 @@ struct NoOpener;
 impl Opener<Recorder> for NoOpener {
     fn open(
         &mut self,
-        _storage: &str,
+        _storage: &crate::config::StorageSettings,
         settings: &crate::config::BackendSettings,
         _sink: Sink,
         _events: EventSink,
