@@ -89,12 +89,13 @@ fn run(cwd: &Path, args: &[&str]) -> (i32, String, String) {
     (code, String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
 }
 
-/// The state word of `backend` in a `details` table.
+/// The state word of `backend` in a `details` table (found under the STATE header, since
+/// the KIND column has spaces).
 fn state_of(details: &str, backend: &str) -> Option<String> {
-    details
-        .lines()
-        .map(str::split_whitespace)
-        .find_map(|mut w| (w.next() == Some(backend)).then(|| w.nth(2).map(str::to_string)).flatten())
+    let header = details.lines().find(|l| l.trim_start().starts_with("BACKEND"))?;
+    let col = header.find("STATE")?;
+    let row = details.lines().find(|l| l.split_whitespace().next() == Some(backend))?;
+    row.get(col..)?.split_whitespace().next().map(str::to_string)
 }
 
 const TWO: &str =
@@ -129,7 +130,6 @@ fn default_serve_is_an_optimal_raid_of_a_and_b() {
 }
 
 #[test]
-#[ignore = "needs the Raid bodies (Raid::disable), landing on main with the lead's work"]
 fn disable_degrades_the_raid_and_details_shows_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = serve(dir.path(), &[]);
@@ -153,7 +153,6 @@ fn disable_degrades_the_raid_and_details_shows_the_reason() {
 }
 
 #[test]
-#[ignore = "needs the Raid bodies (Raid::add_backend), landing on main with the lead's work"]
 fn reload_adds_a_backend_as_degraded() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("z.toml"), TWO).expect("write");
@@ -265,5 +264,9 @@ fn a_raid_with_an_unreachable_remote_backend_serves_within_the_connect_timeout()
     assert_eq!(code, 0, "{err}");
     let far = out.lines().find(|l| l.trim_start().starts_with("far ")).unwrap_or_else(|| panic!("{out}"));
     assert!(far.contains("zeo 127.0.0.1:1 storage 1") && far.contains(" no "), "{out}");
+    assert_eq!(state_of(&out, "far").as_deref(), Some("degraded"), "{out}");
+    assert_eq!(state_of(&out, "a").as_deref(), Some("optimal"), "{out}");
+    let (code, out, _) = run(dir.path(), &["status", "--config", "z.toml"]);
+    assert_eq!((code, out.as_str()), (2, "degraded\n"));
     s.stop();
 }
