@@ -154,7 +154,8 @@ impl From<BackendDetails> for BackendReport {
         let (reason, since) = match &d.state {
             BackendState::Optimal => (None, None),
             BackendState::Degraded { reason, since } => (Some(reason.clone()), Some(*since)),
-            BackendState::Recovering { since } | BackendState::Disabled { since } => (None, Some(*since)),
+            BackendState::Disabled { since } => (Some("disabled by the operator".to_string()), Some(*since)),
+            BackendState::Recovering { since } => (None, Some(*since)),
         };
         BackendReport {
             name: d.name,

@@ -145,13 +145,23 @@ impl Opener<AnyBackend> for RealOpener {
     }
 
     fn close(&mut self, storage: &str, name: &str, backend: AnyBackend) {
+        // Off the driver's thread: a local close joins threads and syncs.
         let what = format!("storage {storage} backend {name}");
-        tokio::spawn(async move {
-            match backend.close().await {
-                Ok(()) => info!("{what} closed"),
-                Err(e) => warn!("closing {what}: {e}"),
+        let report = move |r: Result<(), String>| match r {
+            Ok(()) => info!("{what} closed"),
+            Err(e) => warn!("closing {what}: {e}"),
+        };
+        match backend {
+            AnyBackend::Local(b) => {
+                tokio::task::spawn_blocking(move || report(b.close().map_err(|e| e.to_string())));
             }
-        });
+            AnyBackend::Remote(b) => {
+                tokio::spawn(async move {
+                    b.close().await;
+                    report(Ok(()));
+                });
+            }
+        }
     }
 }
 

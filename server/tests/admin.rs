@@ -139,6 +139,10 @@ fn disable_degrades_the_raid_and_details_shows_the_reason() {
     assert_eq!((code, out.as_str()), (2, "degraded\n"));
     let (_, out, _) = run(dir.path(), &["details"]);
     assert_eq!(state_of(&out, "b").as_deref(), Some("disabled"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("b ") && l.ends_with("disabled by the operator")),
+        "{out}"
+    );
     assert_eq!(state_of(&out, "a").as_deref(), Some("optimal"), "{out}");
     // The last optimal backend stays.
     let (code, _, err) = run(dir.path(), &["disable", "a"]);
