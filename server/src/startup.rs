@@ -15,7 +15,7 @@
 //!   nothing).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -24,7 +24,7 @@ use zeoraid_core::raid::Raid;
 use zeoraid_core::zeo::backend::{BackendEvent, BackendInfo, BackendReqId, BackendRequest};
 use zeoraid_core::zeo::events::{Now, StorageIdx, StorageSeed};
 
-use crate::backend::local::{LocalBackend, LocalBackendError};
+use crate::backend::local::{backend_fault, LocalBackend, LocalBackendError, LocalConfig};
 use crate::backend::remote::{RemoteBackend, RemoteConfig};
 use crate::backend::Sink;
 use crate::config::{BackendKind, BackendSettings, Config, StorageSettings};
@@ -40,6 +40,76 @@ pub enum AnyBackend {
     Local(LocalBackend),
     /// A remote ZEO server.
     Remote(RemoteBackend),
+    /// A local FileStorage that `reload` added, being opened in the background.
+    Opening(OpeningLocal),
+}
+
+/// A local backend opened on its own thread (for `reload`): `Up(info)` is reported through
+/// the event sink when it is open, `Down{reason}` when it cannot be; until then its requests
+/// fail (the RAID sends none: a backend added by reload joins degraded).
+pub struct OpeningLocal {
+    cell: Arc<OnceLock<LocalBackend>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    sink: Sink,
+}
+
+impl std::fmt::Debug for OpeningLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpeningLocal").field("open", &self.cell.get().is_some()).finish_non_exhaustive()
+    }
+}
+
+/// The directories a writable local backend lives in (as `serve` creates at start).
+fn create_dirs(cfg: &LocalConfig) -> Result<(), String> {
+    if cfg.read_only {
+        return Ok(());
+    }
+    let parent = cfg.path.parent().filter(|p| !p.as_os_str().is_empty());
+    for d in parent.into_iter().chain(cfg.blob_dir.as_deref()) {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    Ok(())
+}
+
+impl OpeningLocal {
+    fn start(name: String, cfg: LocalConfig, sink: Sink, events: EventSink) -> Result<OpeningLocal, String> {
+        let cell = Arc::new(OnceLock::new());
+        let (c, s) = (Arc::clone(&cell), Arc::clone(&sink));
+        let span = tracing::Span::current();
+        let thread = std::thread::Builder::new()
+            .name(format!("zr-{name}-open"))
+            .spawn(move || {
+                let _g = span.enter();
+                if let Err(e) = create_dirs(&cfg) {
+                    warn!("cannot be opened: {e}");
+                    events(BackendEvent::Down { reason: format!("cannot be opened: {e}") });
+                    return;
+                }
+                match LocalBackend::open(&name, &cfg, s) {
+                    Ok((b, report)) => {
+                        info!("opened {}: index from {:?}", cfg.path.display(), report.index);
+                        let info = b.info();
+                        if c.set(b).is_ok() {
+                            events(BackendEvent::Up(info));
+                        }
+                    }
+                    Err(e) => {
+                        warn!("cannot be opened: {e}");
+                        events(BackendEvent::Down { reason: format!("cannot be opened: {e}") });
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a thread to open it: {e}"))?;
+        Ok(OpeningLocal { cell, thread: Some(thread), sink })
+    }
+
+    /// Waits for the opening to end (blocking); the backend if it opened.
+    fn finish(mut self) -> Option<LocalBackend> {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Arc::try_unwrap(self.cell).ok().and_then(OnceLock::into_inner)
+    }
 }
 
 impl Backend for AnyBackend {
@@ -47,12 +117,16 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Local(b) => b.submit(id, request),
             AnyBackend::Remote(b) => b.submit(id, request),
+            AnyBackend::Opening(o) => match o.cell.get() {
+                Some(b) => b.submit(id, request),
+                None => (o.sink)(id, backend_fault("the backend is still being opened".to_string())),
+            },
         }
     }
 
     fn disconnect(&self) {
         match self {
-            AnyBackend::Local(_) => {}
+            AnyBackend::Local(_) | AnyBackend::Opening(_) => {}
             AnyBackend::Remote(b) => b.disconnect(),
         }
     }
@@ -67,6 +141,10 @@ impl AnyBackend {
                 b.close().await;
                 Ok(())
             }
+            AnyBackend::Opening(o) => match o.finish() {
+                Some(b) => b.close().map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
         }
     }
 }
@@ -139,6 +217,16 @@ impl Opener<AnyBackend> for RealOpener {
         sink: Sink,
         events: EventSink,
     ) -> Result<Opened<AnyBackend>, String> {
+        if let BackendKind::Local(l) = &settings.kind {
+            // Opening may scan a big Data.fs: in the background, not on the driver's thread.
+            let opening = OpeningLocal::start(
+                format!("{}{}", storage.name, settings.name),
+                l.local_config(),
+                sink,
+                events,
+            )?;
+            return Ok(Opened { backend: AnyBackend::Opening(opening), info: None });
+        }
         open_backend(storage, settings, self.max_frame, sink, events).map_err(|e| match e {
             OpenFailure::Fatal(m) | OpenFailure::Degraded(m) => m,
         })
@@ -154,6 +242,12 @@ impl Opener<AnyBackend> for RealOpener {
         match backend {
             AnyBackend::Local(b) => {
                 tokio::task::spawn_blocking(move || report(b.close().map_err(|e| e.to_string())));
+            }
+            AnyBackend::Opening(o) => {
+                tokio::task::spawn_blocking(move || match o.finish() {
+                    Some(b) => report(b.close().map_err(|e| e.to_string())),
+                    None => report(Ok(())),
+                });
             }
             AnyBackend::Remote(b) => {
                 tokio::spawn(async move {

@@ -167,6 +167,18 @@ fn reload_adds_a_backend_as_degraded() {
     assert!(out.contains("added c"), "{out}");
     let (_, out, _) = run(dir.path(), &["details", "--config", "z.toml"]);
     assert_eq!(state_of(&out, "c").as_deref(), Some("degraded"), "{out}");
+    // It is opened in the background, then reported connected.
+    let t0 = Instant::now();
+    loop {
+        let (_, out, _) = run(dir.path(), &["details", "--config", "z.toml"]);
+        let c = out.lines().find(|l| l.trim_start().starts_with("c ")).unwrap_or_default().to_string();
+        if c.contains(" yes ") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "c never came up:\n{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dir.path().join("var/c/Data.fs").is_file());
     let (code, out, _) = run(dir.path(), &["status", "--config", "z.toml"]);
     assert_eq!((code, out.as_str()), (2, "degraded\n"));
     // Removing it again.

@@ -312,7 +312,8 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
                 let sink = super::sink(&self.tx, StorageIdx(idx), id);
                 let events = super::event_sink(&self.tx, StorageIdx(idx), id);
                 let mut slot = BackendSlot::new(&sname, &b.name, None);
-                match self.opener.open(n, &b, sink, events) {
+                let opened = slot.span.in_scope(|| self.opener.open(n, &b, sink, events));
+                match opened {
                     Ok(opened) => {
                         slot.span.in_scope(|| info!("added by reload ({}); joins degraded", b.label()));
                         slot.backend = Some(opened.backend);
