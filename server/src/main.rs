@@ -232,6 +232,9 @@ fn init_logs(level: Option<&str>) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed) is dropped: by default the subscriber
+        // would report that with eprintln!, which panics on a closed stderr and killed the server.
+        .log_internal_errors(false)
         .init();
     Ok(())
 }

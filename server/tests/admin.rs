@@ -286,3 +286,19 @@ fn a_raid_with_an_unreachable_remote_backend_serves_within_the_connect_timeout()
     assert_eq!((code, out.as_str()), (2, "degraded\n"));
     s.stop();
 }
+
+#[test]
+fn a_server_whose_stderr_is_closed_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = serve(dir.path(), &[]);
+    // The reader thread ends at the next line: the server's stderr is then closed.
+    s.rest = mpsc::channel().1;
+    for _ in 0..3 {
+        // Each request logs (at info) into the closed pipe.
+        let (code, out, err) = run(dir.path(), &["disable", "zz"]);
+        assert_eq!((code, out.as_str()), (1, ""), "{err}");
+        let (code, out, err) = run(dir.path(), &["status"]);
+        assert_eq!((code, out.as_str()), (0, "optimal\n"), "{err}");
+    }
+    s.stop();
+}
