@@ -31,7 +31,8 @@
 //!
 //!   [[storage.backend]]
 //!   name = "b"
-//!   zeo = "127.0.0.1:8101"      # a remote ZEO server (IP:PORT or unix:PATH)
+//!   zeo = "127.0.0.1:8101"      # a remote ZEO server (HOST:PORT, resolved when the
+//!                               # file is read, or unix:PATH)
 //!   storage = "1"               # the storage to register there (default "1")
 //!   read_only = false
 //! ```
