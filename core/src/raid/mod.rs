@@ -515,6 +515,7 @@ impl Raid {
             return;
         }
         let owner = sub.owner;
+        let what = sub.what;
         let partial = outcome.is_partial();
         if partial {
             // More comes for the same request: its deadline starts again.
@@ -534,8 +535,7 @@ impl Raid {
         // A backend's own fault degrades it (a client's error does not).
         if let BackendOutcome::Failed(BackendError { culprit: Culprit::Backend, error }) = &outcome {
             if self.is_optimal(b) {
-                let reason =
-                    format!("{} failed: {}", request_label(&self.subs, id, owner), error_text(error));
+                let reason = format!("{what} failed: {}", error_text(error));
                 self.degrade(b, reason);
             }
         }
@@ -649,19 +649,26 @@ fn failed_raid() -> BackendOutcome {
     BackendOutcome::Failed(BackendError::backend("zeoraid: the RAID has failed (no optimal backend)"))
 }
 
+/// A backend's error as a reason: the class and, when the payload is a message (or a list of
+/// them), the message text.
 fn error_text(e: &crate::wire::error::ZeoError) -> String {
     match e {
-        crate::wire::error::ZeoError::Other { class_path, payload } => format!("{class_path}: {payload:?}"),
+        crate::wire::error::ZeoError::Other { class_path, payload } => {
+            let texts: Vec<&str> = match payload.as_seq() {
+                Some(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+                None => payload.as_str().into_iter().collect(),
+            };
+            if texts.is_empty() {
+                format!("{class_path}: {payload:?}")
+            } else {
+                format!("{class_path}: {}", texts.join(" "))
+            }
+        }
         other => format!("{other:?}"),
     }
     .chars()
     .take(200)
     .collect()
-}
-
-fn request_label(subs: &BTreeMap<BackendReqId, Sub>, id: BackendReqId, owner: Owner) -> String {
-    let _ = owner;
-    subs.get(&id).map_or("a request", |s| s.what).to_string()
 }
 
 /// The wire name of a request, for logs and reasons.

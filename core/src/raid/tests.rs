@@ -481,3 +481,11 @@ fn a_restart_keeps_degraded_backends_out() {
     let _ = Bytes::new();
     let _ = RaidAction::Disconnect { backend: BackendId(0) };
 }
+
+#[test]
+fn a_degradation_reason_reads_as_text() {
+    let mut h = Harness::new(2);
+    h.fault(1, "vote", Fault::Fail);
+    h.commit(&[(1, Tid::ZERO, "a")]);
+    assert_eq!(h.reason(1), "vote failed: ZODB.POSException.StorageSystemError: injected failure at vote");
+}
