@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod python;
+pub mod raid;
 pub mod server;

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use zeoraid_core::wire::Encoding;
 
 use crate::python::{target_dir, workspace_root, PythonEnv};
+use crate::raid::{self, RaidBackend, RaidSpec};
 
 /// How long a server may take to accept a connection and send its handshake.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -83,6 +84,15 @@ pub enum ServerError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// A check of the server's state failed (the backends' histories differ, the RAID is not
+    /// optimal, an admin command failed).
+    #[error("{what}\n{details}")]
+    Check {
+        /// What was checked.
+        what: String,
+        /// What was found.
+        details: String,
+    },
     /// `cargo build` of the zeoraid binary failed.
     #[error("`cargo build --release -p zeoraid-server --bin zeoraid` failed ({status})\n{stderr}")]
     BuildFailed {
@@ -93,7 +103,7 @@ pub enum ServerError {
     },
 }
 
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
+pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
     let context = context.into();
     move |source| ServerError::Io { context, source }
 }
@@ -101,6 +111,14 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError
 /// Which server program a [`ServerProcess`] runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerKind {
+    /// `<binary> serve --config` with a generated RAID config over the backends `spec` names
+    /// (stock `runzeo` processes started first, and/or local storages); see [`crate::raid`].
+    Raid {
+        /// The zeoraid executable (see [`zeoraid_binary`]).
+        binary: PathBuf,
+        /// The backends and the deadlines.
+        spec: RaidSpec,
+    },
     /// Stock ZEO 6.2: `python -m ZEO.runzeo -C zeo.conf` from the pinned venv.
     Runzeo,
     /// `<binary> serve ...`.
@@ -116,6 +134,7 @@ impl ServerKind {
         match self {
             ServerKind::Runzeo => "runzeo",
             ServerKind::Zeoraid { .. } => "zeoraid",
+            ServerKind::Raid { spec, .. } => spec.label,
         }
     }
 }
@@ -144,12 +163,15 @@ static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 /// A running (or stopped) ZEO server process; see the module documentation.
 #[derive(Debug)]
 pub struct ServerProcess {
-    kind: ServerKind,
-    opts: ServerOpts,
-    dir: PathBuf,
-    address: SocketAddr,
-    child: Option<Child>,
-    generation: u32,
+    pub(crate) kind: ServerKind,
+    pub(crate) opts: ServerOpts,
+    pub(crate) dir: PathBuf,
+    pub(crate) address: SocketAddr,
+    pub(crate) child: Option<Child>,
+    pub(crate) generation: u32,
+    /// A RAID's backends (empty for the other kinds), started before the front and stopped
+    /// after it.
+    pub(crate) backends: Vec<RaidBackend>,
 }
 
 impl ServerProcess {
@@ -172,6 +194,15 @@ impl ServerProcess {
             kind.name(),
             std::process::id()
         ));
+        Self::start_in(kind, opts, dir)
+    }
+
+    /// Starts a server of `kind` in `dir` (emptied first). A RAID starts its backends first.
+    pub(crate) fn start_in(
+        kind: ServerKind,
+        opts: ServerOpts,
+        dir: PathBuf,
+    ) -> Result<ServerProcess, ServerError> {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_error(format!("removing {}", dir.display())))?;
         }
@@ -183,7 +214,11 @@ impl ServerProcess {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: None,
             generation: 0,
+            backends: Vec::new(),
         };
+        if let ServerKind::Raid { spec, .. } = &server.kind {
+            server.backends = raid::start_backends(spec, &server.opts, &server.dir)?;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -240,6 +275,44 @@ impl ServerProcess {
     /// Whether the server process is running (it was started and has not exited).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// The process id while a process was started and not yet reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL (a crash: nothing is flushed) and reaps it.
+    pub fn kill(&mut self) -> Result<Option<ExitStatus>, ServerError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let _ = child.kill();
+        child.wait().map(Some).map_err(io_error("waiting for the killed server"))
+    }
+
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, `TERM`, ...) to the running server.
+    pub fn signal(&self, signal: &str) -> Result<(), ServerError> {
+        let Some(pid) = self.pid() else {
+            return Err(ServerError::Io {
+                context: format!("sending SIG{signal}"),
+                source: io::Error::new(io::ErrorKind::NotFound, "the server is not running"),
+            });
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .status()
+            .map_err(io_error(format!("running kill -{signal} {pid}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ServerError::Io {
+                context: format!("kill -{signal} {pid}"),
+                source: io::Error::other(format!("kill exited with {status}")),
+            })
+        }
     }
 
     /// Stops the server with SIGTERM, waits for it to exit (SIGKILL after
@@ -369,10 +442,10 @@ impl ServerProcess {
     }
 
     fn command(&self) -> Result<Command, ServerError> {
-        let data = self.dir.join("Data.fs");
-        let blobs = self.dir.join("blobs");
         match &self.kind {
             ServerKind::Runzeo => {
+                let data = self.dir.join("Data.fs");
+                let blobs = self.dir.join("blobs");
                 let mut conf = String::new();
                 let _ = writeln!(conf, "<zeo>\n  address {}", self.address);
                 let _ = writeln!(conf, "  msgpack {}", self.opts.encoding == Encoding::Msgpack);
@@ -396,6 +469,14 @@ impl ServerProcess {
                 cmd.env_remove("ZEO_MSGPACK").env_remove("ZEO_SERVER_PROTOCOL");
                 Ok(cmd)
             }
+            ServerKind::Raid { binary, spec } => {
+                let path = self.dir.join("zeoraid.toml");
+                let conf = raid::config(spec, &self.opts, self.address, &self.dir, &self.backends);
+                fs::write(&path, conf).map_err(io_error(format!("writing {}", path.display())))?;
+                let mut cmd = Command::new(binary);
+                cmd.arg("serve").arg("--config").arg(&path);
+                Ok(cmd)
+            }
             ServerKind::Zeoraid { binary } => {
                 let mut cmd = Command::new(binary);
                 cmd.arg("serve");
@@ -403,28 +484,10 @@ impl ServerProcess {
                 if plain {
                     cmd.arg("--listen").arg(self.address.to_string()).arg("--data").arg(&self.dir);
                 } else {
-                    let mut conf = String::from("[server]\n");
-                    let _ = writeln!(conf, "listen = [\"{}\"]", self.address);
-                    let encoding = match self.opts.encoding {
-                        Encoding::Pickle => "pickle",
-                        Encoding::Msgpack => "msgpack",
-                    };
-                    let _ = writeln!(conf, "encoding = \"{encoding}\"");
-                    if self.opts.read_only {
-                        let _ = writeln!(conf, "read_only = true");
-                    }
-                    if let Some(timeout) = self.opts.transaction_timeout {
-                        let _ = writeln!(conf, "transaction_timeout = {}", timeout.as_secs().max(1));
-                    }
-                    // The layout of `serve --data DIR` (a RAID of two local backends), so that
-                    // a restart with other options finds the same data.
-                    let _ = writeln!(conf, "\n[[storage]]\nname = \"1\"");
-                    let _ = writeln!(conf, "state_file = {}", toml_string(&self.dir.join("1.raid-state")));
-                    for b in RAID_BACKENDS {
-                        let _ = writeln!(conf, "[[storage.backend]]\nname = \"{b}\"");
-                        let _ = writeln!(conf, "path = {}", toml_string(&self.dir.join(b).join("Data.fs")));
-                        let _ = writeln!(conf, "blob_dir = {}", toml_string(&self.dir.join(b).join("blobs")));
-                    }
+                    // The default serve's shape (two local backends) with the options in a file.
+                    let backends = raid::local_backends(&self.dir, 2);
+                    let conf =
+                        raid::config(&RaidSpec::local(), &self.opts, self.address, &self.dir, &backends);
                     let path = self.dir.join("zeoraid.toml");
                     fs::write(&path, conf).map_err(io_error(format!("writing {}", path.display())))?;
                     cmd.arg("--config").arg(&path);
@@ -476,6 +539,9 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The backends (their directories are inside ours) go first, printing their own logs
+        // when the thread panics.
+        self.backends.clear();
         if std::thread::panicking() {
             eprintln!(
                 "{} server on {} (directory kept: {})\n{}",
@@ -528,7 +594,7 @@ fn free_port() -> Result<SocketAddr, ServerError> {
 }
 
 /// A TOML basic string.
-fn toml_string(path: &Path) -> String {
+pub(crate) fn toml_string(path: &Path) -> String {
     let mut out = String::from("\"");
     for c in path.to_string_lossy().chars() {
         match c {
@@ -695,8 +761,12 @@ mod tests {
         ] {
             assert!(logs.lines().any(|l| l == line), "no line {line:?} in\n{logs}");
         }
-        assert!(logs.lines().any(|l| l.starts_with("path = \"") && l.ends_with("/Data.fs\"")), "{logs}");
-        assert!(logs.lines().any(|l| l.starts_with("blob_dir = \"") && l.ends_with("/blobs\"")), "{logs}");
+        // Two local backends, as the default serve.
+        assert!(logs.lines().any(|l| l.starts_with("  path = \"") && l.ends_with("/a/Data.fs\"")), "{logs}");
+        assert!(
+            logs.lines().any(|l| l.starts_with("  blob_dir = \"") && l.ends_with("/b/blobs\"")),
+            "{logs}"
+        );
         let _ = fs::remove_file(fake);
     }
 
