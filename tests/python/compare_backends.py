@@ -21,7 +21,8 @@ It prints one JSON object on stdout:
    "differences": ["...", ...]}          the first differences found (at most 20)
 and exits 0 when every backend equals the first one and holds at least N transactions
 (`--min-transactions`, default 1), and every transaction the front reported (`--front FILE`,
-the output of `front`) is there with the same last tid; 1 otherwise; 2 on a usage error.
+the output of `front`, or commit_stream.py's acknowledged.json whose last_tid is null) is there
+with the same last tid; 1 otherwise; 2 on a usage error.
 
 `front` asks a running ZEO server (the RAID front) as a ZEO client for its last transaction and
 the tids its iterator reports, and prints {"last_tid": HEX, "tids": [HEX, ...]}.
@@ -157,7 +158,7 @@ def compare(args):
             if missing:
                 differ(f"backend {name}: {len(missing)} transactions the front reported are "
                        f"missing, first {missing[0]}")
-            if front["last_tid"] != last:
+            if front["last_tid"] is not None and front["last_tid"] != last:
                 differ(f"backend {name}: last transaction {last}, the front said "
                        f"{front['last_tid']}")
 

@@ -41,6 +41,9 @@ pub enum BackendKind {
     Local,
     /// A stock ZEO 6.2 `runzeo` process, reached over TCP (`zeo` + `storage` in the config).
     Runzeo,
+    /// A ZEO backend at a loopback port where nothing listens (a server that is down); it has
+    /// no storage to compare.
+    Unreachable,
 }
 
 /// The shape of a RAID under test.
@@ -123,6 +126,8 @@ pub struct RaidBackend {
     pub blobs: PathBuf,
     /// The `runzeo` process of a [`BackendKind::Runzeo`] backend.
     pub server: Option<ServerProcess>,
+    /// The address of a [`BackendKind::Unreachable`] backend.
+    pub unreachable: Option<SocketAddr>,
 }
 
 /// Starts the `runzeo` backends of `spec` in subdirectories of `dir`; local backends only get
@@ -141,19 +146,26 @@ pub(crate) fn start_backends(
             });
         };
         let sub = dir.join(name);
-        let server = match kind {
-            BackendKind::Local => None,
+        let (mut server, mut unreachable) = (None, None);
+        match kind {
+            BackendKind::Local => {}
             BackendKind::Runzeo => {
                 let encoding = if i % 2 == 0 { opts.encoding } else { other(opts.encoding) };
-                Some(ServerProcess::start_in(ServerKind::Runzeo, ServerOpts::new(encoding), sub.clone())?)
+                server = Some(ServerProcess::start_in(
+                    ServerKind::Runzeo,
+                    ServerOpts::new(encoding),
+                    sub.clone(),
+                )?);
             }
-        };
+            BackendKind::Unreachable => unreachable = Some(crate::server::free_port()?),
+        }
         backends.push(RaidBackend {
             name: name.to_string(),
             kind,
             data: sub.join("Data.fs"),
             blobs: sub.join("blobs"),
             server,
+            unreachable,
         });
     }
     Ok(backends)
@@ -170,6 +182,7 @@ pub(crate) fn local_backends(dir: &Path, n: usize) -> Vec<RaidBackend> {
             data: dir.join(name).join("Data.fs"),
             blobs: dir.join(name).join("blobs"),
             server: None,
+            unreachable: None,
         })
         .collect()
 }
@@ -218,14 +231,18 @@ pub(crate) fn config(
     let _ = writeln!(c, "connect_timeout = {}", secs(spec.connect_timeout));
     for b in backends {
         let _ = writeln!(c, "\n  [[storage.backend]]\n  name = \"{}\"", b.name);
-        match &b.server {
-            None => {
-                let _ = writeln!(c, "  path = {}", toml_string(&b.data));
-                let _ = writeln!(c, "  blob_dir = {}", toml_string(&b.blobs));
-            }
-            Some(server) => {
+        match (&b.server, b.unreachable) {
+            (Some(server), _) => {
                 let _ = writeln!(c, "  zeo = \"{}\"", server.address());
                 let _ = writeln!(c, "  storage = \"1\"");
+            }
+            (None, Some(address)) => {
+                let _ = writeln!(c, "  zeo = \"{address}\"");
+                let _ = writeln!(c, "  storage = \"1\"");
+            }
+            (None, None) => {
+                let _ = writeln!(c, "  path = {}", toml_string(&b.data));
+                let _ = writeln!(c, "  blob_dir = {}", toml_string(&b.blobs));
             }
         }
     }
@@ -248,7 +265,7 @@ pub struct MirrorReport {
 }
 
 /// One storage to compare: name, `Data.fs`, blob directory.
-type Mirror = (String, PathBuf, PathBuf);
+pub type Mirror = (String, PathBuf, PathBuf);
 
 impl ServerProcess {
     /// A RAID's backends (empty for the other kinds).
@@ -297,9 +314,12 @@ impl ServerProcess {
     /// The storages that must hold identical histories.
     fn mirrors(&self) -> Vec<Mirror> {
         match &self.kind {
-            ServerKind::Raid { .. } => {
-                self.backends.iter().map(|b| (b.name.clone(), b.data.clone(), b.blobs.clone())).collect()
-            }
+            ServerKind::Raid { .. } => self
+                .backends
+                .iter()
+                .filter(|b| b.kind != BackendKind::Unreachable)
+                .map(|b| (b.name.clone(), b.data.clone(), b.blobs.clone()))
+                .collect(),
             ServerKind::Runzeo => vec![("runzeo".into(), self.dir.join("Data.fs"), self.dir.join("blobs"))],
             ServerKind::Zeoraid { .. } => {
                 // The default serve: a RAID of local storages in subdirectories of `--data`.
@@ -383,40 +403,61 @@ impl ServerProcess {
                 details: format!("{mirrors:?}"),
             });
         }
-        let min = min_transactions.to_string();
-        let mut args: Vec<String> = vec!["compare".into(), "--min-transactions".into(), min];
-        if front.exists() {
-            args.push("--front".into());
-            args.push(front.to_string_lossy().into_owned());
-        }
-        for (name, data, blobs) in &mirrors {
-            args.push("--backend".into());
-            args.push(name.clone());
-            args.push(data.to_string_lossy().into_owned());
-            args.push(blobs.to_string_lossy().into_owned());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = python(&args)?;
-        let json = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            return Err(ServerError::Check {
-                what: format!("{what} differ ({})", out.status),
-                details: format!("{json}{}", String::from_utf8_lossy(&out.stderr)),
-            });
-        }
-        let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| ServerError::Check {
-            what: format!("{what}: compare_backends.py printed no JSON ({e})"),
-            details: json.clone(),
-        })?;
-        let count = |key: &str| value.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        Ok(MirrorReport {
-            backends: mirrors.into_iter().map(|(name, _, _)| name).collect(),
-            transactions: count("transactions"),
-            records: count("records"),
-            blobs: count("blobs"),
-            json,
-        })
+        let front = Some(front.as_path()).filter(|f| f.exists());
+        compare_backends(&what, &mirrors, min_transactions, front)
     }
+
+    /// The backend `name` as a storage to compare (name, `Data.fs`, blob directory).
+    pub fn mirror(&self, name: &str) -> Option<Mirror> {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| (b.name.clone(), b.data.clone(), b.blobs.clone()))
+    }
+}
+
+/// Compares the histories of stopped storages with compare_backends.py: identical, at least
+/// `min_transactions` each, and every transaction of `front` (a file with the tids a client saw
+/// acknowledged or listed) in each.
+pub fn compare_backends(
+    what: &str,
+    mirrors: &[Mirror],
+    min_transactions: u64,
+    front: Option<&Path>,
+) -> Result<MirrorReport, ServerError> {
+    let mut args: Vec<String> =
+        vec!["compare".into(), "--min-transactions".into(), min_transactions.to_string()];
+    if let Some(front) = front {
+        args.push("--front".into());
+        args.push(front.to_string_lossy().into_owned());
+    }
+    for (name, data, blobs) in mirrors {
+        args.push("--backend".into());
+        args.push(name.clone());
+        args.push(data.to_string_lossy().into_owned());
+        args.push(blobs.to_string_lossy().into_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = python(&args)?;
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(ServerError::Check {
+            what: format!("{what} differ ({})", out.status),
+            details: format!("{json}{}", String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| ServerError::Check {
+        what: format!("{what}: compare_backends.py printed no JSON ({e})"),
+        details: json.clone(),
+    })?;
+    let count = |key: &str| value.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    Ok(MirrorReport {
+        backends: mirrors.iter().map(|(name, _, _)| name.clone()).collect(),
+        transactions: count("transactions"),
+        records: count("records"),
+        blobs: count("blobs"),
+        json,
+    })
 }
 
 /// Runs `compare_backends.py ARGS...` with the pinned venv.
@@ -456,6 +497,7 @@ mod tests {
                 data: dir.join("a/Data.fs"),
                 blobs: dir.join("a/blobs"),
                 server: None,
+                unreachable: None,
             },
             RaidBackend {
                 name: "b".into(),
@@ -463,6 +505,7 @@ mod tests {
                 data: dir.join("b/Data.fs"),
                 blobs: dir.join("b/blobs"),
                 server: None,
+                unreachable: None,
             },
         ];
         let opts = ServerOpts { read_only: true, ..ServerOpts::new(Encoding::Msgpack) };

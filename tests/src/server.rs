@@ -93,9 +93,11 @@ pub enum ServerError {
         /// What was found.
         details: String,
     },
-    /// `cargo build` of the zeoraid binary failed.
-    #[error("`cargo build --release -p zeoraid-server --bin zeoraid` failed ({status})\n{stderr}")]
+    /// `cargo build` of a zeoraid binary failed.
+    #[error("`cargo build --release -p zeoraid-server --bin {bin}` failed ({status})\n{stderr}")]
     BuildFailed {
+        /// The binary.
+        bin: String,
         /// How cargo ended.
         status: ExitStatus,
         /// cargo's stderr.
@@ -169,6 +171,8 @@ pub struct ServerProcess {
     pub(crate) address: SocketAddr,
     pub(crate) child: Option<Child>,
     pub(crate) generation: u32,
+    /// How long the last start took from spawning the process to its handshake.
+    pub(crate) ready_after: Option<Duration>,
     /// A RAID's backends (empty for the other kinds), started before the front and stopped
     /// after it.
     pub(crate) backends: Vec<RaidBackend>,
@@ -214,6 +218,7 @@ impl ServerProcess {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: None,
             generation: 0,
+            ready_after: None,
             backends: Vec::new(),
         };
         if let ServerKind::Raid { spec, .. } = &server.kind {
@@ -275,6 +280,12 @@ impl ServerProcess {
     /// Whether the server process is running (it was started and has not exited).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// How long the last start took from spawning the process until it sent its handshake on
+    /// a fresh connection (its readiness is probed every 50 ms).
+    pub fn ready_after(&self) -> Option<Duration> {
+        self.ready_after
     }
 
     /// The process id while a process was started and not yet reaped.
@@ -421,10 +432,14 @@ impl ServerProcess {
         let stdout = File::create(self.log_path("stdout")).map_err(io_error("creating the stdout log"))?;
         let stderr = File::create(self.log_path("stderr")).map_err(io_error("creating the stderr log"))?;
         cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let spawned = Instant::now();
         let child = spawn(&mut cmd).map_err(io_error(format!("starting the {} server", self.kind.name())))?;
         self.child = Some(child);
         match self.wait_ready() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.ready_after = Some(spawned.elapsed());
+                Ok(())
+            }
             Err(reason) => {
                 // Kill it (if alive) so the logs are complete, then report.
                 if let Some(mut child) = self.child.take() {
@@ -588,7 +603,7 @@ fn read_handshake(address: SocketAddr) -> io::Result<Vec<u8>> {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> Result<SocketAddr, ServerError> {
+pub(crate) fn free_port() -> Result<SocketAddr, ServerError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("binding 127.0.0.1:0"))?;
     listener.local_addr().map_err(io_error("asking for the bound port"))
 }
@@ -668,29 +683,42 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, 
 /// When the build fails, with cargo's output: the tests never skip.
 pub fn zeoraid_binary() -> &'static Path {
     static BINARY: OnceLock<Result<PathBuf, ServerError>> = OnceLock::new();
-    match BINARY.get_or_init(build_zeoraid) {
+    match BINARY.get_or_init(|| build_release("zeoraid")) {
         Ok(path) => path,
         Err(e) => panic!("cannot build the zeoraid binary:\n{e}"),
     }
 }
 
-fn build_zeoraid() -> Result<PathBuf, ServerError> {
+/// The `zeoraid-load` executable, built like [`zeoraid_binary`].
+///
+/// # Panics
+/// When the build fails, with cargo's output.
+pub fn zeoraid_load_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, ServerError>> = OnceLock::new();
+    match BINARY.get_or_init(|| build_release("zeoraid-load")) {
+        Ok(path) => path,
+        Err(e) => panic!("cannot build the zeoraid-load binary:\n{e}"),
+    }
+}
+
+fn build_release(bin: &str) -> Result<PathBuf, ServerError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let target = target_dir();
     let out = Command::new(cargo)
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--release", "--locked", "-p", "zeoraid-server", "--bin", "zeoraid"])
+        .args(["build", "--release", "--locked", "-p", "zeoraid-server", "--bin", bin])
         .stdin(Stdio::null())
         .output()
         .map_err(io_error("running cargo build"))?;
     if !out.status.success() {
         return Err(ServerError::BuildFailed {
+            bin: bin.to_string(),
             status: out.status,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let binary = target.join("release").join(format!("zeoraid{}", std::env::consts::EXE_SUFFIX));
+    let binary = target.join("release").join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     if binary.is_file() {
         Ok(binary)
     } else {

@@ -1,0 +1,254 @@
+//! Whole-process fault tests on loopback: a RAID of two stock ZEO 6.2 `runzeo` backends under a
+//! stream of commits from several stock ZEO clients (tests/python/commit_stream.py, four
+//! ClientStorage connections committing as fast as they can), and one backend fails:
+//!
+//! * `kill -9`: no client sees an error, `zeoraid details` shows the backend degraded with a
+//!   reason within the call deadline, commits go on, and the other backend holds every
+//!   acknowledged commit;
+//! * `SIGSTOP` (a hung backend): the same, within the configured deadlines (measured); after
+//!   `SIGCONT` the RAID shuts down cleanly;
+//! * a RAID started while one backend is down (nothing listens on its port) serves within the
+//!   connect deadline, with that backend degraded.
+//!
+//! The deadlines are short (call 2 s, write 3 s, connect 2 s) so the tests are quick; the
+//! margin on top of them allows for a loaded 2-core CI machine.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zeoraid_core::wire::Encoding;
+use zeoraid_tests::python::{scripts_dir, PythonEnv};
+use zeoraid_tests::raid::{compare_backends, BackendKind, RaidSpec};
+use zeoraid_tests::server::{run_with_deadline, ServerError, ServerOpts, ServerProcess};
+
+const CALL: Duration = Duration::from_secs(2);
+const WRITE: Duration = Duration::from_secs(3);
+const CONNECT: Duration = Duration::from_secs(2);
+/// What the machine may add to a deadline (scheduling, the admin poll interval).
+const MARGIN: Duration = Duration::from_secs(2);
+/// Clients in the commit stream.
+const CLIENTS: u32 = 4;
+/// Commits that must be acknowledged before the fault, and again after it.
+const COMMITS: usize = 30;
+
+fn spec(backends: Vec<BackendKind>) -> RaidSpec {
+    RaidSpec { label: "raid-faults", backends, ..RaidSpec::zeo() }.with_timeouts(CALL, WRITE, CONNECT)
+}
+
+fn start(backends: Vec<BackendKind>) -> ServerProcess {
+    ServerProcess::start(spec(backends).kind(), ServerOpts::new(Encoding::Pickle))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// commit_stream.py running in the background.
+struct Stream {
+    dir: PathBuf,
+    run: JoinHandle<Result<Output, ServerError>>,
+}
+
+impl Stream {
+    fn start(raid: &ServerProcess, clients: u32) -> Stream {
+        let dir = raid.dir().join("stream");
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let mut cmd = PythonEnv::get().command();
+        cmd.arg(scripts_dir().join("commit_stream.py"))
+            .arg(raid.address_arg())
+            .arg(clients.to_string())
+            .arg(&dir)
+            .arg("120");
+        let run = std::thread::spawn(move || run_with_deadline(cmd, Duration::from_secs(180)));
+        Stream { dir, run }
+    }
+
+    /// Acknowledged commits so far.
+    fn commits(&self) -> usize {
+        count_commits(&self.dir)
+    }
+
+    /// The errors the clients saw so far.
+    fn errors(&self) -> Vec<String> {
+        stream_errors(&self.dir)
+    }
+
+    /// Waits until at least `n` commits were acknowledged, failing on any client error.
+    fn wait_for(&self, n: usize, limit: Duration, what: &str) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let errors = self.errors();
+            assert!(errors.is_empty(), "{what}: the clients saw errors: {errors:#?}");
+            let commits = self.commits();
+            if commits >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline && !self.run.is_finished(),
+                "{what}: {commits} commits acknowledged, expected {n} within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the clients; returns the number of acknowledged commits and the file listing them.
+    fn finish(self) -> (usize, PathBuf) {
+        fs::write(self.dir.join("stop"), b"").expect("write the stop file");
+        let out =
+            self.run.join().expect("the stream thread").unwrap_or_else(|e| panic!("commit_stream.py: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "commit_stream.py failed ({}): a client saw an error\n--- stdout ---\n{stdout}\n--- stderr ---\n{}\nerrors: {:#?}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            stream_errors(&self.dir)
+        );
+        assert!(stdout.contains("\"errors\": 0"), "{stdout}");
+        (count_commits(&self.dir), self.dir.join("acknowledged.json"))
+    }
+}
+
+fn stream_errors(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("commits.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"error\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn count_commits(dir: &Path) -> usize {
+    fs::read_to_string(dir.join("commits.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"tid\""))
+        .count()
+}
+
+/// `zeoraid details` (it must succeed).
+fn details(raid: &ServerProcess) -> String {
+    let out = raid.admin(&["details"]).unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() || out.status.code() == Some(2),
+        "zeoraid details failed ({})\n{text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The line of `details` that describes backend `name` (its first word is the name).
+fn backend_row(details: &str, name: &str) -> Option<String> {
+    details.lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_owned)
+}
+
+/// Polls `details` until backend `name` is degraded; returns how long that took from `since`,
+/// and its line (which must give a reason).
+fn wait_degraded(raid: &ServerProcess, name: &str, since: Instant, limit: Duration) -> (Duration, String) {
+    loop {
+        let text = details(raid);
+        if let Some(row) = backend_row(&text, name).filter(|r| r.contains("degraded")) {
+            let took = since.elapsed();
+            // The state, then a reason: more than the name and the state word.
+            assert!(row.split_whitespace().count() > 2, "no reason for {name} in details:\n{text}");
+            return (took, row);
+        }
+        assert!(since.elapsed() < limit, "backend {name} not degraded within {limit:?}; details:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `zeoraid status`: its word and exit code.
+fn status(raid: &ServerProcess) -> (String, Option<i32>) {
+    let out = raid.admin(&["status"]).unwrap_or_else(|e| panic!("{e}"));
+    (String::from_utf8_lossy(&out.stdout).trim().to_owned(), out.status.code())
+}
+
+/// The surviving backend holds every acknowledged commit (the RAID is stopped first).
+fn survivor_has_everything(raid: &mut ServerProcess, survivor: &str, acknowledged: &Path, commits: usize) {
+    raid.stop().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(server) = raid.backend_server(survivor) {
+        server.stop().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mirror = raid.mirror(survivor).expect("the surviving backend");
+    let report =
+        compare_backends(&format!("backend {survivor}"), &[mirror], commits as u64, Some(acknowledged))
+            .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "backend {survivor}: {} transactions, every acknowledged commit among them",
+        report.transactions
+    );
+}
+
+#[test]
+fn kill_9_of_a_backend_during_commits() {
+    let mut raid = start(vec![BackendKind::Runzeo, BackendKind::Runzeo]);
+    assert_eq!(status(&raid), ("optimal".to_string(), Some(0)));
+    let stream = Stream::start(&raid, CLIENTS);
+    stream.wait_for(COMMITS, Duration::from_secs(60), "before the kill");
+
+    let killed_at = Instant::now();
+    raid.backend_server("b").expect("backend b").kill().unwrap_or_else(|e| panic!("{e}"));
+    let before = stream.commits();
+    let (took, row) = wait_degraded(&raid, "b", killed_at, CALL + MARGIN + Duration::from_secs(10));
+    eprintln!("kill -9: b degraded after {took:?}: {row}");
+    assert!(took <= CALL + MARGIN, "b degraded only after {took:?} (call deadline {CALL:?})");
+    assert!(backend_row(&details(&raid), "a").is_some_and(|r| r.contains("optimal")), "{}", details(&raid));
+    assert_eq!(status(&raid), ("degraded".to_string(), Some(2)));
+
+    stream.wait_for(before + COMMITS, Duration::from_secs(60), "after the kill");
+    let (commits, acknowledged) = stream.finish();
+    survivor_has_everything(&mut raid, "a", &acknowledged, commits);
+}
+
+#[test]
+fn sigstop_of_a_backend_during_commits() {
+    let mut raid = start(vec![BackendKind::Runzeo, BackendKind::Runzeo]);
+    let stream = Stream::start(&raid, CLIENTS);
+    stream.wait_for(COMMITS, Duration::from_secs(60), "before the SIGSTOP");
+
+    let stopped_at = Instant::now();
+    raid.backend_server("b").expect("backend b").signal("STOP").unwrap_or_else(|e| panic!("{e}"));
+    let before = stream.commits();
+    let deadline = CALL.max(WRITE);
+    let (took, row) = wait_degraded(&raid, "b", stopped_at, deadline + MARGIN + Duration::from_secs(30));
+    eprintln!("SIGSTOP: b degraded after {took:?}: {row}");
+    assert!(
+        took <= deadline + MARGIN,
+        "b degraded only after {took:?} (deadlines: call {CALL:?}, write {WRITE:?})"
+    );
+    assert_eq!(status(&raid), ("degraded".to_string(), Some(2)));
+
+    stream.wait_for(before + COMMITS, Duration::from_secs(60), "after the SIGSTOP");
+    let (commits, acknowledged) = stream.finish();
+    raid.backend_server("b").expect("backend b").signal("CONT").unwrap_or_else(|e| panic!("{e}"));
+    // Still serving after the hung backend woke up, and it stays degraded until recovered.
+    assert!(backend_row(&details(&raid), "b").is_some_and(|r| r.contains("degraded")), "{}", details(&raid));
+    let exit = raid.stop().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "zeoraid did not shut down cleanly: {exit:?}\n{}",
+        raid.log_tail()
+    );
+    survivor_has_everything(&mut raid, "a", &acknowledged, commits);
+}
+
+#[test]
+fn starting_with_a_backend_down() {
+    let mut raid = start(vec![BackendKind::Runzeo, BackendKind::Unreachable]);
+    let ready = raid.ready_after().expect("started");
+    eprintln!("serving {ready:?} after the start with backend b down");
+    assert!(ready <= CONNECT + MARGIN, "serving only after {ready:?} (connect deadline {CONNECT:?})");
+    let text = details(&raid);
+    assert!(backend_row(&text, "b").is_some_and(|r| r.contains("degraded")), "{text}");
+    assert!(backend_row(&text, "a").is_some_and(|r| r.contains("optimal")), "{text}");
+    assert_eq!(status(&raid), ("degraded".to_string(), Some(2)));
+
+    // A client commits.
+    let stream = Stream::start(&raid, 1);
+    stream.wait_for(5, Duration::from_secs(30), "with b down");
+    let (commits, acknowledged) = stream.finish();
+    survivor_has_everything(&mut raid, "a", &acknowledged, commits);
+}
