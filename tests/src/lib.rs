@@ -3,6 +3,7 @@
 //! brings the real Python ZODB and ZEO into them: [`python::PythonEnv`].
 #![forbid(unsafe_code)]
 
+pub mod binaries;
 pub mod python;
 pub mod raid;
 pub mod server;

@@ -22,7 +22,6 @@
 //!
 //! No new crates: SIGTERM is sent with the `kill` command.
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -30,12 +29,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use zeoraid_core::wire::Encoding;
 
-use crate::python::{target_dir, workspace_root, PythonEnv};
+pub use crate::binaries::{zeoraid_binary, zeoraid_load_binary};
+use crate::python::{target_dir, PythonEnv};
 use crate::raid::{self, RaidBackend, RaidSpec};
 
 /// How long a server may take to accept a connection and send its handshake.
@@ -673,60 +672,6 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, 
         });
     }
     Ok(Output { status, stdout, stderr })
-}
-
-/// The zeoraid executable, built once per test process with
-/// `cargo build --release -p zeoraid-server --bin zeoraid` into [`target_dir`] (cargo's own
-/// build-directory lock serialises concurrent test processes).
-///
-/// # Panics
-/// When the build fails, with cargo's output: the tests never skip.
-pub fn zeoraid_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, ServerError>> = OnceLock::new();
-    match BINARY.get_or_init(|| build_release("zeoraid")) {
-        Ok(path) => path,
-        Err(e) => panic!("cannot build the zeoraid binary:\n{e}"),
-    }
-}
-
-/// The `zeoraid-load` executable, built like [`zeoraid_binary`].
-///
-/// # Panics
-/// When the build fails, with cargo's output.
-pub fn zeoraid_load_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, ServerError>> = OnceLock::new();
-    match BINARY.get_or_init(|| build_release("zeoraid-load")) {
-        Ok(path) => path,
-        Err(e) => panic!("cannot build the zeoraid-load binary:\n{e}"),
-    }
-}
-
-fn build_release(bin: &str) -> Result<PathBuf, ServerError> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let target = target_dir();
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--release", "--locked", "-p", "zeoraid-server", "--bin", bin])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io_error("running cargo build"))?;
-    if !out.status.success() {
-        return Err(ServerError::BuildFailed {
-            bin: bin.to_string(),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    let binary = target.join("release").join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(ServerError::Io {
-            context: format!("cargo build succeeded but {} is missing", binary.display()),
-            source: io::Error::from(io::ErrorKind::NotFound),
-        })
-    }
 }
 
 #[cfg(test)]
