@@ -253,3 +253,29 @@ fn starting_with_a_backend_down() {
     let (commits, acknowledged) = stream.finish();
     survivor_has_everything(&mut raid, "a", &acknowledged, commits);
 }
+
+/// The history check itself: two storages with different histories (the same scenario run
+/// against two stock servers: other tids) are reported as different.
+#[test]
+fn the_history_check_sees_different_histories() {
+    let mut histories = Vec::new();
+    for _ in 0..2 {
+        let mut server =
+            ServerProcess::runzeo(ServerOpts::new(Encoding::Pickle)).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::start(&server, 1);
+        stream.wait_for(3, Duration::from_secs(30), "a stock server");
+        stream.finish();
+        server.stop().unwrap_or_else(|e| panic!("{e}"));
+        histories.push(server);
+    }
+    let mirrors: Vec<_> = histories
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("s{i}"), s.dir().join("Data.fs"), s.dir().join("blobs")))
+        .collect();
+    let err = compare_backends("two stock servers", &mirrors, 1, None).expect_err("different histories");
+    let text = err.to_string();
+    assert!(text.contains("two stock servers differ") && text.contains("s1 vs s0"), "{text}");
+    // Each one alone is consistent with itself.
+    compare_backends("one stock server", &mirrors[..1], 3, None).unwrap_or_else(|e| panic!("{e}"));
+}
