@@ -3,7 +3,8 @@
 //! ```text
 //! cargo bench -p zeoraid-server --bench raid [-- [--seconds 5] [--warmup 1]
 //!                                               [--commit-clients 1,16] [--load-clients 16]
-//!                                               [--dataset 10000] [--threads 1]]
+//!                                               [--dataset 10000] [--threads 1]
+//!                                               [--only commits,latency,reads]]
 //! ```
 //!
 //! Cargo builds `zeoraid` and `zeoraid-load` in release mode. The servers are started with the
@@ -44,6 +45,7 @@ struct Args {
     load_clients: String,
     dataset: String,
     threads: String,
+    only: Vec<String>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -54,6 +56,7 @@ fn parse_args() -> Res<Args> {
         load_clients: "16".into(),
         dataset: "10000".into(),
         threads: "1".into(),
+        only: vec!["commits".into(), "latency".into(), "reads".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,6 +69,7 @@ fn parse_args() -> Res<Args> {
             "--load-clients" => a.load_clients = value()?,
             "--dataset" => a.dataset = value()?,
             "--threads" => a.threads = value()?,
+            "--only" => a.only = value()?.split(',').map(str::to_owned).collect(),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -199,22 +203,28 @@ fn main() -> Res<()> {
     let one_zeo = Target::Raid("raid: 1 runzeo", vec![BackendKind::Runzeo]);
     let direct = Target::Runzeo;
 
-    let comparisons = vec![
-        Comparison {
+    let wanted = |name: &str| args.only.iter().any(|o| o == name);
+    let mut comparisons = Vec::new();
+    if wanted("commits") {
+        comparisons.push(Comparison {
             title: "commit throughput",
             metric: "throughput",
             target: "≥ 0.8×",
             subject: (two_local.name(), measure(&args, &two_local, "commits", &args.commit_clients)?),
             bases: vec![(one_local.name(), measure(&args, &one_local, "commits", &args.commit_clients)?)],
-        },
-        Comparison {
+        });
+    }
+    if wanted("latency") {
+        comparisons.push(Comparison {
             title: "commit latency",
             metric: "latency",
             target: "≤ 1.3×",
             subject: (two_zeo.name(), measure(&args, &two_zeo, "commits", "1")?),
             bases: vec![(direct.name(), measure(&args, &direct, "commits", "1")?)],
-        },
-        Comparison {
+        });
+    }
+    if wanted("reads") {
+        comparisons.push(Comparison {
             title: "read throughput",
             metric: "throughput",
             target: "≥ 1.6× (raid of 1)",
@@ -223,8 +233,8 @@ fn main() -> Res<()> {
                 (one_zeo.name(), measure(&args, &one_zeo, "loads", &args.load_clients)?),
                 (direct.name(), measure(&args, &direct, "loads", &args.load_clients)?),
             ],
-        },
-    ];
+        });
+    }
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\n{} s per point after {} s warm-up, seed 20261125, generator threads {}; machine: {} CPUs, \
