@@ -292,15 +292,6 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Kills the server with SIGKILL (a crash: nothing is flushed) and reaps it.
-    pub fn kill(&mut self) -> Result<Option<ExitStatus>, ServerError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(None);
-        };
-        let _ = child.kill();
-        child.wait().map(Some).map_err(io_error("waiting for the killed server"))
-    }
-
     /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, `TERM`, ...) to the running server.
     pub fn signal(&self, signal: &str) -> Result<(), ServerError> {
         let Some(pid) = self.pid() else {
