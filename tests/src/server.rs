@@ -45,8 +45,6 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How many lines of each log [`ServerProcess::log_tail`] shows.
 const TAIL_LINES: usize = 40;
-/// The backends of `zeoraid serve --data DIR`'s default RAID (`DIR/a/Data.fs`, `DIR/b/Data.fs`).
-const RAID_BACKENDS: [&str; 2] = ["a", "b"];
 
 /// What went wrong with a server process or a client command.
 #[derive(Debug, thiserror::Error)]
@@ -253,17 +251,6 @@ impl ServerProcess {
     /// The scratch directory (the storage is `Data.fs` and `blobs/` in it).
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The `Data.fs` files the server keeps: `Data.fs` for runzeo; for zeoraid, one per
-    /// backend of its default RAID (`a/Data.fs`, `b/Data.fs`, as `serve --data DIR` lays out).
-    pub fn data_files(&self) -> Vec<PathBuf> {
-        match &self.kind {
-            ServerKind::Runzeo => vec![self.dir.join("Data.fs")],
-            ServerKind::Zeoraid { .. } => {
-                RAID_BACKENDS.iter().map(|b| self.dir.join(b).join("Data.fs")).collect()
-            }
-        }
     }
 
     /// The server's configuration.
