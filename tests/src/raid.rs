@@ -260,6 +260,8 @@ pub struct MirrorReport {
     pub records: u64,
     /// Committed blob files in each backend.
     pub blobs: u64,
+    /// Differences that are not failures (an equal extension pickled to other bytes).
+    pub notes: Vec<String>,
     /// compare_backends.py's whole JSON report.
     pub json: String,
 }
@@ -456,6 +458,11 @@ pub fn compare_backends(
         transactions: count("transactions"),
         records: count("records"),
         blobs: count("blobs"),
+        notes: value
+            .get("notes")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
         json,
     })
 }

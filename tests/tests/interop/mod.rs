@@ -53,12 +53,13 @@ fn start(opts: ServerOpts) -> ServerProcess {
 fn finish(mut server: ServerProcess) {
     let report = server.check_mirrors(1).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "{}: backends {:?} identical: {} transactions, {} records, {} blob files",
+        "{}: backends {:?} identical: {} transactions, {} records, {} blob files; notes: {:?}",
         server.kind().name(),
         report.backends,
         report.transactions,
         report.records,
-        report.blobs
+        report.blobs,
+        report.notes
     );
 }
 
