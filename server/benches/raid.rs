@@ -20,7 +20,8 @@
 //!    stock `runzeo` backends against a RAID of one, and against one `runzeo` directly; target
 //!    ≥ 1.6× the RAID of one (reads spread over the backends).
 //!
-//! Prints a markdown table with the ratios. This is a benchmark, not a test: nothing here
+//! Prints a markdown table with the ratios; "server cpu" is the zeoraid process (or the direct
+//! `runzeo`), not the `runzeo` backends behind a RAID. This is a benchmark, not a test: nothing here
 //! asserts a figure. `harness = false`; `cargo bench` passes `--bench`, which is ignored.
 
 use serde_json::Value as Json;
@@ -156,8 +157,8 @@ struct Comparison {
 
 fn table(comparisons: &[Comparison]) -> String {
     let mut t = String::from(
-        "| comparison | server | workload | clients | ops/s | p50 µs | p99 µs | errors | server cpu | ratio | target |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n",
+        "| comparison | server | workload | clients | ops/s | p50 µs | p99 µs | errors | gen cpu | server cpu | ratio | target |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
     for c in comparisons {
         let (sname, sruns) = &c.subject;
@@ -166,7 +167,7 @@ fn table(comparisons: &[Comparison]) -> String {
             let row = |t: &mut String, name: &str, j: &Json, ratio: String, target: &str| {
                 let _ = writeln!(
                     t,
-                    "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {target} |",
+                    "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {target} |",
                     c.title,
                     j.get("workload").and_then(Json::as_str).unwrap_or("?"),
                     cell(num(j, "clients"), 0),
@@ -174,6 +175,7 @@ fn table(comparisons: &[Comparison]) -> String {
                     cell(num(j, "p50_us"), 0),
                     cell(num(j, "p99_us"), 0),
                     cell(num(j, "errors"), 0),
+                    cell(num(j, "gen_cpu"), 2),
                     cell(num(j, "server_cpu"), 2),
                 );
             };
