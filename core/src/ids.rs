@@ -155,7 +155,11 @@ impl Tid {
         let days = days_from_civil(i64::from(t.year), u32::from(t.month), u32::from(t.day));
         let secs = days * 86_400 + i64::from(t.hour) * 3600 + i64::from(t.minute) * 60;
         let lo = (self.0 & 0xffff_ffff) as f64;
-        secs as f64 + lo * 60.0 / 4_294_967_296.0
+        // As persistent's C TimeStamp.timeTime(): the seconds are added to the whole seconds
+        // counted from 1900 and the 1900→1970 offset is subtracted after, so the float rounds
+        // exactly as Python's does (undoLog, history and iterator times then compare equal).
+        const FROM_1900: i64 = 2_208_988_800;
+        ((secs + FROM_1900) as f64 + lo * 60.0 / 4_294_967_296.0) - FROM_1900 as f64
     }
 }
 
@@ -257,6 +261,20 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn to_unix_f64_rounds_exactly_as_python_timestamp_time_time() {
+        // persistent 6 (C TimeStamp) in the pinned venv: TimeStamp(tid).timeTime().
+        for (tid, py) in [
+            (0x03e8_a1b2_c3d4_e5f6_u64, 1654115685.8980393),
+            (0x03f0_0000_1234_5678, 1682570884.266667),
+            (0x03f1_ffff_ffff_ffff, 1690262400.0),
+            (0x03ec_abcd_ef98_7654, 1669826756.155208),
+        ] {
+            assert_eq!(Tid::new(tid).to_unix_f64().to_bits(), f64::to_bits(py), "{tid:x}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

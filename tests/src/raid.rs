@@ -153,7 +153,7 @@ pub(crate) fn start_backends(
                 let encoding = if i % 2 == 0 { opts.encoding } else { other(opts.encoding) };
                 server = Some(ServerProcess::start_in(
                     ServerKind::Runzeo,
-                    ServerOpts::new(encoding),
+                    ServerOpts { pack_gc: false, ..ServerOpts::new(encoding) },
                     sub.clone(),
                 )?);
             }

@@ -148,12 +148,15 @@ pub struct ServerOpts {
     /// Abort a transaction whose vote was not followed by finish/abort within this time
     /// (runzeo's `transaction-timeout`; zeoraid's `[server] transaction_timeout`, seconds).
     pub transaction_timeout: Option<Duration>,
+    /// runzeo: pack with garbage collection (FileStorage's default). Off for RAID backends:
+    /// zeoraid's own storages pack without GC, and a RAID's backends must pack alike.
+    pub pack_gc: bool,
 }
 
 impl ServerOpts {
-    /// Read-write, no transaction timeout, the given encoding.
+    /// Read-write, no transaction timeout, pack with GC, the given encoding.
     pub fn new(encoding: Encoding) -> ServerOpts {
-        ServerOpts { encoding, read_only: false, transaction_timeout: None }
+        ServerOpts { encoding, read_only: false, transaction_timeout: None, pack_gc: true }
     }
 }
 
@@ -450,6 +453,9 @@ impl ServerProcess {
                 let _ = writeln!(conf, "  path {}\n  blob-dir {}", data.display(), blobs.display());
                 if self.opts.read_only {
                     let _ = writeln!(conf, "  read-only true");
+                }
+                if !self.opts.pack_gc {
+                    let _ = writeln!(conf, "  pack-gc false");
                 }
                 let _ = writeln!(conf, "</filestorage>");
                 let path = self.dir.join("zeo.conf");

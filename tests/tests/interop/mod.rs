@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use zeoraid_core::wire::Encoding;
 use zeoraid_tests::python::{scripts_dir, PythonEnv};
-use zeoraid_tests::raid::{BackendKind, RaidSpec};
+use zeoraid_tests::raid::RaidSpec;
 use zeoraid_tests::server::{run_with_deadline, zeoraid_binary, ServerKind, ServerOpts, ServerProcess};
 
 /// The server the scenarios run against: the binary's own choice ([`crate::SERVER`]), else
@@ -249,13 +249,11 @@ fn a_failing_scenario_fails_its_test() {
 }
 
 /// What the `pack` scenario expects of garbage: zeoraid's storages pack without garbage
-/// collection (see README: pack), stock ZEO collects. A RAID's pack is each backend's own pack, so
-/// a RAID of stock servers collects; a mixed RAID cannot agree with itself (its backends' histories
-/// then differ, which `finish` reports), and the scenario expects the local backend's behaviour.
+/// collection (see README: pack), stock ZEO collects. A RAID's stock backends run with
+/// `pack-gc false` (README: a RAID's backends must pack alike), so every RAID packs without GC.
 fn pack_mode(kind: &ServerKind) -> &'static str {
     match kind {
         ServerKind::Runzeo => "gc",
-        ServerKind::Raid { spec, .. } if spec.backends.iter().all(|b| *b == BackendKind::Runzeo) => "gc",
         ServerKind::Raid { .. } | ServerKind::Zeoraid { .. } => "nogc",
     }
 }

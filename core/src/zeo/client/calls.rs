@@ -214,8 +214,9 @@ impl ZeoClient {
                     self.cast(Request::Storea { oid, serial, data, txn: txn() })?
                 }
                 TxnOp::StoreBlob { oid, serial, data, upload } => {
-                    // As ClientStorage.storeBlob: a plain store, then the consecutive stream.
-                    self.cast(Request::Storea { oid, serial, data: data.clone(), txn: txn() })?;
+                    // The consecutive stream only: a plain `storea` the client sent for the
+                    // same oid is an op of its own, so the backend gets what the client sent
+                    // (an extra store here gave the stock server a second record per blob).
                     self.cast(Request::StoreBlobStart)?;
                     let chunks: Vec<Bytes> = self.uploads.get(&upload).cloned().unwrap_or_default();
                     for chunk in chunks {
