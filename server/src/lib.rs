@@ -10,5 +10,6 @@ pub mod config;
 pub mod driver;
 pub mod net;
 pub mod raid_state;
+pub mod recent;
 pub mod startup;
 pub mod storage;

@@ -403,7 +403,18 @@ fn seed(unit: &StorageUnit<AnyBackend>, s: &StorageSettings, queue: usize) -> St
             warn!("storage {}: cannot read the recent commits: {e}", s.name);
             (Vec::new(), s.name.clone())
         }
-        None => (Vec::new(), s.backends.first().map_or_else(|| s.name.clone(), BackendSettings::label)),
+        None => {
+            // No local backend to rebuild them from: the commits saved at the last clean
+            // shutdown, if nothing was committed since (crate::recent).
+            let saved = unit
+                .state_file
+                .as_deref()
+                .and_then(|f| crate::recent::load(&crate::recent::path_for(f), unit.raid.last_tid()));
+            (
+                saved.unwrap_or_default(),
+                s.backends.first().map_or_else(|| s.name.clone(), BackendSettings::label),
+            )
+        }
     };
     let read_only = s.backends.iter().all(|b| match &b.kind {
         BackendKind::Local(l) => l.read_only,

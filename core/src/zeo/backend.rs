@@ -117,6 +117,18 @@ impl TxnOp {
     }
 }
 
+/// The order in which a backend applies a transaction's operations, as stock ZEO's server does
+/// at vote: every operation in arrival order except the blob stores, then the blob stores in
+/// reverse arrival order (ZEO keeps them in a separate log that it pops from the end). Local
+/// backends follow it so that a RAID's local and stock backends write their records in the
+/// same order; a remote backend sends the operations in arrival order and its server applies
+/// this order itself.
+pub fn zeo_apply_order(ops: &[TxnOp]) -> Vec<&TxnOp> {
+    let mut order: Vec<&TxnOp> = ops.iter().filter(|op| !matches!(op, TxnOp::StoreBlob { .. })).collect();
+    order.extend(ops.iter().rev().filter(|op| matches!(op, TxnOp::StoreBlob { .. })));
+    order
+}
+
 /// What the backend needs to begin, replay and vote a transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VoteRequest {

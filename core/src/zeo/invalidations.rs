@@ -44,6 +44,11 @@ impl InvalidationQueue {
         q
     }
 
+    /// The queued commits, oldest first (to persist at shutdown and seed the next start).
+    pub fn entries(&self) -> Vec<(Tid, Vec<Oid>)> {
+        self.entries.iter().cloned().collect()
+    }
+
     /// The newest tid queued (the storage's last committed tid).
     pub fn newest(&self) -> Tid {
         self.entries.back().map_or(Tid::ZERO, |e| e.0)

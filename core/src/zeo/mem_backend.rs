@@ -371,7 +371,7 @@ impl MemBackend {
         let mut changed = Vec::new();
         let mut conflicts = Vec::new();
         let mut failure = None;
-        for op in &req.ops {
+        for op in super::backend::zeo_apply_order(&req.ops) {
             match op {
                 TxnOp::Store { oid, serial, data } | TxnOp::StoreBlob { oid, serial, data, .. } => {
                     let now = self.serial_now(*oid);

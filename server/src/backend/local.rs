@@ -609,7 +609,7 @@ fn replay(s: &Shared, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
             inv.push(oid);
         }
     };
-    for op in ops {
+    for op in zeoraid_core::zeo::backend::zeo_apply_order(ops) {
         match op {
             TxnOp::Store { oid, serial, data } => match st.store(*oid, *serial, data) {
                 Ok(()) => {

@@ -274,6 +274,15 @@ impl<N: Net> Driver<N> {
             }
         }
         stop_accepting(&mut acceptors).await;
+        // The front's recent commits, for the next start's getInvalidations (crate::recent).
+        for (i, unit) in state.storages.iter().enumerate() {
+            if let Some(file) = &unit.state_file {
+                let path = crate::recent::path_for(file);
+                if let Err(e) = crate::recent::save(&path, &state.server.recent_commits(StorageIdx(i))) {
+                    warn!("cannot save the recent commits to {}: {e}", path.display());
+                }
+            }
+        }
         state.finish_connections().await;
         drop(state.tx);
         for (saver_tx, saver) in std::mem::take(&mut state.savers) {

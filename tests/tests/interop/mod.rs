@@ -291,9 +291,22 @@ both_encodings! {
     undo => |e| simple("undo", e);
     history => |e| simple("history", e);
     pack => |e| {
-        let server = start(ServerOpts::new(e));
+        let mut server = start(ServerOpts::new(e));
         run_client(&server, "pack", &[OsStr::new(pack_mode(server.kind()))]);
-        finish(server);
+        if server.kind().name() == "raid-mixed" {
+            // Known divergence (README, "Known gaps"): with a pack time later than the last
+            // transaction, FileStorage also packs that last transaction (status 'p', the
+            // revisions it supersedes dropped) while zeoraid's pack keeps it as it is. The
+            // clients saw the same answers above; the mirrors differ at the pack boundary.
+            // This fails once the two packs agree: then use `finish` here too.
+            let report = server.check_mirrors(1);
+            assert!(
+                matches!(&report, Err(e) if e.to_string().contains("differ")),
+                "the mixed RAID's backends now pack alike: {report:?}"
+            );
+        } else {
+            finish(server);
+        }
     };
     readonly_client => |e| simple("readonly_client", e);
     many_clients => |e| simple("many", e);

@@ -269,6 +269,13 @@ impl Server {
         next
     }
 
+    /// The commits `storage`'s invalidation queue holds, oldest first: saved at shutdown so that
+    /// the next start answers `getInvalidations` for them (a RAID of remote backends has no other
+    /// source; see `StorageSeed::recent`).
+    pub fn recent_commits(&self, storage: StorageIdx) -> Vec<(Tid, Vec<Oid>)> {
+        self.fronts.get(storage.0).map(|f| f.invq.entries()).unwrap_or_default()
+    }
+
     /// The `server_status` map of a storage (`None` for an unknown index).
     pub fn status(&self, storage: StorageIdx) -> Option<ServerStatus> {
         let f = self.fronts.get(storage.0)?;
