@@ -123,6 +123,7 @@ impl From<DiskRaid> for PersistedRaid {
                 .collect(),
             last_tid: Tid::new(d.last_tid),
             oid_hwm: Oid::new(d.oid_hwm),
+            recovery: None,
         }
     }
 }
@@ -247,6 +248,7 @@ mod tests {
             ],
             last_tid: Tid::new(0x03ff_1234_5678_9abc),
             oid_hwm: Oid::new(70_001),
+            recovery: None,
         }
     }
 

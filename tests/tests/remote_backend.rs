@@ -152,6 +152,7 @@ fn vote(tid: Tid, ops: Vec<TxnOp>) -> BackendRequest {
         description: Bytes::from(format!("commit {tid}")),
         extension: Extension::default(),
         ops,
+        deferred_sync: false,
     }))
 }
 

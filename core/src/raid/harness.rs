@@ -71,6 +71,7 @@ pub(crate) fn info(b: &MemBackend) -> BackendInfo {
         supports_undo: true,
         info_name: "mem".into(),
         read_only: false,
+        rebuildable: true,
     }
 }
 
@@ -242,6 +243,7 @@ impl Harness {
                     data: Bytes::from_static(data.as_bytes()),
                 })
                 .collect(),
+            deferred_sync: false,
         }))
     }
 

@@ -36,6 +36,7 @@
 
 mod compare;
 mod reads;
+mod recovery;
 mod startup;
 mod types;
 mod writes;
@@ -458,6 +459,7 @@ impl Raid {
                 .collect(),
             last_tid: self.last_tid,
             oid_hwm: self.reserved,
+            recovery: None,
         };
         self.actions.push_back(RaidAction::SaveState { version: self.version, state });
     }
@@ -695,5 +697,9 @@ fn request_name(r: &BackendRequest) -> &'static str {
         BackendRequest::Finish { .. } => "finish",
         BackendRequest::Abort { .. } => "abort",
         BackendRequest::Pack { .. } => "pack",
+        BackendRequest::Sync => "sync",
+        BackendRequest::RebuildBegin => "rebuild begin",
+        BackendRequest::RebuildCommit => "rebuild commit",
+        BackendRequest::RebuildAbort => "rebuild abort",
     }
 }

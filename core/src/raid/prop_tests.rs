@@ -162,6 +162,7 @@ impl Model {
             description: Bytes::new(),
             extension: Extension::default(),
             ops,
+            deferred_sync: false,
         }));
         let id = self.h.send(req);
         self.sent.push(id);

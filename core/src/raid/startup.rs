@@ -111,6 +111,7 @@ mod tests {
             supports_undo: true,
             info_name: String::new(),
             read_only: false,
+            rebuildable: false,
         })
     }
 
@@ -123,6 +124,7 @@ mod tests {
                 .collect(),
             last_tid: Tid::new(last),
             oid_hwm: Oid::new(0),
+            recovery: None,
         }
     }
 

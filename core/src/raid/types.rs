@@ -120,6 +120,14 @@ pub struct RaidConfig {
     pub pack_timeout: Duration,
     /// Oids reserved per persisted step of the oid high-water mark.
     pub oid_reserve: u64,
+    /// The recovery's default rate limit (`recover --rate` overrides it per run).
+    pub recovery_rate: RateLimit,
+    /// The switch (the recovery's last step, under the commit lock) is entered only when the
+    /// target is at most this many transactions behind.
+    pub switch_max_lag: u64,
+    /// The longest the switch may hold the commit lock; past it the lock is released and the
+    /// recovery catches up again before it retries.
+    pub switch_timeout: Duration,
 }
 
 impl RaidConfig {
@@ -131,8 +139,130 @@ impl RaidConfig {
             write_timeout: Duration::from_secs(30),
             pack_timeout: Duration::from_secs(3600),
             oid_reserve: 10_000,
+            recovery_rate: RateLimit::UNLIMITED,
+            switch_max_lag: 20,
+            switch_timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// A recovery's rate limit; `None` is no limit on that measure. Both limits apply together.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RateLimit {
+    /// Bytes of record data and blobs copied per second.
+    pub bytes_per_sec: Option<u64>,
+    /// Transactions copied per second.
+    pub txns_per_sec: Option<u64>,
+}
+
+impl RateLimit {
+    /// No limit.
+    pub const UNLIMITED: RateLimit = RateLimit { bytes_per_sec: None, txns_per_sec: None };
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.bytes_per_sec, self.txns_per_sec) {
+            (None, None) => f.write_str("unlimited"),
+            (Some(b), None) => write!(f, "{b} bytes/s"),
+            (None, Some(t)) => write!(f, "{t} txns/s"),
+            (Some(b), Some(t)) => write!(f, "{b} bytes/s, {t} txns/s"),
+        }
+    }
+}
+
+/// The phase of a running recovery.
+///
+/// ```text
+///  Verifying ──target is a verified prefix──▶ Copying ──caught up──▶ Switching ──▶ (optimal)
+///      │                                        ▲  ▲                     │ lock held too long
+///      └──diverged, local target──▶ Rebuilding ─┘  └─────────────────────┘
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryPhase {
+    /// Walking the target's history against the source's.
+    Verifying,
+    /// Copying everything into a new, empty storage (a diverged local target).
+    Rebuilding,
+    /// Copying the transactions the target lacks.
+    Copying,
+    /// Holding the commit lock to copy the last transactions and make the target optimal.
+    Switching,
+}
+
+impl RecoveryPhase {
+    /// One word for `details` and logs.
+    pub fn word(&self) -> &'static str {
+        match self {
+            RecoveryPhase::Verifying => "verifying",
+            RecoveryPhase::Rebuilding => "rebuilding",
+            RecoveryPhase::Copying => "copying",
+            RecoveryPhase::Switching => "switching",
+        }
+    }
+}
+
+/// A running recovery, for `zeoraid details` and the logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryProgress {
+    /// The backend being recovered.
+    pub target: String,
+    /// The optimal backend it is copied from.
+    pub source: String,
+    /// Phase.
+    pub phase: RecoveryPhase,
+    /// The newest transaction verified or copied.
+    pub current_tid: Tid,
+    /// Transactions verified so far.
+    pub txns_verified: u64,
+    /// Transactions copied so far.
+    pub txns_copied: u64,
+    /// Bytes (record data and blobs) copied so far.
+    pub bytes_copied: u64,
+    /// Transactions left, estimated.
+    pub txns_left: Option<u64>,
+    /// Bytes left, estimated.
+    pub bytes_left: Option<u64>,
+    /// Copy rate over the last seconds.
+    pub txns_per_sec: f64,
+    /// Copy rate over the last seconds.
+    pub bytes_per_sec: f64,
+    /// Estimated seconds left.
+    pub eta_secs: Option<f64>,
+    /// The rate limit in force.
+    pub limit: RateLimit,
+    /// When it started (epoch seconds).
+    pub started: f64,
+}
+
+/// How the last recovery ended, for `details`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryEnd {
+    /// The backend.
+    pub target: String,
+    /// `None`: it is optimal now; `Some(reason)`: it failed.
+    pub failure: Option<String>,
+    /// When (epoch seconds).
+    pub at: f64,
+    /// Transactions copied.
+    pub txns_copied: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+}
+
+/// A recovery in progress as persisted: after a restart it resumes from `done_tid`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistedRecovery {
+    /// The backend being recovered.
+    pub target: String,
+    /// Every transaction up to this one is on the target, verified or copied, and durable.
+    pub done_tid: Tid,
+    /// Whether the target was being rebuilt into a new file (which a restart discards).
+    pub rebuilding: bool,
+    /// The rate limit of this run.
+    pub limit: RateLimit,
+    /// When it started (epoch seconds).
+    pub started: f64,
 }
 
 /// One backend as the RAID knows it at start-up (or when `reload` adds it).
@@ -162,6 +292,8 @@ pub struct PersistedRaid {
     pub last_tid: Tid,
     /// Every oid below this may have been handed out: new oids start here.
     pub oid_hwm: Oid,
+    /// The recovery in progress, if any.
+    pub recovery: Option<PersistedRecovery>,
 }
 
 /// One row of `zeoraid details`.
@@ -193,6 +325,18 @@ pub enum AdminError {
     /// The command would leave no optimal backend.
     #[error("{0:?} is the last optimal backend; refusing to take it out")]
     LastOptimal(String),
+    /// A recovery runs already (only one at a time).
+    #[error("a recovery of {0:?} is running already; only one recovery runs at a time")]
+    RecoveryRunning(String),
+    /// A pack runs (recovery and pack exclude each other).
+    #[error("a pack is running; start the recovery when it is done")]
+    PackRunning,
+    /// No optimal backend to copy from.
+    #[error("no optimal backend to copy from")]
+    NoSource,
+    /// The backend is not connected.
+    #[error("{0:?} is not connected; a recovery needs it up")]
+    NotConnected(String),
     /// The backend is not in a state where the command applies.
     #[error("{name:?} is {state}: {what}")]
     WrongState {

@@ -97,6 +97,27 @@ pub enum TxnOp {
         /// Back-pointer to the transaction whose data is reused.
         prev_txn: Option<Tid>,
     },
+    /// A restore whose record has a blob: the recovery's copy of a blob record, with its
+    /// original tid, data and back-pointer, the blob file being the finished upload `upload`.
+    /// Backends that can restore a blob (local storages: ZODB's `restoreBlob`) write exactly
+    /// that. ZEO's protocol has no `restoreBlob`, so a remote backend sends it as a blob store
+    /// (`storeBlobEnd(oid, current, data)`): the record gets the data and the blob, but no
+    /// back-pointer (README, known gaps).
+    RestoreBlob {
+        /// Object.
+        oid: Oid,
+        /// The tid that originally wrote the record.
+        serial: Tid,
+        /// Data record.
+        data: Bytes,
+        /// Back-pointer to the transaction whose data is reused.
+        prev_txn: Option<Tid>,
+        /// The upload holding the blob file.
+        upload: UploadId,
+        /// The object's current serial on the target before this transaction (`Tid::ZERO` for a
+        /// new object): the serial a remote backend's blob store is checked against.
+        current: Tid,
+    },
     /// `undoa`.
     Undo {
         /// Undo id from `undoLog`/`undoInfo`.
@@ -111,7 +132,8 @@ impl TxnOp {
             TxnOp::Store { oid, .. }
             | TxnOp::StoreBlob { oid, .. }
             | TxnOp::Delete { oid, .. }
-            | TxnOp::Restore { oid, .. } => Some(*oid),
+            | TxnOp::Restore { oid, .. }
+            | TxnOp::RestoreBlob { oid, .. } => Some(*oid),
             TxnOp::CheckCurrent { .. } | TxnOp::Undo { .. } => None,
         }
     }
@@ -126,6 +148,7 @@ impl TxnOp {
 pub fn zeo_apply_order(ops: &[TxnOp]) -> Vec<&TxnOp> {
     let mut order: Vec<&TxnOp> = ops.iter().filter(|op| !matches!(op, TxnOp::StoreBlob { .. })).collect();
     order.extend(ops.iter().rev().filter(|op| matches!(op, TxnOp::StoreBlob { .. })));
+    // (RestoreBlob ops keep their place: only the recovery sends them, and in record order.)
     order
 }
 
@@ -144,6 +167,11 @@ pub struct VoteRequest {
     pub extension: Extension,
     /// Operations in arrival order.
     pub ops: Vec<TxnOp>,
+    /// Whether the backend may answer this transaction's `Finish` with `Finished` before the
+    /// transaction is durable (the recovery's bulk copy onto a non-optimal target, which asks
+    /// for [`BackendRequest::Sync`] before it counts anything as done). `false` for every
+    /// transaction of the live RAID. Backends that always sync ignore it.
+    pub deferred_sync: bool,
 }
 
 /// A request to a backend.
@@ -282,6 +310,21 @@ pub enum BackendRequest {
         /// Pack time.
         time: f64,
     },
+    /// Make every finished transaction durable (those finished with `deferred_sync`)
+    /// → [`BackendOutcome::Nil`].
+    Sync,
+    /// Recovery of a diverged local target: start a new, empty storage beside the old one
+    /// (`Data.fs.rebuild` and its blob directory), and from now on serve every request from
+    /// it; the old one stays untouched on disk until [`BackendRequest::RebuildCommit`]. A
+    /// leftover rebuild from an earlier attempt is discarded first. → [`BackendOutcome::Nil`].
+    /// Only for backends whose [`BackendInfo::rebuildable`] is true (others fail it).
+    RebuildBegin,
+    /// Make the rebuilt storage durable and let it replace the old one (atomically, as far as
+    /// the file system allows: a crash at any point leaves either the old storage or the new
+    /// one, complete, and the next open settles which) → [`BackendOutcome::Nil`].
+    RebuildCommit,
+    /// Throw the rebuild away and serve the old storage again → [`BackendOutcome::Nil`].
+    RebuildAbort,
 }
 
 impl BackendRequest {
@@ -316,6 +359,9 @@ pub struct BackendInfo {
     pub info_name: String,
     /// Whether it refuses writes.
     pub read_only: bool,
+    /// Whether it can be rebuilt from scratch in place (`RebuildBegin`): local storages can,
+    /// remote ones cannot.
+    pub rebuildable: bool,
 }
 
 /// A change in a backend's connection, reported by its driver-side connector.

@@ -67,6 +67,8 @@ pub struct MemBackend {
     pub chunk_size: usize,
     /// Answer `Finish` as a group-committing backend does: `Committed`, then `Finished`.
     pub group_commit: bool,
+    /// The storage a rebuild replaces (between `RebuildBegin` and `RebuildCommit`/`Abort`).
+    replaced: Option<Box<MemBackend>>,
 }
 
 fn client(error: ZeoError) -> BackendOutcome {
@@ -332,7 +334,7 @@ impl MemBackend {
             BackendRequest::Abort { tid } => {
                 if let Some(v) = self.voted.take_if(|v| v.req.tid == tid) {
                     for op in &v.req.ops {
-                        if let TxnOp::StoreBlob { upload, .. } = op {
+                        if let TxnOp::StoreBlob { upload, .. } | TxnOp::RestoreBlob { upload, .. } = op {
                             self.uploads.remove(upload);
                         }
                     }
@@ -340,6 +342,31 @@ impl MemBackend {
                 O::Nil
             }
             BackendRequest::Pack { .. } => O::Packed { size: self.size() },
+            BackendRequest::Sync => O::Nil,
+            BackendRequest::RebuildBegin => {
+                let fresh = MemBackend {
+                    chunk_size: self.chunk_size,
+                    group_commit: self.group_commit,
+                    ..MemBackend::default()
+                };
+                let mut old = std::mem::replace(self, fresh);
+                // A leftover rebuild is discarded: the storage it replaces is the one kept.
+                if let Some(older) = old.replaced.take() {
+                    old = *older;
+                }
+                self.replaced = Some(Box::new(old));
+                O::Nil
+            }
+            BackendRequest::RebuildCommit => {
+                self.replaced = None;
+                O::Nil
+            }
+            BackendRequest::RebuildAbort => {
+                if let Some(old) = self.replaced.take() {
+                    *self = *old;
+                }
+                O::Nil
+            }
         };
         vec![one]
     }
@@ -347,7 +374,7 @@ impl MemBackend {
     fn consume_uploads(&mut self, ops: &[TxnOp]) -> Vec<(Oid, Bytes)> {
         let mut blobs = Vec::new();
         for op in ops {
-            if let TxnOp::StoreBlob { oid, upload, .. } = op {
+            if let TxnOp::StoreBlob { oid, upload, .. } | TxnOp::RestoreBlob { oid, upload, .. } = op {
                 if let Some(data) = self.uploads.remove(upload) {
                     blobs.push((*oid, Bytes::from(data)));
                 }
@@ -401,6 +428,7 @@ impl MemBackend {
                     }
                 }
                 TxnOp::Restore { oid, data, .. } => writes.push((*oid, data.clone())),
+                TxnOp::RestoreBlob { oid, data, .. } => writes.push((*oid, Some(data.clone()))),
                 TxnOp::Undo { undo_id } => {
                     let target = Tid::from_slice(&undo_id.0);
                     let Some(t) = self.txns.iter().find(|t| Some(t.tid) == target) else {

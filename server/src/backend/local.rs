@@ -194,6 +194,7 @@ impl LocalBackend {
             supports_undo: true,
             info_name: s.path().to_owned(),
             read_only: s.is_read_only(),
+            rebuildable: true,
         }
     }
 
@@ -644,6 +645,13 @@ fn replay(s: &Shared, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
             }
             TxnOp::Restore { oid, serial, data, prev_txn } => {
                 st.restore(*oid, *serial, data.as_deref(), *prev_txn)?;
+                note(*oid, &mut invalidated);
+            }
+            TxnOp::RestoreBlob { oid, serial, data, prev_txn, upload, .. } => {
+                let Some(u) = lock(&s.uploads).remove(upload) else {
+                    return Err(StorageError::UnknownUpload(upload.0));
+                };
+                st.restore_blob(*oid, *serial, data, *prev_txn, u)?;
                 note(*oid, &mut invalidated);
             }
             TxnOp::Undo { undo_id } => {

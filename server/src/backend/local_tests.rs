@@ -100,6 +100,7 @@ impl Fixture {
             description: Bytes::from_static(b"d"),
             extension: Extension::default(),
             ops,
+            deferred_sync: false,
         };
         (tid, self.call(BackendRequest::Vote(Box::new(req))))
     }

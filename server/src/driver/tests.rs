@@ -41,6 +41,7 @@ fn info() -> zeoraid_core::zeo::backend::BackendInfo {
         supports_undo: true,
         info_name: "mem".into(),
         read_only: false,
+        rebuildable: false,
     }
 }
 

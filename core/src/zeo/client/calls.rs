@@ -119,6 +119,11 @@ impl ZeoClient {
                 self.answer(id, BackendOutcome::Nil);
             }
             BackendRequest::Vote(vote) => self.vote(id, *vote)?,
+            // A stock server syncs every finish itself.
+            BackendRequest::Sync => self.answer(id, BackendOutcome::Nil),
+            BackendRequest::RebuildBegin | BackendRequest::RebuildCommit | BackendRequest::RebuildAbort => {
+                self.answer(id, backend_failure("a remote backend cannot be rebuilt in place".to_string()))
+            }
             BackendRequest::Finish { tid } => match &self.txn {
                 Some(t) if t.voted && t.tid == tid => {
                     let txn = TxnId(Value::Int(i128::from(t.txid)));
@@ -180,7 +185,7 @@ impl ZeoClient {
         }
         let mut uploads = Vec::new();
         for op in &v.ops {
-            if let TxnOp::StoreBlob { upload, .. } = op {
+            if let TxnOp::StoreBlob { upload, .. } | TxnOp::RestoreBlob { upload, .. } = op {
                 if !self.uploads.contains_key(upload) {
                     self.answer(
                         id,
@@ -213,7 +218,10 @@ impl ZeoClient {
                 TxnOp::Store { oid, serial, data } => {
                     self.cast(Request::Storea { oid, serial, data, txn: txn() })?
                 }
-                TxnOp::StoreBlob { oid, serial, data, upload } => {
+                TxnOp::StoreBlob { oid, serial, data, upload }
+                // ZEO has no `restoreBlob`: a blob store against the target's current serial
+                // (the record gets no back-pointer; README, known gaps).
+                | TxnOp::RestoreBlob { oid, current: serial, data, upload, .. } => {
                     // The consecutive stream only: a plain `storea` the client sent for the
                     // same oid is an op of its own, so the backend gets what the client sent
                     // (an extra store here gave the stock server a second record per blob).

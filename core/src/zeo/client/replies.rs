@@ -336,6 +336,7 @@ impl ZeoClient {
             supports_undo: info.supports_undo.unwrap_or(false),
             info_name: info.name.as_ref().map(|n| n.as_str().to_owned()).unwrap_or_default(),
             read_only: self.cfg.read_only,
+            rebuildable: false,
         };
         self.phase = Phase::Ready;
         self.events.push_back(ClientEvent::Ready(ready));

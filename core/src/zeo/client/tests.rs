@@ -167,6 +167,7 @@ fn registers_and_reports_ready_in_both_encodings() {
                 supports_undo: true,
                 info_name: "/srv/Data.fs".into(),
                 read_only: true,
+                rebuildable: false,
             }
         );
         // The queued request went out.
@@ -259,6 +260,7 @@ fn vote_request(ops: Vec<TxnOp>) -> BackendRequest {
         description: Bytes::from_static(b"d"),
         extension: Extension::default(),
         ops,
+        deferred_sync: false,
     }))
 }
 

@@ -111,6 +111,7 @@ impl Server {
                 description: t.description.clone(),
                 extension: t.extension.clone(),
                 ops: t.ops.clone(),
+                deferred_sync: false,
             };
             let uploads = t.uploads();
             let req = self.request(
