@@ -84,6 +84,13 @@ enum Owner {
     Probe,
     /// Nobody (an abort or iterator drop sent for cleanliness).
     Forget,
+    /// A step of recovery `rec`.
+    Recovery {
+        /// Which recovery (outcomes of an ended one are ignored).
+        rec: u32,
+        /// What the request was for.
+        op: recovery::RecOp,
+    },
 }
 
 /// A request in flight on one backend.
@@ -129,6 +136,13 @@ pub struct Raid {
     /// Tie-breaker for read routing.
     rr: u32,
     now: Now,
+    /// The running recovery (at most one).
+    recovery: Option<Box<recovery::Recovery>>,
+    next_rec: u32,
+    next_rec_id: u64,
+    last_recovery: Option<RecoveryEnd>,
+    /// The front's open blob uploads.
+    uploads: recovery::UploadTrack,
 }
 
 impl Raid {
@@ -146,6 +160,7 @@ impl Raid {
     ) -> Raid {
         let decision = startup::decide(&specs, persisted.as_ref(), &infos, now.unix_f64());
         let reserved = persisted.as_ref().map_or(Oid::ROOT, |p| p.oid_hwm);
+        let persisted_recovery = persisted.as_ref().and_then(|p| p.recovery.clone());
         let mut members = BTreeMap::new();
         let mut size = None;
         for (i, (spec, state)) in specs.into_iter().zip(decision.states).enumerate() {
@@ -191,8 +206,16 @@ impl Raid {
             waiting_oids: VecDeque::new(),
             rr: 0,
             now,
+            recovery: None,
+            next_rec: 0,
+            next_rec_id: 0,
+            last_recovery: None,
+            uploads: recovery::UploadTrack::default(),
         };
         raid.persist();
+        if let Some(p) = persisted_recovery {
+            raid.resume_recovery(p);
+        }
         for b in raid.optimal() {
             raid.probing.insert(b);
             raid.submit(b, Owner::Probe, BackendRequest::NewOids { n: 1 });
@@ -226,7 +249,11 @@ impl Raid {
         self.now = now;
         match request {
             BackendRequest::NewOids { n } => self.new_oids(id, n),
-            r if writes::is_fanned(&r) => self.start_fan(id, r),
+            r if writes::is_fanned(&r) => {
+                if let Some(r) = self.rec_hold_vote(id, r) {
+                    self.start_fan(id, r);
+                }
+            }
             BackendRequest::IterDrop { iters } => self.drop_iters(id, iters),
             r => self.start_read(id, r),
         }
@@ -297,6 +324,8 @@ impl Raid {
             self.backlog.push_back((b, sub, BackendOutcome::Failed(BackendError::backend(reason))));
             self.pump();
         }
+        self.rec_timeout();
+        self.pump();
     }
 
     /// The next action to carry out.
@@ -306,7 +335,11 @@ impl Raid {
 
     /// When to call `handle_timeout` next (monotonic time, as `Now::mono`).
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.deadlines.first().map(|&(at, _)| at)
+        let calls = self.deadlines.first().map(|&(at, _)| at);
+        match (calls, self.rec_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The RAID's status.
@@ -459,7 +492,7 @@ impl Raid {
                 .collect(),
             last_tid: self.last_tid,
             oid_hwm: self.reserved,
-            recovery: None,
+            recovery: self.persisted_recovery(),
         };
         self.actions.push_back(RaidAction::SaveState { version: self.version, state });
     }
@@ -499,6 +532,7 @@ impl Raid {
             )));
             self.backlog.push_back((b, id, fail));
         }
+        self.rec_state_changed(b);
     }
 
     /// Processes queued outcomes until none is left.
@@ -545,6 +579,7 @@ impl Raid {
             Owner::Read(front) => self.read_outcome(front, b, id, outcome),
             Owner::Fan(front) => self.fan_outcome(front, b, outcome),
             Owner::Probe => self.probe_outcome(b, outcome),
+            Owner::Recovery { rec, op } => self.rec_outcome(rec, b, op, outcome),
             Owner::Forget => {}
         }
     }
@@ -642,7 +677,7 @@ impl Raid {
                 }
             }
         }
-        Ok(())
+        self.check_recovery()
     }
 }
 

@@ -26,9 +26,15 @@ enum Step {
     Write(u8),
     Read(u8),
     Deliver(u8),
-    Fault { backend: u8, at: u8, fault: u8 },
+    Fault {
+        backend: u8,
+        at: u8,
+        fault: u8,
+    },
     Time(u8),
     Save,
+    /// `disable` or `recover` of a random backend.
+    Admin(u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -39,10 +45,21 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(backend, at, fault)| Step::Fault { backend, at, fault }),
         1 => any::<u8>().prop_map(Step::Time),
         2 => Just(Step::Save),
+        1 => any::<u8>().prop_map(Step::Admin),
     ]
 }
 
-const AT: [&str; 6] = ["vote", "finish", "abort", "loadBefore", "history", "loadSerial"];
+const AT: [&str; 9] = [
+    "vote",
+    "finish",
+    "abort",
+    "loadBefore",
+    "history",
+    "loadSerial",
+    "iterator_next",
+    "iterator_record_next",
+    "sync",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Write {
@@ -243,6 +260,18 @@ proptest! {
                     }
                     m.absorb()?;
                     m.h.advance(Duration::from_millis(u64::from(s) * 20));
+                }
+                Step::Admin(a) => {
+                    let b = 1 + usize::from(a / 4) % (m.n - 1);
+                    let name = format!("b{b}");
+                    let now = m.h.now;
+                    if a % 4 == 0 {
+                        let _ = m.h.raid.disable(now, &name);
+                    } else {
+                        let limit = (a % 4 == 3).then_some(super::RateLimit { bytes_per_sec: None, txns_per_sec: Some(30) });
+                        let _ = m.h.raid.recover(now, &name, limit);
+                    }
+                    m.h.run();
                 }
                 Step::Save => {
                     for v in std::mem::take(&mut m.h.pending_saves) {

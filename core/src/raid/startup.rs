@@ -5,7 +5,8 @@
 //! or failed to open).
 //!
 //! 1. A backend the persisted state lists as degraded, disabled or recovering stays out (a
-//!    recovery interrupted by a restart leaves it degraded). A backend the state does not know
+//!    recovering one stays recovering when the persisted state holds its recovery, which
+//!    `Raid::new` then resumes; otherwise it is degraded). A backend the state does not know
 //!    (added to the config since) joins degraded: it holds nothing we can vouch for.
 //! 2. A candidate (optimal in the state, or any backend on the first start) that cannot be
 //!    reached is degraded ("unreachable at start-up").
@@ -52,8 +53,15 @@ pub(crate) fn decide(
         match before {
             Some(None) => states[i] = Some(degraded("new backend, not yet recovered".to_string())),
             Some(Some(BackendState::Optimal)) | None => candidates.push(i),
-            Some(Some(BackendState::Recovering { .. })) => {
-                states[i] = Some(degraded("a recovery was interrupted by a restart".to_string()))
+            Some(Some(BackendState::Recovering { since })) => {
+                // A persisted recovery of it resumes (`Raid::new`); otherwise it stays out.
+                let resumes =
+                    persisted.and_then(|p| p.recovery.as_ref()).is_some_and(|r| r.target == spec.name);
+                states[i] = Some(if resumes {
+                    BackendState::Recovering { since: *since }
+                } else {
+                    degraded("a recovery was interrupted by a restart".to_string())
+                })
             }
             Some(Some(other)) => states[i] = Some(other.clone()),
         }

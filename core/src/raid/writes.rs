@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{BackendId, Oid, Tid};
-use crate::zeo::backend::{BackendError, BackendOutcome, BackendReqId, BackendRequest, Culprit};
+use crate::zeo::backend::{
+    BackendError, BackendOutcome, BackendReqId, BackendRequest, Culprit, TxnOp, UploadId,
+};
 
 use super::compare::{same_outcome, summary};
 use super::{failed_raid, Owner, Raid};
@@ -29,6 +31,10 @@ pub(crate) struct TxnState {
     pub tid: Tid,
     /// The backends that voted it.
     pub voted: Vec<BackendId>,
+    /// The blob uploads its vote consumes.
+    pub uploads: Vec<UploadId>,
+    /// Its data bytes (the live commit rate the recovery keeps ahead of).
+    pub bytes: u64,
 }
 
 /// What a fan-out is.
@@ -37,6 +43,7 @@ pub(crate) enum FanKind {
     Vote { tid: Tid, max_oid: Option<Oid> },
     Finish { tid: Tid },
     Abort,
+    Pack,
     Other,
 }
 
@@ -51,6 +58,10 @@ pub(crate) struct FanJob {
     /// Legs that answered `Committed` (group commit).
     pub committed: BTreeSet<BackendId>,
     pub committed_sent: bool,
+    /// Blob uploads a vote names, or a finish/abort consumes.
+    pub uploads: Vec<UploadId>,
+    /// A vote's data bytes.
+    pub bytes: u64,
 }
 
 /// Whether a request is fanned out to every optimal backend.
@@ -70,19 +81,60 @@ pub(crate) fn is_fanned(r: &BackendRequest) -> bool {
 impl Raid {
     pub(super) fn start_fan(&mut self, front: BackendReqId, request: BackendRequest) {
         let optimal = self.optimal();
+        let mut uploads = Vec::new();
+        let mut bytes = 0;
         let (kind, targets) = match &request {
             BackendRequest::Vote(v) => {
                 let max_oid = v.ops.iter().filter_map(|op| op.written_oid()).max();
+                for op in &v.ops {
+                    match op {
+                        TxnOp::StoreBlob { upload, data, .. } | TxnOp::RestoreBlob { upload, data, .. } => {
+                            uploads.push(*upload);
+                            bytes += data.len() as u64;
+                        }
+                        TxnOp::Store { data, .. } => bytes += data.len() as u64,
+                        TxnOp::Restore { data, .. } => bytes += data.as_ref().map_or(0, |d| d.len() as u64),
+                        _ => {}
+                    }
+                }
                 (FanKind::Vote { tid: v.tid, max_oid }, optimal)
+            }
+            BackendRequest::Pack { .. } => {
+                if let Some(r) = &self.recovery {
+                    let msg = format!(
+                        "zeoraid: a recovery of backend {} is running; pack refused until it is done",
+                        self.member_name(r.target)
+                    );
+                    let error = BackendError {
+                        error: crate::wire::error::ZeoError::Other {
+                            class_path: crate::wire::value::Text::from_static(
+                                "ZODB.POSException.StorageError",
+                            ),
+                            payload: crate::wire::value::Value::list(vec![crate::wire::value::Value::Str(
+                                crate::wire::value::Text::from(msg),
+                            )]),
+                        },
+                        culprit: Culprit::Client,
+                    };
+                    self.answer(front, BackendOutcome::Failed(error), false);
+                    return;
+                }
+                (FanKind::Pack, optimal)
             }
             BackendRequest::Finish { tid } | BackendRequest::Abort { tid } => {
                 let voted = match self.txn.take() {
-                    Some(t) if t.tid == *tid => t.voted,
+                    Some(t) if t.tid == *tid => {
+                        uploads = t.uploads;
+                        bytes = t.bytes;
+                        t.voted
+                    }
                     other => {
                         self.txn = other;
                         optimal.clone()
                     }
                 };
+                // An abort after a vote that answered conflicts consumes that vote's uploads.
+                uploads.extend(std::mem::take(&mut self.uploads.conflicted));
                 // Backends that voted but left the RAID since: tell them to abort.
                 for &b in voted.iter().filter(|b| !optimal.contains(b)) {
                     if self.members.contains_key(&b) {
@@ -110,12 +162,16 @@ impl Raid {
             results: BTreeMap::new(),
             committed: BTreeSet::new(),
             committed_sent: false,
+            uploads,
+            bytes,
         };
         for b in targets {
             let id = self.submit(b, Owner::Fan(front), request.clone());
             job.waiting.insert(b, id);
         }
         self.fans.insert(front, job);
+        // The recovering target gets the front's blob uploads too (see `recovery`).
+        self.rec_track_upload(&request);
     }
 
     pub(super) fn fan_outcome(&mut self, front: BackendReqId, b: BackendId, outcome: BackendOutcome) {
@@ -162,6 +218,7 @@ impl Raid {
             FanKind::Vote { tid, .. } => format!("vote of {tid}"),
             FanKind::Finish { tid } => format!("finish of {tid}"),
             FanKind::Abort => "abort".to_string(),
+            FanKind::Pack => "pack".to_string(),
             FanKind::Other => "a write".to_string(),
         };
         let Some((reference, answer)) = ok.first().cloned() else {
@@ -172,6 +229,8 @@ impl Raid {
                 ))),
             };
             self.answer(front, outcome, false);
+            self.rec_uploads_consumed(&job.uploads);
+            self.rec_after_settle(None);
             return;
         };
         let ref_name = self.member_name(reference);
@@ -188,9 +247,20 @@ impl Raid {
                 self.submit(*b, Owner::Forget, BackendRequest::Abort { tid });
             }
         }
+        let mut finished = None;
         match (job.kind, &answer) {
+            (FanKind::Vote { .. }, BackendOutcome::Conflicts(_)) => {
+                self.uploads.conflicted = job.uploads.clone();
+                self.answer(front, answer, false);
+            }
+            (FanKind::Vote { .. }, BackendOutcome::Failed(_)) => {
+                self.rec_uploads_consumed(&job.uploads);
+                self.answer(front, answer, false);
+            }
             (FanKind::Vote { tid, max_oid }, BackendOutcome::Voted { .. }) => {
-                self.txn = Some(TxnState { tid, voted: agree });
+                self.uploads.conflicted.clear();
+                self.txn =
+                    Some(TxnState { tid, voted: agree, uploads: job.uploads.clone(), bytes: job.bytes });
                 if let Some(max) = max_oid {
                     self.next_oid = self.next_oid.max(Oid::new(max.get().saturating_add(1)));
                     self.reserve_oids();
@@ -200,14 +270,19 @@ impl Raid {
             (FanKind::Finish { tid }, BackendOutcome::Finished { size, .. }) => {
                 self.last_tid = self.last_tid.max(tid);
                 self.size = *size;
+                finished = Some((tid, job.bytes));
                 // Acknowledged only once the state that excludes any backend that missed it is durable.
                 self.answer(front, answer, true);
             }
-            (FanKind::Other, BackendOutcome::Packed { size }) => {
+            (FanKind::Pack, BackendOutcome::Packed { size }) => {
                 self.size = *size;
                 self.answer(front, answer, false);
             }
             _ => self.answer(front, answer, false),
         }
+        if matches!(job.kind, FanKind::Finish { .. } | FanKind::Abort) {
+            self.rec_uploads_consumed(&job.uploads);
+        }
+        self.rec_after_settle(finished);
     }
 }

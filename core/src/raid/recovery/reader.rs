@@ -1,0 +1,377 @@
+//! The recovery's readers: a transaction iterator and a record iterator on one backend,
+//! reading whole transactions ahead into a queue (on the source, with their blobs streamed
+//! into uploads on the target).
+//!
+//! ```text
+//!  Idle ──IterStart──▶ Opening ──▶ Idle ──IterNext──▶ Next ──txn──▶ RecStart ──▶ RecNext ─┐
+//!   ▲                                                   │ end                    ▲       │ record
+//!   │                                                   ▼                        └───────┘
+//!   └──────────────── restart (caught up, not yet switched) ── Ended    end of records: queued
+//! ```
+//! Invariant: at most one iterator request of a reader is in flight; the queue holds complete
+//! transactions in tid order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::ids::{BackendId, Tid};
+use crate::wire::reply::{DataRecord, TxnHeader};
+use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendRequest, Culprit, UploadId};
+
+use super::{outcome_text, RecOp, CONVERGENCE_FACTOR, LIVE_WINDOW, READ_AHEAD_BYTES, READ_AHEAD_TXNS};
+use crate::raid::types::RecoveryPhase;
+use crate::raid::{Owner, Raid};
+
+/// Which backend a reader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The source.
+    Source,
+    /// The target (verification only).
+    Target,
+}
+
+/// A blob being copied for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlobFetch {
+    /// Chunks still coming.
+    Fetching,
+    /// Complete in the target upload.
+    Ready,
+    /// The source has no blob file for it: the record is restored without one.
+    Absent,
+}
+
+/// One transaction as read.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadTxn {
+    pub header: TxnHeader,
+    pub records: Vec<DataRecord>,
+    /// Record index → its blob upload on the target.
+    pub blobs: BTreeMap<usize, (UploadId, BlobFetch)>,
+    /// Record data and blob bytes.
+    pub bytes: u64,
+}
+
+impl ReadTxn {
+    /// Whether every blob has arrived (or is known absent).
+    pub(crate) fn complete(&self) -> bool {
+        self.blobs.values().all(|(_, f)| *f != BlobFetch::Fetching)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RState {
+    Idle,
+    Opening,
+    Next,
+    RecStart,
+    RecNext,
+}
+
+/// A reader of one backend's history.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    pub backend: BackendId,
+    pub gen: u32,
+    iter: BackendIterId,
+    rec_iter: BackendIterId,
+    opened: bool,
+    state: RState,
+    current: Option<ReadTxn>,
+    pub queue: VecDeque<ReadTxn>,
+    pub queued_bytes: u64,
+    pub ended: bool,
+    fetch_blobs: bool,
+    start: Option<Tid>,
+    last: Option<Tid>,
+    pub restart_at: Option<Duration>,
+}
+
+impl Reader {
+    /// A reader from `start` (inclusive; `None`: the beginning).
+    pub(crate) fn new(
+        backend: BackendId,
+        gen: u32,
+        start: Option<Tid>,
+        fetch_blobs: bool,
+        ids: u64,
+    ) -> Reader {
+        Reader {
+            backend,
+            gen,
+            iter: BackendIterId(ids),
+            rec_iter: BackendIterId(ids + 1),
+            opened: false,
+            state: RState::Idle,
+            current: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            ended: false,
+            fetch_blobs,
+            start,
+            last: None,
+            restart_at: None,
+        }
+    }
+
+    /// No request in flight.
+    pub(crate) fn idle(&self) -> bool {
+        self.state == RState::Idle && self.current.is_none()
+    }
+
+    /// Iterators open on the backend (to drop when the reader is discarded).
+    pub(crate) fn open_iters(&self) -> Vec<BackendIterId> {
+        let mut v = Vec::new();
+        if self.opened || self.state == RState::Opening {
+            v.push(self.iter);
+        }
+        if matches!(self.state, RState::RecStart | RState::RecNext) {
+            v.push(self.rec_iter);
+        }
+        v
+    }
+
+    /// Target uploads of transactions read and not yet written.
+    pub(crate) fn uploads(&self) -> Vec<UploadId> {
+        self.current.iter().chain(self.queue.iter()).flat_map(|t| t.blobs.values().map(|(u, _)| *u)).collect()
+    }
+
+    fn find_blob(&mut self, upload: UploadId) -> Option<(&mut ReadTxn, usize)> {
+        let txns = self.current.iter_mut().chain(self.queue.iter_mut());
+        for t in txns {
+            if let Some((&i, _)) = t.blobs.iter().find(|(_, (u, _))| *u == upload) {
+                return Some((t, i));
+            }
+        }
+        None
+    }
+}
+
+/// How `a` (source) and `b` (target) differ, if they do.
+pub(crate) fn difference(a: &ReadTxn, b: &ReadTxn) -> Option<String> {
+    let (x, y) = (&a.header, &b.header);
+    if x.tid != y.tid {
+        return Some(format!("source has {} where the target has {}", x.tid, y.tid));
+    }
+    if x.status != y.status
+        || x.user != y.user
+        || x.description != y.description
+        || x.extension != y.extension
+    {
+        return Some("the transaction metadata differ".to_string());
+    }
+    if a.records.len() != b.records.len() {
+        return Some(format!("{} records on the source, {} on the target", a.records.len(), b.records.len()));
+    }
+    for (r, s) in a.records.iter().zip(&b.records) {
+        if r != s {
+            return Some(format!("the record of oid {} differs", r.oid));
+        }
+    }
+    None
+}
+
+/// Whether a record's data may be a blob's (ZODB pickles the class `ZODB.blob.Blob`); the
+/// source's `SendBlob` settles it.
+fn maybe_blob(data: &Option<Bytes>) -> bool {
+    data.as_ref().is_some_and(|d| d.windows(9).any(|w| w == b"ZODB.blob"))
+}
+
+impl Raid {
+    fn reader_mut(&mut self, side: Side) -> Option<&mut Reader> {
+        let r = self.recovery.as_mut()?;
+        match side {
+            Side::Source => r.src.as_mut(),
+            Side::Target => r.tgt.as_mut(),
+        }
+    }
+
+    /// When the source reader may read the next transaction (pacing).
+    fn paced_until(&self) -> Option<Duration> {
+        let r = self.recovery.as_ref()?;
+        if r.phase == RecoveryPhase::Switching
+            || r.phase == RecoveryPhase::Verifying && r.limit == Default::default()
+        {
+            return None;
+        }
+        let window = LIVE_WINDOW.as_secs_f64();
+        let live_bytes = r.live.iter().map(|(_, b)| *b as f64).sum::<f64>() / window;
+        let live_txns = r.live.len() as f64 / window;
+        let secs_b = r
+            .limit
+            .bytes_per_sec
+            .map(|b| r.pace_bytes as f64 / (b as f64).max(CONVERGENCE_FACTOR * live_bytes).max(1.0));
+        let secs_t = r
+            .limit
+            .txns_per_sec
+            .map(|t| r.pace_txns as f64 / (t as f64).max(CONVERGENCE_FACTOR * live_txns).max(1e-3));
+        let secs = secs_b.into_iter().chain(secs_t).fold(0.0_f64, f64::max);
+        let at = r.pace_since + Duration::from_secs_f64(secs.min(1e9));
+        (at > self.now.mono).then_some(at)
+    }
+
+    /// Sends the reader's next request, if it may.
+    pub(super) fn read_more(&mut self, side: Side) {
+        let now = self.now.mono;
+        let paced = if side == Side::Source { self.paced_until() } else { None };
+        let rec = self.recovery.as_ref().map_or(0, |r| r.id);
+        let Some(rd) = self.reader_mut(side) else { return };
+        if rd.state != RState::Idle || rd.current.is_some() {
+            return;
+        }
+        if rd.ended {
+            match rd.restart_at {
+                Some(at) if at <= now => {
+                    rd.restart_at = None;
+                    rd.ended = false;
+                    if let Some(last) = rd.last {
+                        rd.start = last.checked_next();
+                    }
+                }
+                _ => return,
+            }
+        }
+        let (backend, gen) = (rd.backend, rd.gen);
+        let owner = Owner::Recovery { rec, op: RecOp::Read { side, gen } };
+        if !rd.opened {
+            let start = rd.start;
+            rd.state = RState::Opening;
+            let ids = self.rec_ids(2);
+            if let Some(rd) = self.reader_mut(side) {
+                rd.iter = BackendIterId(ids);
+                rd.rec_iter = BackendIterId(ids + 1);
+                let iter = rd.iter;
+                self.submit(backend, owner, BackendRequest::IterStart { iter, start, stop: None });
+            }
+            return;
+        }
+        if rd.queue.len() >= READ_AHEAD_TXNS || rd.queued_bytes >= READ_AHEAD_BYTES {
+            return;
+        }
+        if let Some(at) = paced {
+            if let Some(r) = self.recovery.as_mut() {
+                r.wake = Some(r.wake.map_or(at, |w| w.min(at)));
+            }
+            return;
+        }
+        rd.state = RState::Next;
+        let iter = rd.iter;
+        self.submit(backend, owner, BackendRequest::IterNext { iter });
+    }
+
+    /// An outcome of a reader's iterator request.
+    pub(super) fn reader_outcome(&mut self, side: Side, outcome: BackendOutcome) {
+        let rec = self.recovery.as_ref().map_or(0, |r| r.id);
+        let target = self.recovery.as_ref().map(|r| r.target);
+        let Some(rd) = self.reader_mut(side) else { return };
+        let (backend, gen) = (rd.backend, rd.gen);
+        let owner = Owner::Recovery { rec, op: RecOp::Read { side, gen } };
+        match (rd.state, outcome) {
+            (RState::Opening, BackendOutcome::Nil) => {
+                rd.opened = true;
+                rd.state = RState::Idle;
+            }
+            (RState::Next, BackendOutcome::Txn(Some(header))) => {
+                rd.last = Some(header.tid);
+                rd.current = Some(ReadTxn { header, records: Vec::new(), blobs: BTreeMap::new(), bytes: 0 });
+                rd.state = RState::RecStart;
+                let (iter, txn_iter, tid) = (rd.rec_iter, rd.iter, rd.last.unwrap_or(Tid::ZERO));
+                self.submit(backend, owner, BackendRequest::IterRecordStart { iter, txn_iter, tid });
+            }
+            (RState::Next, BackendOutcome::Txn(None)) => {
+                rd.opened = false; // freed by the backend at its end
+                rd.ended = true;
+                rd.state = RState::Idle;
+            }
+            (RState::RecStart, BackendOutcome::Nil) => {
+                rd.state = RState::RecNext;
+                let iter = rd.rec_iter;
+                self.submit(backend, owner, BackendRequest::IterRecordNext { iter });
+            }
+            (RState::RecNext, BackendOutcome::Record(Some(record))) => {
+                let fetch = rd.fetch_blobs && maybe_blob(&record.data);
+                let iter = rd.rec_iter;
+                let (oid, serial) = (record.oid, record.tid);
+                let Some(cur) = rd.current.as_mut() else { return };
+                cur.bytes += record.data.as_ref().map_or(0, |d| d.len() as u64);
+                cur.records.push(record);
+                let index = cur.records.len() - 1;
+                if let (true, Some(target)) = (fetch, target) {
+                    let upload = UploadId(self.rec_ids(1));
+                    if let Some(cur) = self.reader_mut(side).and_then(|rd| rd.current.as_mut()) {
+                        cur.blobs.insert(index, (upload, BlobFetch::Fetching));
+                    }
+                    let up = Owner::Recovery { rec, op: RecOp::Upload };
+                    self.submit(target, up, BackendRequest::BlobUploadStart { upload });
+                    let blob = Owner::Recovery { rec, op: RecOp::Blob { gen, upload } };
+                    self.submit(backend, blob, BackendRequest::SendBlob { oid, serial });
+                }
+                self.submit(backend, owner, BackendRequest::IterRecordNext { iter });
+            }
+            (RState::RecNext, BackendOutcome::Record(None)) => {
+                rd.state = RState::Idle;
+                if let Some(t) = rd.current.take() {
+                    rd.queued_bytes += t.bytes;
+                    let bytes = t.bytes;
+                    rd.queue.push_back(t);
+                    if side == Side::Source {
+                        if let Some(r) = self.recovery.as_mut() {
+                            r.pace_bytes += bytes;
+                            r.pace_txns += 1;
+                        }
+                    }
+                }
+            }
+            (_, other) => {
+                let who = if side == Side::Source { "source" } else { "target" };
+                let culprit = match &other {
+                    BackendOutcome::Failed(e) => Some(e.culprit),
+                    _ => None,
+                };
+                // A source fault degrades the source (and moves the recovery to another one)
+                // before this arrives; anything else ends the recovery.
+                if side == Side::Source && culprit == Some(Culprit::Backend) {
+                    return;
+                }
+                self.fail_recovery(format!("reading the {who} failed: {}", outcome_text(&other)));
+            }
+        }
+    }
+
+    /// An outcome of a `SendBlob` on the source streamed into `upload`.
+    pub(super) fn blob_outcome(&mut self, upload: UploadId, outcome: BackendOutcome) {
+        let rec = self.recovery.as_ref().map_or(0, |r| r.id);
+        let Some(target) = self.recovery.as_ref().map(|r| r.target) else { return };
+        let Some(rd) = self.reader_mut(Side::Source) else { return };
+        let Some((txn, i)) = rd.find_blob(upload) else { return };
+        let up = Owner::Recovery { rec, op: RecOp::Upload };
+        match outcome {
+            BackendOutcome::BlobChunk(chunk) => {
+                let n = chunk.len() as u64;
+                txn.bytes += n;
+                rd.queued_bytes += n;
+                if let Some(r) = self.recovery.as_mut() {
+                    r.pace_bytes += n;
+                }
+                self.submit(target, up, BackendRequest::BlobUploadChunk { upload, chunk });
+            }
+            BackendOutcome::Nil => {
+                if let Some(b) = txn.blobs.get_mut(&i) {
+                    b.1 = BlobFetch::Ready;
+                }
+            }
+            BackendOutcome::Failed(e) if e.culprit == Culprit::Client => {
+                // No blob file for this record on the source: restored without one.
+                if let Some(b) = txn.blobs.get_mut(&i) {
+                    b.1 = BlobFetch::Absent;
+                }
+                self.submit(target, up, BackendRequest::BlobUploadDrop { upload });
+            }
+            BackendOutcome::Failed(_) => {} // the source is degraded; the recovery moves on
+            other => self.fail_recovery(format!("unexpected answer to sendBlob: {}", outcome_text(&other))),
+        }
+    }
+}
