@@ -143,6 +143,8 @@ pub struct Raid {
     last_recovery: Option<RecoveryEnd>,
     /// The front's open blob uploads.
     uploads: recovery::UploadTrack,
+    /// Per backend, a transaction voted on it and not known to be finished or aborted.
+    voted_on: BTreeMap<BackendId, Tid>,
 }
 
 impl Raid {
@@ -211,6 +213,7 @@ impl Raid {
             next_rec_id: 0,
             last_recovery: None,
             uploads: recovery::UploadTrack::default(),
+            voted_on: BTreeMap::new(),
         };
         raid.persist();
         if let Some(p) = persisted_recovery {
@@ -466,6 +469,9 @@ impl Raid {
         if let Some(m) = self.members.get_mut(&b) {
             m.outstanding += 1;
         }
+        if let BackendRequest::Vote(v) = &request {
+            self.voted_on.insert(b, v.tid);
+        }
         self.actions.push_back(RaidAction::Submit { backend: b, id, request });
         id
     }
@@ -553,6 +559,18 @@ impl Raid {
         let owner = sub.owner;
         let what = sub.what;
         let partial = outcome.is_partial();
+        // What may be left voted on the backend (aborted before a recovery copies onto it).
+        match (what, &outcome) {
+            ("finish", BackendOutcome::Finished { .. } | BackendOutcome::Committed { .. })
+            | ("vote", BackendOutcome::Conflicts(_))
+            | ("abort", BackendOutcome::Nil) => {
+                self.voted_on.remove(&b);
+            }
+            ("vote", BackendOutcome::Failed(e)) if e.culprit == Culprit::Client => {
+                self.voted_on.remove(&b);
+            }
+            _ => {}
+        }
         if partial {
             // More comes for the same request: its deadline starts again.
             let deadline = self.now.mono + self.timeout_for(sub.what);

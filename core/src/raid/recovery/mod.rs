@@ -340,6 +340,11 @@ impl Raid {
             %limit,
             "recovery started"
         );
+        // A transaction the RAID left voted on the target (it left the RAID between vote and
+        // finish) is aborted before anything is copied.
+        if let Some(&tid) = self.voted_on.get(&target) {
+            self.submit(target, Owner::Forget, BackendRequest::Abort { tid });
+        }
         let since = self.now.unix_f64();
         if matches!(self.members.get(&target).map(|m| &m.state), Some(BackendState::Recovering { .. })) {
             self.persist();
