@@ -129,6 +129,10 @@ pub(crate) struct Recovery {
     pub bytes_copied: u64,
     /// First transaction this recovery saw (for the estimates).
     pub first_tid: Option<Tid>,
+    /// Whether it started at the beginning of the source's history (not resumed).
+    pub from_start: bool,
+    /// About how much of the source's file the verified and copied transactions take.
+    pub consumed: u64,
     /// Pacing: since when, and what was read since.
     pub pace_since: Duration,
     pub pace_bytes: u64,
@@ -317,6 +321,8 @@ impl Raid {
             txns_copied: 0,
             bytes_copied: 0,
             first_tid: None,
+            from_start: from == Tid::ZERO,
+            consumed: 0,
             pace_since: now,
             pace_bytes: 0,
             pace_txns: 0,
@@ -471,6 +477,7 @@ impl Raid {
                     r.done_tid = a.header.tid;
                     r.durable_tid = a.header.tid;
                     r.txns_verified += 1;
+                    r.consumed += a.file_bytes;
                     r.first_tid.get_or_insert(a.header.tid);
                     let (m, t) = (self.now.mono, (r.txns_verified, r.bytes_copied));
                     sample(&mut r.samples, m, t.0 + r.txns_copied, t.1);
@@ -534,7 +541,8 @@ impl Raid {
     fn caught_up_step(&mut self) {
         let Some(r) = self.recovery.as_ref() else { return };
         let Some(src) = r.src.as_ref() else { return };
-        if !(src.ended && src.idle() && src.queue.is_empty() && !r.writer.busy()) {
+        if !(src.ended && src.idle() && src.queue.is_empty() && !r.writer.busy()) || src.restart_at.is_some()
+        {
             return;
         }
         if r.switch_deadline.is_some() {
@@ -575,7 +583,7 @@ impl Raid {
         let at = if more { self.now.mono } else { self.now.mono + IDLE_RETRY };
         if let Some(r) = self.recovery.as_mut() {
             if let Some(src) = r.src.as_mut() {
-                src.ended = false;
+                // It re-opens after the last transaction it read (see `read_more`).
                 src.restart_at = Some(at);
             }
             r.wake = Some(r.wake.map_or(at, |w| w.min(at)));
@@ -910,15 +918,22 @@ impl Raid {
         }
     }
 
-    /// Estimates of what is left, from how far through the source's tid range the recovery is.
+    /// Estimates of what is left: from how much of the source's file the recovery has gone
+    /// through (when it started at the beginning and the size is known), else from how far
+    /// through the source's tid range it is.
     fn estimate_left(&self, r: &Recovery) -> (Option<u64>, Option<u64>) {
-        let Some(first) = r.first_tid else { return (None, None) };
-        let end = self.last_tid.to_unix_f64();
-        let (lo, at) = (first.to_unix_f64(), r.done_tid.to_unix_f64());
-        if end <= lo || at < lo {
-            return (None, None);
-        }
-        let f = ((at - lo) / (end - lo)).clamp(0.0, 1.0);
+        // (A source whose size is not a file's — less than what was read — falls back.)
+        let f = if r.from_start && r.consumed > 0 && r.consumed < self.size.size {
+            r.consumed as f64 / self.size.size as f64
+        } else {
+            let Some(first) = r.first_tid else { return (None, None) };
+            let end = self.last_tid.to_unix_f64();
+            let (lo, at) = (first.to_unix_f64(), r.done_tid.to_unix_f64());
+            if end <= lo || at < lo {
+                return (None, None);
+            }
+            ((at - lo) / (end - lo)).clamp(0.0, 1.0)
+        };
         if f <= 0.0 {
             return (None, None);
         }

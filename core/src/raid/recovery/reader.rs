@@ -53,6 +53,8 @@ pub(crate) struct ReadTxn {
     pub blobs: BTreeMap<usize, (UploadId, BlobFetch)>,
     /// Record data and blob bytes.
     pub bytes: u64,
+    /// About what it takes in a FileStorage file (headers and data), for the estimates.
+    pub file_bytes: u64,
 }
 
 impl ReadTxn {
@@ -276,7 +278,15 @@ impl Raid {
             }
             (RState::Next, BackendOutcome::Txn(Some(header))) => {
                 rd.last = Some(header.tid);
-                rd.current = Some(ReadTxn { header, records: Vec::new(), blobs: BTreeMap::new(), bytes: 0 });
+                // A FileStorage transaction header (23 bytes), its metadata and its length trailer.
+                let file_bytes = 31 + (header.user.len() + header.description.len()) as u64;
+                rd.current = Some(ReadTxn {
+                    header,
+                    records: Vec::new(),
+                    blobs: BTreeMap::new(),
+                    bytes: 0,
+                    file_bytes,
+                });
                 rd.state = RState::RecStart;
                 let (iter, txn_iter, tid) = (rd.rec_iter, rd.iter, rd.last.unwrap_or(Tid::ZERO));
                 self.submit(backend, owner, BackendRequest::IterRecordStart { iter, txn_iter, tid });
@@ -296,7 +306,9 @@ impl Raid {
                 let iter = rd.rec_iter;
                 let (oid, serial) = (record.oid, record.tid);
                 let Some(cur) = rd.current.as_mut() else { return };
-                cur.bytes += record.data.as_ref().map_or(0, |d| d.len() as u64);
+                let data = record.data.as_ref().map_or(0, |d| d.len() as u64);
+                cur.bytes += data;
+                cur.file_bytes += 42 + data; // a data record header (42 bytes) and its data
                 cur.records.push(record);
                 let index = cur.records.len() - 1;
                 if let (true, Some(target)) = (fetch, target) {

@@ -509,3 +509,39 @@ fn client_blob_uploads_during_a_recovery_reach_the_target_and_a_vote_after_the_s
     assert_eq!(h.state_word(1), "optimal");
     assert_mirrors(&mut h);
 }
+
+/// Regression (found by tests/tests/recovery.rs against stock ZEO): a source reader that reached
+/// the end while a live transaction was between vote and finish re-opened at its first start,
+/// copying transactions twice.
+#[test]
+fn a_reader_that_waits_for_a_live_commit_reopens_after_what_it_read() {
+    let mut h = Harness::new(2);
+    let mut load = Load::default();
+    h.raid.disable(h.now, "b1").expect("disable");
+    for _ in 0..10 {
+        load.commit(&mut h);
+    }
+    // A live transaction is voted (not finished) when the copy reaches the end.
+    let tid = h.next_tid();
+    let vote = BackendRequest::Vote(Box::new(VoteRequest {
+        tid,
+        status: TxnStatus::NORMAL,
+        user: Bytes::new(),
+        description: Bytes::from_static(b"live"),
+        extension: Extension::default(),
+        ops: vec![TxnOp::Store { oid: Oid::new(60), serial: Tid::ZERO, data: Bytes::from_static(b"live") }],
+        deferred_sync: false,
+    }));
+    assert!(matches!(h.one(vote), BackendOutcome::Voted { .. }));
+    h.raid.recover(h.now, "b1", None).expect("recover");
+    h.run();
+    assert_eq!(h.state_word(1), "recovering", "no switch while a transaction is voted");
+    assert_eq!(h.raid.recovery().map(|p| p.txns_copied), Some(10));
+    assert!(matches!(h.one(BackendRequest::Finish { tid }), BackendOutcome::Finished { .. }));
+    for _ in 0..5 {
+        h.advance(Duration::from_millis(100));
+    }
+    assert_eq!(h.state_word(1), "optimal", "{:?}", h.raid.last_recovery());
+    assert_eq!(h.raid.last_recovery().map(|e| e.txns_copied), Some(11));
+    assert_mirrors(&mut h);
+}

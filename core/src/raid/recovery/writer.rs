@@ -169,7 +169,8 @@ impl Raid {
             }
             (RecOp::Finish, WState::Finishing, BackendOutcome::Committed { .. }) => {}
             (RecOp::Finish, WState::Finishing, BackendOutcome::Finished { tid: done, .. }) => {
-                let bytes = r.writer.txn.take().map_or(0, |t| t.bytes);
+                let (bytes, file_bytes) = r.writer.txn.take().map_or((0, 0), |t| (t.bytes, t.file_bytes));
+                r.consumed += file_bytes;
                 r.writer.state = WState::Idle;
                 r.done_tid = r.done_tid.max(done);
                 r.txns_copied += 1;
