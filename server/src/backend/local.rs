@@ -24,7 +24,7 @@
 //!
 //! A transaction voted with `deferred_sync` (the recovery's bulk copy) is answered `Finished`
 //! at once by the writer when its `Finish` publishes it: no `Committed`, no trip through the sync
-//! thread, no fsync. `Sync` (on the write queue, so after every `Finish` before it) runs one
+//! thread, no fsync, also with blobs ([`Storage::defer_sync`]). `Sync` (on the write queue, so after every `Finish` before it) runs one
 //! group-commit round, which makes them all durable; so does the round of any later live
 //! `Finish`, which therefore is never answered before the deferred ones before it are durable.
 //!
@@ -744,6 +744,13 @@ fn vote(s: &Shared, st: &St, voted: &mut Option<Voted>, v: VoteRequest) -> Backe
     if let Err(e) = st.begin(meta, BeginTid::Exactly(v.tid), v.status) {
         drop_uploads(s, st, &v.ops);
         return failed(e);
+    }
+    if v.deferred_sync {
+        if let Err(e) = st.defer_sync() {
+            let _ = st.abort();
+            drop_uploads(s, st, &v.ops);
+            return failed(e);
+        }
     }
     match replay(s, st, &v.ops) {
         Ok(Replayed::Conflicts(items)) => {

@@ -242,15 +242,25 @@ fn deferred_finishes_are_finished_at_once_and_durable_at_sync_or_at_the_next_liv
     assert_eq!(f.call(BackendRequest::Sync), BackendOutcome::Nil);
     assert_eq!(tids(&mut f), vec![t1, t2]);
 
+    // With a blob: in place and readable at once, durable at the next round.
+    let tb = f.next_tid();
+    let u = upload(&mut f, 9, b"deferred blob");
+    let fin = copy_txn(&mut f, &plain(tb), vec![restore_blob(9, tb, b"rec", None, u)], true);
+    assert!(matches!(fin.as_slice(), [BackendOutcome::Finished { tid, .. }] if *tid == tb), "{fin:?}");
+    assert_eq!(blob(&mut f, 9, tb).expect("blob"), b"deferred blob");
+    assert_eq!(tids(&mut f), vec![t1, t2]);
+    assert_eq!(f.call(BackendRequest::Sync), BackendOutcome::Nil);
+    assert_eq!(tids(&mut f), vec![t1, t2, tb]);
+
     // More deferred copies, then a live commit: its `Finished` comes after a round that made
     // the copies before it durable too.
     let t3 = f.next_tid();
     let op =
         TxnOp::Restore { oid: Oid::new(2), serial: t3, data: Some(Bytes::from_static(b"x")), prev_txn: None };
     copy_txn(&mut f, &plain(t3), vec![op], true);
-    assert_eq!(tids(&mut f), vec![t1, t2]);
+    assert_eq!(tids(&mut f), vec![t1, t2, tb]);
     let t4 = f.commit(vec![store(3, Tid::ZERO, b"live")]);
-    assert_eq!(tids(&mut f), vec![t1, t2, t3, t4]);
+    assert_eq!(tids(&mut f), vec![t1, t2, tb, t3, t4]);
 
     // A deferred copy left unsynced at close is made durable by the close.
     let t5 = f.next_tid();
@@ -258,7 +268,8 @@ fn deferred_finishes_are_finished_at_once_and_durable_at_sync_or_at_the_next_liv
         TxnOp::Restore { oid: Oid::new(2), serial: t5, data: Some(Bytes::from_static(b"y")), prev_txn: None };
     copy_txn(&mut f, &plain(t5), vec![op], true);
     f.reopen();
-    assert_eq!(tids(&mut f), vec![t1, t2, t3, t4, t5]);
+    assert_eq!(tids(&mut f), vec![t1, t2, tb, t3, t4, t5]);
+    assert_eq!(blob(&mut f, 9, tb).expect("blob"), b"deferred blob");
     assert_eq!(f.call(BackendRequest::Sync), BackendOutcome::Nil, "Sync with nothing pending");
 }
 
