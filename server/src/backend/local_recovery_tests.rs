@@ -122,19 +122,19 @@ fn tids(f: &mut Fixture) -> Vec<Tid> {
 }
 
 /// The current data of `oid`, or the error's outcome.
-fn load(f: &mut Fixture, oid: u64) -> Result<Bytes, BackendOutcome> {
+fn load(f: &mut Fixture, oid: u64) -> Result<Bytes, Box<BackendOutcome>> {
     match f.call(BackendRequest::LoadBefore { oid: Oid::new(oid), before: Tid::MAX, snapshot: Tid::MAX }) {
         BackendOutcome::LoadBefore(Some(r)) => Ok(r.data),
-        o => Err(o),
+        o => Err(Box::new(o)),
     }
 }
 
 /// The blob of a revision, through `SendBlob`.
-fn blob(f: &mut Fixture, oid: u64, serial: Tid) -> Result<Vec<u8>, BackendOutcome> {
+fn blob(f: &mut Fixture, oid: u64, serial: Tid) -> Result<Vec<u8>, Box<BackendOutcome>> {
     let all = f.call_all(BackendRequest::SendBlob { oid: Oid::new(oid), serial });
     let (last, chunks) = all.split_last().expect("outcomes");
     if *last != BackendOutcome::Nil {
-        return Err(last.clone());
+        return Err(Box::new(last.clone()));
     }
     Ok(chunks
         .iter()
