@@ -22,15 +22,26 @@
 //! with it and with each other (the engine's reads are `&self` and `Sync`) and answer as of the
 //! `snapshot` the request carries (see `zeoraid_core::zeo::backend`).
 //!
+//! A transaction voted with `deferred_sync` (the recovery's bulk copy) is answered `Finished`
+//! at once by the writer when its `Finish` publishes it: no `Committed`, no trip through the sync
+//! thread, no fsync, also with blobs ([`Storage::defer_sync`]). `Sync` (on the write queue, so after every `Finish` before it) runs one
+//! group-commit round, which makes them all durable; so does the round of any later live
+//! `Finish`, which therefore is never answered before the deferred ones before it are durable.
+//!
+//! `RebuildBegin`/`RebuildCommit`/`RebuildAbort` (on the write queue) switch the storage that
+//! serves every request: see [`Serving`] and `rebuild.rs` for the files and the crash safety.
+//!
 //! Invariants: every submitted request gets exactly one final outcome, also when the engine
 //! fails (its error is mapped to a [`BackendError`] by [`map_error`]); after [`LocalBackend::close`]
 //! no thread is left and the storage is closed (index cache saved).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use zeoraid_core::ids::{Oid, Tid};
 use zeoraid_core::wire::error::{ConflictDetails, PosKeyDetails, StorageTxnDetails, UndoError, ZeoError};
@@ -42,6 +53,7 @@ use zeoraid_core::zeo::backend::{
 };
 use zeoraid_core::zeo::events::StorageSeed;
 
+use super::rebuild::{RebuildFiles, Settled};
 use super::Sink;
 use crate::storage::{
     BeginTid, OpenError, OpenReport, Options, RealDir, RecordCursor, Storage, StorageError, TxnCursor,
@@ -82,10 +94,47 @@ pub enum LocalBackendError {
 
 type Job = (BackendReqId, BackendRequest);
 
+#[path = "local_rebuild.rs"]
+mod transitions;
+use transitions::{rebuild_abort, rebuild_begin, rebuild_commit};
+
+type St = Storage<RealDir>;
+
+/// Which storage serves the requests.
+///
+/// ```text
+///   Normal(s) ──RebuildBegin──▶ Rebuild { old: s, new } ──RebuildCommit──▶ Normal(new, reopened
+///       ▲                         │  │                                       at the configured path)
+///       └──────RebuildAbort───────┘  └─RebuildBegin: `new` discarded, a fresh one started
+///   Rebuild ──commit failed after the old storage was closed──▶ Broken(why)
+/// ```
+///
+/// Invariants: in `Rebuild`, every request is served by `new` and `old` is neither read nor
+/// written (its files stay as they are on disk); `Broken` fails every request (the backend is
+/// reopened by restarting it). Transitions run on the writer thread under the write lock of
+/// [`Shared::serving`]; a request takes the storage it is served by once, at its start.
+enum Serving {
+    Normal(Arc<St>),
+    Rebuild { old: Arc<St>, new: Arc<St> },
+    Broken(String),
+}
+
+impl Serving {
+    fn active(&self) -> Option<&Arc<St>> {
+        match self {
+            Serving::Normal(s) | Serving::Rebuild { new: s, .. } => Some(s),
+            Serving::Broken(_) => None,
+        }
+    }
+}
+
 /// What the threads share.
 struct Shared {
     name: String,
-    storage: Storage<RealDir>,
+    cfg: LocalConfig,
+    serving: RwLock<Serving>,
+    /// Packs running (a rebuild does not begin while one runs; counted under `serving`'s lock).
+    packs_running: AtomicUsize,
     sink: Sink,
     /// Core upload handle → engine upload.
     uploads: Mutex<BTreeMap<UploadId, EngineUpload>>,
@@ -109,6 +158,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Shared {
+    fn serving(&self) -> RwLockReadGuard<'_, Serving> {
+        self.serving.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn serving_mut(&self) -> RwLockWriteGuard<'_, Serving> {
+        self.serving.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The storage serving requests now.
+    fn current(&self) -> Result<Arc<St>, StorageError> {
+        match &*self.serving() {
+            Serving::Broken(why) => Err(StorageError::Broken(why.clone())),
+            other => other.active().cloned().ok_or_else(|| StorageError::Broken("no storage".to_owned())),
+        }
+    }
+}
+
+/// The engine options of a local storage.
+fn options(cfg: &LocalConfig) -> Options {
+    Options {
+        fsync: cfg.fsync,
+        group_commit: cfg.fsync,
+        read_only: cfg.read_only,
+        blob_dir: cfg.blob_dir.clone(),
+        ..Options::default()
+    }
+}
+
+/// Opens the configured storage, after settling what an interrupted rebuild left (under the
+/// storage's lock; read-only opens leave the files alone).
+fn open_storage(cfg: &LocalConfig) -> Result<(St, OpenReport), OpenError> {
+    if !cfg.read_only {
+        let files = RebuildFiles::new(&cfg.path, cfg.blob_dir.as_deref());
+        let lock = crate::storage::lock_path(&cfg.path)?;
+        let settled = files.settle().map_err(|source| OpenError::Io {
+            op: "settle the rebuild of",
+            path: cfg.path.display().to_string(),
+            source,
+        })?;
+        if settled != Settled::Nothing {
+            tracing::info!(path = %cfg.path.display(), ?settled, "settled an interrupted rebuild");
+        }
+        drop(lock);
+    }
+    Storage::open_path(&cfg.path, options(cfg))
+}
+
 /// A local storage and the threads that serve it.
 pub struct LocalBackend {
     shared: Arc<Shared>,
@@ -130,17 +227,12 @@ impl LocalBackend {
         cfg: &LocalConfig,
         sink: Sink,
     ) -> Result<(LocalBackend, OpenReport), LocalBackendError> {
-        let opts = Options {
-            fsync: cfg.fsync,
-            group_commit: cfg.fsync,
-            read_only: cfg.read_only,
-            blob_dir: cfg.blob_dir.clone(),
-            ..Options::default()
-        };
-        let (storage, report) = Storage::open_path(&cfg.path, opts)?;
+        let (storage, report) = open_storage(cfg)?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
-            storage,
+            cfg: cfg.clone(),
+            serving: RwLock::new(Serving::Normal(Arc::new(storage))),
+            packs_running: AtomicUsize::new(0),
             sink,
             uploads: Mutex::new(BTreeMap::new()),
             iters: Mutex::new(BTreeMap::new()),
@@ -148,14 +240,14 @@ impl LocalBackend {
         });
         let (write_tx, write_rx) = channel::<Job>();
         let (read_tx, read_rx) = channel::<Job>();
-        let (sync_tx, sync_rx) = channel::<(BackendReqId, Tid)>();
+        let (sync_tx, sync_rx) = channel::<SyncJob>();
         let read_rx = Arc::new(Mutex::new(read_rx));
         let mut backend =
             LocalBackend { shared, write_tx: Some(write_tx), read_tx: Some(read_tx), threads: Vec::new() };
         let s = Arc::clone(&backend.shared);
         backend.spawn(format!("zr-{name}-write"), move || writer_loop(&s, write_rx, &sync_tx))?;
         let s = Arc::clone(&backend.shared);
-        backend.spawn(format!("zr-{name}-sync"), move || sync_loop(&s, &sync_rx))?;
+        backend.spawn(format!("zr-{name}-sync"), move || sync_loop(&sync_rx, &s.sink))?;
         for i in 0..cfg.read_threads.max(1) {
             let s = Arc::clone(&backend.shared);
             let rx = Arc::clone(&read_rx);
@@ -172,24 +264,35 @@ impl LocalBackend {
 
     /// What the ZEO front needs to start (last tid, the newest `queue` commits, size, …).
     pub fn seed(&self, queue: usize) -> Result<StorageSeed, LocalBackendError> {
-        let s = &self.shared.storage;
+        let s = self.shared.current()?;
         Ok(StorageSeed {
             name: self.shared.name.clone(),
             read_only: s.is_read_only(),
             last_tid: s.last_transaction(),
             recent: s.last_invalidations(queue)?,
-            size: size_of(s),
+            size: size_of(&s),
             info_name: s.path().to_owned(),
             blobs: s.has_blobs(),
         })
     }
 
-    /// What the RAID needs to know about it (last tid, size, blobs, …).
+    /// What the RAID needs to know about it (last tid, size, blobs, …). A backend broken by a
+    /// failed rebuild reports itself empty and read-only.
     pub fn info(&self) -> BackendInfo {
-        let s = &self.shared.storage;
+        let Ok(s) = self.shared.current() else {
+            return BackendInfo {
+                last_tid: Tid::ZERO,
+                size: StorageSize::default(),
+                blobs: self.shared.cfg.blob_dir.is_some(),
+                supports_undo: true,
+                info_name: self.shared.cfg.path.display().to_string(),
+                read_only: true,
+                rebuildable: true,
+            };
+        };
         BackendInfo {
             last_tid: s.last_transaction(),
-            size: size_of(s),
+            size: size_of(&s),
             blobs: s.has_blobs(),
             supports_undo: true,
             info_name: s.path().to_owned(),
@@ -207,7 +310,10 @@ impl LocalBackend {
     pub fn submit(&self, id: BackendReqId, request: BackendRequest) {
         if let BackendRequest::LoadBefore { oid, before, snapshot } = &request {
             let limit = snapshot.checked_next().map_or(*before, |n| n.min(*before));
-            if let Some(r) = self.shared.storage.load_before_nowait(*oid, limit) {
+            // The read lock of `serving` is held only for this call (no `Arc` clone); it is
+            // contended only by a rebuild's transitions.
+            let answer = self.shared.serving().active().and_then(|s| s.load_before_nowait(*oid, limit));
+            if let Some(r) = answer {
                 let out = r.map_or_else(failed, BackendOutcome::LoadBefore);
                 (self.shared.sink)(id, out);
                 return;
@@ -215,24 +321,16 @@ impl LocalBackend {
         }
         let queue = match &request {
             BackendRequest::Pack { time } => {
-                let (s, time) = (Arc::clone(&self.shared), *time);
-                let spawned = std::thread::Builder::new()
-                    .name(format!("zr-{}-pack", self.shared.name))
-                    .spawn(move || {
-                        let out = pack(&s, time);
-                        (s.sink)(id, out);
-                    });
-                match spawned {
-                    Ok(h) => lock(&self.shared.packs).push(h),
-                    Err(e) => {
-                        (self.shared.sink)(id, backend_fault(format!("cannot start a pack thread: {e}")))
-                    }
-                }
+                self.start_pack(id, *time);
                 return;
             }
             BackendRequest::Vote(_)
             | BackendRequest::Finish { .. }
             | BackendRequest::Abort { .. }
+            | BackendRequest::Sync
+            | BackendRequest::RebuildBegin
+            | BackendRequest::RebuildCommit
+            | BackendRequest::RebuildAbort
             | BackendRequest::BlobUploadStart { .. }
             | BackendRequest::BlobUploadChunk { .. }
             | BackendRequest::BlobUploadDrop { .. } => &self.write_tx,
@@ -244,8 +342,44 @@ impl LocalBackend {
         }
     }
 
+    /// Runs a pack on its own thread; refused while a rebuild is open (the storage being
+    /// rebuilt must not be packed, nor the one it replaces).
+    fn start_pack(&self, id: BackendReqId, time: f64) {
+        let storage = match &*self.shared.serving() {
+            Serving::Normal(s) => {
+                // Counted under the lock: a `RebuildBegin` (write lock) sees this pack.
+                self.shared.packs_running.fetch_add(1, Ordering::SeqCst);
+                Arc::clone(s)
+            }
+            Serving::Rebuild { .. } => {
+                let why = "cannot pack: the storage is being rebuilt (recovery in progress)";
+                (self.shared.sink)(id, backend_fault(why.to_owned()));
+                return;
+            }
+            Serving::Broken(why) => {
+                (self.shared.sink)(id, failed(StorageError::Broken(why.clone())));
+                return;
+            }
+        };
+        let s = Arc::clone(&self.shared);
+        let spawned =
+            std::thread::Builder::new().name(format!("zr-{}-pack", self.shared.name)).spawn(move || {
+                let out = pack(&s, &storage, time);
+                drop(storage);
+                s.packs_running.fetch_sub(1, Ordering::SeqCst);
+                (s.sink)(id, out);
+            });
+        match spawned {
+            Ok(h) => lock(&self.shared.packs).push(h),
+            Err(e) => {
+                self.shared.packs_running.fetch_sub(1, Ordering::SeqCst);
+                (self.shared.sink)(id, backend_fault(format!("cannot start a pack thread: {e}")))
+            }
+        }
+    }
+
     /// Stops the threads (after the requests already queued), saves the index cache and
-    /// closes the storage.
+    /// closes the storage. An open rebuild is left on disk for the next open to discard.
     pub fn close(self) -> Result<(), LocalBackendError> {
         let LocalBackend { shared, write_tx, read_tx, threads } = self;
         drop((write_tx, read_tx));
@@ -261,9 +395,21 @@ impl LocalBackend {
         if panicked {
             return Err(LocalBackendError::Panicked(name));
         }
-        match Arc::try_unwrap(shared) {
-            Ok(shared) => Ok(shared.storage.close()?),
+        let serving = match Arc::try_unwrap(shared) {
+            Ok(shared) => shared.serving.into_inner().unwrap_or_else(PoisonError::into_inner),
             // Every thread holding a reference has been joined.
+            Err(_) => return Err(LocalBackendError::Panicked(name)),
+        };
+        let storage = match serving {
+            Serving::Normal(s) => s,
+            Serving::Rebuild { old, new } => {
+                drop(new);
+                old
+            }
+            Serving::Broken(_) => return Ok(()),
+        };
+        match Arc::try_unwrap(storage) {
+            Ok(s) => Ok(s.close()?),
             Err(_) => Err(LocalBackendError::Panicked(name)),
         }
     }
@@ -275,66 +421,113 @@ fn size_of(s: &Storage<RealDir>) -> StorageSize {
 
 // ---- the threads -------------------------------------------------------------------------------
 
-fn writer_loop(s: &Shared, rx: Receiver<Job>, sync: &Sender<(BackendReqId, Tid)>) {
-    // The tid of the transaction voted and not yet finished or aborted.
-    let mut voted: Option<Tid> = None;
+/// A finished transaction waiting for its round: the request, its tid, and the storage it was
+/// committed in (a rebuild may switch storages meanwhile).
+type SyncJob = (BackendReqId, Tid, Arc<St>);
+
+/// The transaction voted and not yet finished or aborted, on the writer thread.
+#[derive(Debug, Clone, Copy)]
+struct Voted {
+    tid: Tid,
+    /// `VoteRequest::deferred_sync`: answer `Finished` without waiting for the disk.
+    deferred: bool,
+}
+
+fn writer_loop(s: &Shared, rx: Receiver<Job>, sync: &Sender<SyncJob>) {
+    let mut voted: Option<Voted> = None;
     while let Ok((id, req)) = rx.recv() {
         let out = match req {
-            BackendRequest::Vote(v) => vote(s, &mut voted, *v),
-            BackendRequest::Finish { tid } => match finish(s, &mut voted, tid) {
-                // Durable later: the sync thread answers `Finished`.
-                out @ BackendOutcome::Committed { .. } => {
-                    (s.sink)(id, out);
-                    if sync.send((id, tid)).is_err() {
-                        backend_fault("the storage's sync thread is gone".to_owned())
-                    } else {
-                        continue;
-                    }
-                }
-                out => out,
-            },
-            BackendRequest::Abort { tid } => abort(s, &mut voted, tid),
-            BackendRequest::BlobUploadStart { upload } => match s.storage.begin_upload() {
-                Ok(u) => {
-                    lock(&s.uploads).insert(upload, u);
-                    BackendOutcome::Nil
-                }
+            BackendRequest::RebuildBegin => rebuild_begin(s, &mut voted),
+            BackendRequest::RebuildCommit => rebuild_commit(s, &mut voted),
+            BackendRequest::RebuildAbort => rebuild_abort(s, &mut voted),
+            req => match s.current() {
+                Ok(st) => match write(s, &st, &mut voted, id, req, sync) {
+                    Some(out) => out,
+                    None => continue,
+                },
                 Err(e) => failed(e),
             },
-            BackendRequest::BlobUploadChunk { upload, chunk } => engine_upload(s, upload)
-                .and_then(|u| s.storage.append_upload(u, &chunk))
-                .map_or_else(failed, |()| BackendOutcome::Nil),
-            BackendRequest::BlobUploadDrop { upload } => {
-                if let Some(u) = lock(&s.uploads).remove(&upload) {
-                    let _ = s.storage.abandon_upload(u);
-                }
-                BackendOutcome::Nil
-            }
-            other => read(s, id, other),
         };
         (s.sink)(id, out);
     }
     // The core never leaves a voted transaction behind at shutdown; if it did, abort it.
     if voted.is_some() {
-        let _ = s.storage.abort();
+        if let Ok(st) = s.current() {
+            let _ = st.abort();
+        }
     }
 }
 
+/// One request of the write queue (not a rebuild transition); `None` when its final outcome is
+/// left to the sync thread.
+fn write(
+    s: &Shared,
+    st: &Arc<St>,
+    voted: &mut Option<Voted>,
+    id: BackendReqId,
+    req: BackendRequest,
+    sync: &Sender<SyncJob>,
+) -> Option<BackendOutcome> {
+    Some(match req {
+        BackendRequest::Vote(v) => vote(s, st, voted, *v),
+        BackendRequest::Finish { tid } => match finish(s, st, voted, tid) {
+            // Durable later: the sync thread answers `Finished`.
+            out @ BackendOutcome::Committed { .. } => {
+                (s.sink)(id, out);
+                if sync.send((id, tid, Arc::clone(st))).is_err() {
+                    backend_fault("the storage's sync thread is gone".to_owned())
+                } else {
+                    return None;
+                }
+            }
+            out => out,
+        },
+        BackendRequest::Abort { tid } => abort(st, voted, tid),
+        BackendRequest::Sync => st.sync_pending().map_or_else(failed, |_| BackendOutcome::Nil),
+        BackendRequest::BlobUploadStart { upload } => match st.begin_upload() {
+            Ok(u) => {
+                lock(&s.uploads).insert(upload, u);
+                BackendOutcome::Nil
+            }
+            Err(e) => failed(e),
+        },
+        BackendRequest::BlobUploadChunk { upload, chunk } => engine_upload(s, upload)
+            .and_then(|u| st.append_upload(u, &chunk))
+            .map_or_else(failed, |()| BackendOutcome::Nil),
+        BackendRequest::BlobUploadDrop { upload } => {
+            if let Some(u) = lock(&s.uploads).remove(&upload) {
+                let _ = st.abandon_upload(u);
+            }
+            BackendOutcome::Nil
+        }
+        other => read(s, st, id, other),
+    })
+}
+
 /// Makes the transactions the writer finished durable, a batch per round.
-fn sync_loop(s: &Shared, rx: &Receiver<(BackendReqId, Tid)>) {
+fn sync_loop(rx: &Receiver<SyncJob>, sink: &Sink) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let r = s.storage.sync_pending();
-        for (id, tid) in batch {
-            let out = match &r {
-                Ok(durable) if *durable >= tid => BackendOutcome::Finished { tid, size: size_of(&s.storage) },
+        // One round per storage of the batch (two only around a rebuild's transitions).
+        let mut round: Option<(Arc<St>, Result<Tid, BackendError>)> = None;
+        for (id, tid, st) in batch {
+            let r = match &round {
+                Some((done, r)) if Arc::ptr_eq(done, &st) => r.clone(),
+                _ => {
+                    let r = st.sync_pending().map_err(|e| map_error_ref(&e));
+                    round = Some((Arc::clone(&st), r.clone()));
+                    r
+                }
+            };
+            let out = match r {
+                Ok(durable) if durable >= tid => BackendOutcome::Finished { tid, size: size_of(&st) },
                 Ok(durable) => {
                     backend_fault(format!("transaction {tid} not durable after a round (durable: {durable})"))
                 }
-                Err(e) => BackendOutcome::Failed(map_error_ref(e)),
+                Err(e) => BackendOutcome::Failed(e),
             };
-            (s.sink)(id, out);
+            sink(id, out);
         }
     }
 }
@@ -352,7 +545,10 @@ fn reader_loop(s: &Shared, rx: &Mutex<Receiver<Job>>) {
             jobs.extend(rx.try_iter().take(READ_BATCH - 1));
         }
         for (id, req) in jobs.drain(..) {
-            let out = read(s, id, req);
+            let out = match s.current() {
+                Ok(st) => read(s, &st, id, req),
+                Err(e) => failed(e),
+            };
             (s.sink)(id, out);
         }
     }
@@ -365,8 +561,7 @@ fn engine_upload(s: &Shared, upload: UploadId) -> Result<EngineUpload, StorageEr
 // ---- reads -------------------------------------------------------------------------------------
 
 /// Answers a read (or any request routed to the readers); `SendBlob` streams its chunks here.
-fn read(s: &Shared, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
-    let st = &s.storage;
+fn read(s: &Shared, st: &St, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
     let r = match req {
         BackendRequest::LoadBefore { oid, before, snapshot } => load_before(st, oid, before, snapshot),
         BackendRequest::LoadSerial { oid, serial } => st.load_serial(oid, serial).map(BackendOutcome::Data),
@@ -391,9 +586,9 @@ fn read(s: &Shared, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
             lock(&s.iters).insert(iter, Arc::new(Mutex::new(IterState::Txns { cursor, last: None })));
             BackendOutcome::Nil
         }),
-        BackendRequest::IterNext { iter } => iter_next(s, iter),
+        BackendRequest::IterNext { iter } => iter_next(s, st, iter),
         BackendRequest::IterRecordStart { iter, txn_iter, tid } => iter_record_start(s, iter, txn_iter, tid),
-        BackendRequest::IterRecordNext { iter } => iter_record_next(s, iter),
+        BackendRequest::IterRecordNext { iter } => iter_record_next(s, st, iter),
         BackendRequest::IterDrop { iters } => {
             let mut m = lock(&s.iters);
             for i in iters {
@@ -401,7 +596,7 @@ fn read(s: &Shared, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
             }
             Ok(BackendOutcome::Nil)
         }
-        BackendRequest::SendBlob { oid, serial } => send_blob(s, id, oid, serial),
+        BackendRequest::SendBlob { oid, serial } => send_blob(s, st, id, oid, serial),
         // Routed elsewhere by `submit`; answered here only if a caller mixes queues up.
         other => {
             return backend_fault(format!("request {other:?} sent to the wrong queue"));
@@ -441,18 +636,18 @@ fn iter_state(s: &Shared, iter: BackendIterId) -> Option<Arc<Mutex<IterState>>> 
     lock(&s.iters).get(&iter).cloned()
 }
 
-fn iter_next(s: &Shared, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
+fn iter_next(s: &Shared, st: &St, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
     let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::Txn(None)) };
-    let mut st = lock(&state);
-    let IterState::Txns { cursor, last } = &mut *st else { return Ok(BackendOutcome::Txn(None)) };
-    match s.storage.next_txn(cursor)? {
+    let mut state = lock(&state);
+    let IterState::Txns { cursor, last } = &mut *state else { return Ok(BackendOutcome::Txn(None)) };
+    match st.next_txn(cursor)? {
         Some(t) => {
             let header = t.header.clone();
             *last = Some(t);
             Ok(BackendOutcome::Txn(Some(header)))
         }
         None => {
-            drop(st);
+            drop(state);
             lock(&s.iters).remove(&iter);
             Ok(BackendOutcome::Txn(None))
         }
@@ -478,29 +673,35 @@ fn iter_record_start(
     Ok(BackendOutcome::Nil)
 }
 
-fn iter_record_next(s: &Shared, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
+fn iter_record_next(s: &Shared, st: &St, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
     let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::Record(None)) };
-    let mut st = lock(&state);
-    let IterState::Records(cursor) = &mut *st else { return Ok(BackendOutcome::Record(None)) };
-    match s.storage.next_record(cursor)? {
+    let mut state = lock(&state);
+    let IterState::Records(cursor) = &mut *state else { return Ok(BackendOutcome::Record(None)) };
+    match st.next_record(cursor)? {
         Some(r) => Ok(BackendOutcome::Record(Some(r))),
         None => {
-            drop(st);
+            drop(state);
             lock(&s.iters).remove(&iter);
             Ok(BackendOutcome::Record(None))
         }
     }
 }
 
-fn send_blob(s: &Shared, id: BackendReqId, oid: Oid, serial: Tid) -> Result<BackendOutcome, StorageError> {
-    let reader = s.storage.open_blob(oid, serial)?;
+fn send_blob(
+    s: &Shared,
+    st: &St,
+    id: BackendReqId,
+    oid: Oid,
+    serial: Tid,
+) -> Result<BackendOutcome, StorageError> {
+    let reader = st.open_blob(oid, serial)?;
     for chunk in reader.chunks(BLOB_CHUNK) {
         (s.sink)(id, BackendOutcome::BlobChunk(chunk?));
     }
     Ok(BackendOutcome::Nil)
 }
 
-fn pack(s: &Shared, time: f64) -> BackendOutcome {
+fn pack(s: &Shared, st: &St, time: f64) -> BackendOutcome {
     if !time.is_finite() || time < 0.0 {
         return client_error(ZeoError::ValueError(Text::from(format!("invalid pack time {time}"))));
     }
@@ -509,11 +710,11 @@ fn pack(s: &Shared, time: f64) -> BackendOutcome {
     let Some(t) = Tid::from_unix(secs as u64, nanos.min(999_999_999)) else {
         return client_error(ZeoError::ValueError(Text::from(format!("pack time {time} out of range"))));
     };
-    match s.storage.pack(t) {
+    match st.pack(t) {
         Ok(report) => {
             tracing::info!(storage = %s.name, ?report.outcome, bytes_before = report.bytes_before,
                 bytes_after = report.bytes_after, "pack done");
-            BackendOutcome::Packed { size: size_of(&s.storage) }
+            BackendOutcome::Packed { size: size_of(st) }
         }
         Err(e) => failed(e),
     }
@@ -521,9 +722,8 @@ fn pack(s: &Shared, time: f64) -> BackendOutcome {
 
 // ---- the write sequence ------------------------------------------------------------------------
 
-fn vote(s: &Shared, voted: &mut Option<Tid>, v: VoteRequest) -> BackendOutcome {
-    let st = &s.storage;
-    if let Some(t) = voted.take() {
+fn vote(s: &Shared, st: &St, voted: &mut Option<Voted>, v: VoteRequest) -> BackendOutcome {
+    if let Some(Voted { tid: t, .. }) = voted.take() {
         // The core never votes over an open transaction; recover by aborting it.
         tracing::warn!(storage = %s.name, tid = %t, "vote while {t} was still open: aborting it");
         let _ = st.abort();
@@ -537,32 +737,40 @@ fn vote(s: &Shared, voted: &mut Option<Tid>, v: VoteRequest) -> BackendOutcome {
     let meta = match TxnMeta::new(v.user.clone(), v.description.clone(), &v.extension) {
         Ok(m) => m,
         Err(e) => {
-            drop_uploads(s, &v.ops);
+            drop_uploads(s, st, &v.ops);
             return failed(e);
         }
     };
     if let Err(e) = st.begin(meta, BeginTid::Exactly(v.tid), v.status) {
-        drop_uploads(s, &v.ops);
+        drop_uploads(s, st, &v.ops);
         return failed(e);
     }
-    match replay(s, &v.ops) {
+    if v.deferred_sync {
+        if let Err(e) = st.defer_sync() {
+            let _ = st.abort();
+            drop_uploads(s, st, &v.ops);
+            return failed(e);
+        }
+    }
+    match replay(s, st, &v.ops) {
         Ok(Replayed::Conflicts(items)) => {
             let _ = st.abort();
             BackendOutcome::Conflicts(items)
         }
         Ok(Replayed::Done { changed, invalidated }) => match st.vote() {
             Ok(()) => {
-                *voted = Some(v.tid);
+                *voted = Some(Voted { tid: v.tid, deferred: v.deferred_sync });
                 BackendOutcome::Voted { changed, invalidated }
             }
             Err(e) => {
                 let _ = st.abort();
+                drop_uploads(s, st, &v.ops);
                 failed(e)
             }
         },
         Err(e) => {
             let _ = st.abort();
-            drop_uploads(s, &v.ops);
+            drop_uploads(s, st, &v.ops);
             failed(e)
         }
     }
@@ -599,8 +807,7 @@ enum Replayed {
     Conflicts(Vec<VoteItem>),
 }
 
-fn replay(s: &Shared, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
-    let st = &s.storage;
+fn replay(s: &Shared, st: &St, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
     let mut conflicts: BTreeMap<Oid, VoteItem> = BTreeMap::new();
     let mut changed: Vec<Oid> = Vec::new();
     let mut invalidated: Vec<Oid> = Vec::new();
@@ -671,40 +878,46 @@ fn replay(s: &Shared, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
     }
 }
 
-/// Discards the uploads a failed vote named (the core forgets the transaction).
-fn drop_uploads(s: &Shared, ops: &[TxnOp]) {
+/// Discards the uploads a failed vote named, blob stores' and blob restores' (the core forgets
+/// the transaction). Uploads the replay already consumed are no longer in the map: the engine's
+/// abort removed their staged files.
+fn drop_uploads(s: &Shared, st: &St, ops: &[TxnOp]) {
     let mut m = lock(&s.uploads);
     for op in ops {
-        if let TxnOp::StoreBlob { upload, .. } = op {
+        if let TxnOp::StoreBlob { upload, .. } | TxnOp::RestoreBlob { upload, .. } = op {
             if let Some(u) = m.remove(upload) {
-                let _ = s.storage.abandon_upload(u);
+                let _ = st.abandon_upload(u);
             }
         }
     }
 }
 
-fn finish(s: &Shared, voted: &mut Option<Tid>, tid: Tid) -> BackendOutcome {
-    if *voted != Some(tid) {
-        return backend_fault(format!("finish of {tid}, but the voted transaction is {voted:?}"));
-    }
-    *voted = None;
-    match s.storage.finish_deferred() {
-        Ok(t) if s.storage.durable_tid() >= t => {
-            BackendOutcome::Finished { tid: t, size: size_of(&s.storage) }
+/// `Finish`: `Finished` when durable (or when the vote asked for a deferred sync), else
+/// `Committed` (the sync thread answers `Finished`).
+fn finish(s: &Shared, st: &St, voted: &mut Option<Voted>, tid: Tid) -> BackendOutcome {
+    let deferred = match *voted {
+        Some(v) if v.tid == tid => v.deferred,
+        _ => {
+            let open = voted.map(|v| v.tid);
+            return backend_fault(format!("finish of {tid}, but the voted transaction is {open:?}"));
         }
+    };
+    *voted = None;
+    match st.finish_deferred() {
+        Ok(t) if deferred || st.durable_tid() >= t => BackendOutcome::Finished { tid: t, size: size_of(st) },
         Ok(t) => BackendOutcome::Committed { tid: t },
         Err(e) => {
             tracing::warn!(storage = %s.name, %tid, error = %e, "finish failed");
-            let _ = s.storage.abort();
+            let _ = st.abort();
             failed(e)
         }
     }
 }
 
-fn abort(s: &Shared, voted: &mut Option<Tid>, tid: Tid) -> BackendOutcome {
-    if *voted == Some(tid) {
+fn abort(st: &St, voted: &mut Option<Voted>, tid: Tid) -> BackendOutcome {
+    if voted.is_some_and(|v| v.tid == tid) {
         *voted = None;
-        if let Err(e) = s.storage.abort() {
+        if let Err(e) = st.abort() {
             return failed(e);
         }
     }

@@ -15,22 +15,23 @@ use zeoraid_core::zeo::backend::{
 
 use super::local::{LocalBackend, LocalConfig};
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    backend: Option<LocalBackend>,
+pub(super) struct Fixture {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) cfg: LocalConfig,
+    pub(super) backend: Option<LocalBackend>,
     rx: Receiver<(BackendReqId, BackendOutcome)>,
     next: u64,
-    last: Tid,
+    pub(super) last: Tid,
     /// Outcomes of earlier requests that arrived while waiting for another one.
     stray: Vec<(BackendReqId, BackendOutcome)>,
 }
 
 impl Fixture {
-    fn new(read_only: bool) -> Fixture {
+    pub(super) fn new(read_only: bool) -> Fixture {
         Fixture::with(read_only, false)
     }
 
-    fn with(read_only: bool, fsync: bool) -> Fixture {
+    pub(super) fn with(read_only: bool, fsync: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = LocalConfig {
             path: dir.path().join("Data.fs"),
@@ -50,15 +51,28 @@ impl Fixture {
         let sink: super::Sink = Arc::new(move |i, o| drop(tx.send((i, o))));
         let cfg = LocalConfig { read_only, ..cfg };
         let (backend, _) = LocalBackend::open("1", &cfg, sink).expect("open");
-        Fixture { _dir: dir, backend: Some(backend), rx, next: 0, last: Tid::ZERO, stray: Vec::new() }
+        Fixture { dir, cfg, backend: Some(backend), rx, next: 0, last: Tid::ZERO, stray: Vec::new() }
     }
 
-    fn backend(&self) -> &LocalBackend {
+    /// Closes the backend and opens it again from the files.
+    pub(super) fn reopen(&mut self) {
+        if let Some(b) = self.backend.take() {
+            b.close().expect("close");
+        }
+        let (tx, rx) = channel();
+        let sink: super::Sink = Arc::new(move |i, o| drop(tx.send((i, o))));
+        let (backend, _) = LocalBackend::open("1", &self.cfg, sink).expect("reopen");
+        self.backend = Some(backend);
+        self.rx = rx;
+        self.stray.clear();
+    }
+
+    pub(super) fn backend(&self) -> &LocalBackend {
         self.backend.as_ref().expect("open")
     }
 
     /// Runs one request and returns all its outcomes (partial ones first).
-    fn call_all(&mut self, req: BackendRequest) -> Vec<BackendOutcome> {
+    pub(super) fn call_all(&mut self, req: BackendRequest) -> Vec<BackendOutcome> {
         self.next += 1;
         let id = BackendReqId(self.next);
         self.backend().submit(id, req);
@@ -79,13 +93,13 @@ impl Fixture {
         }
     }
 
-    fn call(&mut self, req: BackendRequest) -> BackendOutcome {
+    pub(super) fn call(&mut self, req: BackendRequest) -> BackendOutcome {
         let mut all = self.call_all(req);
         assert_eq!(all.len(), 1, "{all:?}");
         all.remove(0)
     }
 
-    fn next_tid(&mut self) -> Tid {
+    pub(super) fn next_tid(&mut self) -> Tid {
         let t = Tid::later_than(Tid::from_unix(1_700_000_000, 0).expect("tid"), self.last).expect("tid");
         self.last = t;
         t
@@ -105,7 +119,7 @@ impl Fixture {
         (tid, self.call(BackendRequest::Vote(Box::new(req))))
     }
 
-    fn commit(&mut self, ops: Vec<TxnOp>) -> Tid {
+    pub(super) fn commit(&mut self, ops: Vec<TxnOp>) -> Tid {
         let (tid, out) = self.vote(ops);
         assert!(matches!(out, BackendOutcome::Voted { .. }), "{out:?}");
         match self.call_all(BackendRequest::Finish { tid }).as_slice() {
@@ -119,7 +133,7 @@ impl Fixture {
     }
 }
 
-fn store(oid: u64, serial: Tid, data: &'static [u8]) -> TxnOp {
+pub(super) fn store(oid: u64, serial: Tid, data: &'static [u8]) -> TxnOp {
     TxnOp::Store { oid: Oid::new(oid), serial, data: Bytes::from_static(data) }
 }
 

@@ -14,7 +14,10 @@ use zeoraid_core::zeo::backend::{BackendOutcome, BackendReqId};
 
 pub mod local;
 #[cfg(test)]
+mod local_recovery_tests;
+#[cfg(test)]
 mod local_tests;
+pub mod rebuild;
 pub mod remote;
 #[cfg(test)]
 mod remote_tests;

@@ -68,6 +68,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use zeoraid_core::ids::{Oid, Tid};
 
+/// Blob files moved into place by a deferred-sync transaction and the directories whose
+/// entries changed (deepest first), to sync before its commit is made durable.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BlobSyncs {
+    pub(crate) files: Vec<String>,
+    pub(crate) dirs: Vec<String>,
+}
+
 /// The chunk size of ZEO's `sendBlob` (`receiveBlobChunk`) and `storeBlobChunk` streams.
 pub const BLOB_CHUNK: usize = 59_000;
 
@@ -429,9 +437,55 @@ impl<B: BlobFs> BlobStore<B> {
         }
     }
 
+    /// Finish of a transaction with a deferred sync (see [`Storage::defer_sync`]), before its
+    /// commit is durable: moves the staged blobs into place without syncing anything, and
+    /// returns what the round that makes the transaction durable must sync first: the blob
+    /// files, then the directories whose entries changed (deepest first).
+    fn finish_unsynced(&self, tid: Tid) -> Result<BlobSyncs> {
+        let oids: Vec<Oid> = {
+            let mut s = lock(&self.staged);
+            if s.tid != Some(tid) {
+                return Ok(BlobSyncs::default());
+            }
+            s.tid = None;
+            std::mem::take(&mut s.files).into_keys().collect()
+        };
+        let mut out = BlobSyncs::default();
+        for oid in oids {
+            let (file, dirs) = self.install_with(oid, tid, &staged_name(oid, tid), false)?;
+            out.files.push(file);
+            out.dirs.extend(dirs);
+        }
+        Ok(out)
+    }
+
+    /// Syncs what [`BlobStore::finish_unsynced`] left (with fsync; a round calls it before it
+    /// writes the status bytes).
+    pub(crate) fn sync_installed(&self, syncs: &BlobSyncs) -> Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        for f in &syncs.files {
+            self.fs.open_file(f).and_then(|h| h.sync()).map_err(|e| self.io("sync", f, e))?;
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for d in &syncs.dirs {
+            if done.insert(d.as_str()) {
+                self.fs.sync_dir(d).map_err(|e| self.io("sync", d, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Moves `staged` to the committed blob file of (`oid`, `tid`), creating directories, and
     /// (with fsync) makes every new entry durable.
     fn install(&self, oid: Oid, tid: Tid, staged: &str) -> Result<()> {
+        self.install_with(oid, tid, staged, self.fsync).map(drop)
+    }
+
+    /// [`BlobStore::install`], syncing the new entries only if `sync`; returns the blob file and
+    /// the directories to sync (deepest first) for a caller that syncs later.
+    fn install_with(&self, oid: Oid, tid: Tid, staged: &str, sync: bool) -> Result<(String, Vec<String>)> {
         let _g = lock(&self.dirs);
         let mut dir = String::new();
         let mut to_sync = Vec::new();
@@ -457,13 +511,14 @@ impl<B: BlobFs> BlobStore<B> {
         let target = join(&dir, &blob_file_name(tid));
         self.fs.seal(staged).map_err(|e| self.io("chmod", staged, e))?;
         self.fs.rename(staged, &target).map_err(|e| self.io("rename", staged, e))?;
-        if self.fsync {
-            to_sync.push(dir);
-            for d in to_sync.iter().rev() {
+        to_sync.push(dir);
+        to_sync.reverse();
+        if sync {
+            for d in &to_sync {
                 self.fs.sync_dir(d).map_err(|e| self.io("sync", d, e))?;
             }
         }
-        Ok(())
+        Ok((target, to_sync))
     }
 
     // ---- reads ------------------------------------------------------------------------------
@@ -806,6 +861,12 @@ impl<D: StorageDir> Storage<D> {
     /// Finish, once the commit is durable: moves the staged blobs into place.
     pub(crate) fn finish_blobs(&self, tid: Tid) -> Result<()> {
         self.blobs.as_ref().map_or(Ok(()), |b| b.finish(tid))
+    }
+
+    /// Finish of a deferred-sync transaction, before it is durable: moves the staged blobs
+    /// into place unsynced; the round that commits it syncs what this returns first.
+    pub(crate) fn finish_blobs_unsynced(&self, tid: Tid) -> Result<BlobSyncs> {
+        self.blobs.as_ref().map_or(Ok(BlobSyncs::default()), |b| b.finish_unsynced(tid))
     }
 
     /// Abort: drops the staged blobs.

@@ -612,3 +612,45 @@ fn pack_removes_the_blob_files_of_removed_revisions_only() {
     assert!(!files(&d).contains_key(&stale));
     assert_eq!(blob(&s, 1, 20), b"one-v2");
 }
+
+/// A deferred-sync restore with a blob (the recovery's bulk copy), as `Storage::defer_sync`
+/// runs it under group commit.
+fn restore_deferred(s: &Storage<MemDir>, tid: u64, oid: u64, content: &[u8]) {
+    begin(s, tid);
+    s.defer_sync().expect("defer sync");
+    let id = upload(s, content, 5);
+    s.restore_blob(o(oid), t(tid), BLOB_PICKLE, None, id).expect("restore_blob");
+    s.vote().expect("vote");
+    assert_eq!(s.finish_deferred().expect("finish"), t(tid));
+}
+
+#[test]
+fn a_deferred_blob_commit_is_readable_at_once_and_durable_after_the_round() {
+    let grouped = || Options { group_commit: true, ..opts() };
+    let d = MemDir::new();
+    let s = Storage::open(d.clone(), NAME, grouped()).expect("open").0;
+    restore_deferred(&s, 10, 1, b"deferred one");
+    // Published and in place without waiting for the disk.
+    assert_eq!(blob(&s, 1, 10), b"deferred one");
+    assert!(tmp_files(&d).is_empty());
+    assert_eq!((s.last_transaction(), s.durable_tid()), (t(10), Tid::ZERO));
+    // A power cut now loses the transaction; the copy can be redone over whatever it left.
+    let crashed = d.crash(CrashMode::DropUnsynced);
+    {
+        let (c, _) = Storage::open(crashed, NAME, grouped()).expect("open after a crash");
+        assert_eq!(c.last_transaction(), Tid::ZERO);
+        assert!(is_missing(c.open_blob(o(1), t(10)).map(|_| ())));
+        restore_deferred(&c, 10, 1, b"deferred one");
+        assert_eq!(c.sync_pending().expect("round"), t(10));
+        assert_eq!(blob(&c, 1, 10), b"deferred one");
+    }
+    // After the round, a power cut keeps the transaction and its blob file.
+    restore_deferred(&s, 20, 2, b"deferred two");
+    assert_eq!(s.sync_pending().expect("round"), t(20));
+    let (c, report) =
+        Storage::open(d.crash(CrashMode::DropUnsynced), NAME, opts()).expect("open after a crash");
+    assert_eq!(report.dropped_tail, None);
+    assert_eq!(c.last_transaction(), t(20));
+    assert_eq!(blob(&c, 1, 10), b"deferred one");
+    assert_eq!(blob(&c, 2, 20), b"deferred two");
+}

@@ -24,7 +24,13 @@
 //! The ZEO front only announces a transaction, and only lets clients read it, once it is durable.
 //!
 //! A transaction with blobs is made durable inside its own `finish_deferred`, with every
-//! transaction pending before it (its blob files move into place only after that).
+//! transaction pending before it (its blob files move into place only after that) — unless it
+//! was begun with a deferred sync ([`Storage::defer_sync`], the recovery's bulk copy): then its
+//! vote syncs nothing, `finish_deferred` moves its blob files into place unsynced and queues it,
+//! and the round syncs those files and their directories before its first `Data.fs` sync. A
+//! crash before the round leaves blob files whose transaction is cut at the next open: files no
+//! record names, which `blob.rs` already tolerates (ignored; a later restore of the same
+//! revision replaces them).
 //!
 //! Invariants: `durable_end <= end` and `durable_tid <= last_tid`; pending transactions are
 //! exactly those between them, in file order; a failed round leaves the storage refusing writes
@@ -38,18 +44,21 @@ use std::sync::{Mutex, MutexGuard};
 
 use zeoraid_core::ids::Tid;
 
+use super::blob::BlobSyncs;
 use super::engine::Storage;
 use super::error::{Result, StorageError};
 use super::file::{StorageDir, StorageFile};
 use super::format::STATUS_OFFSET;
 
 /// One transaction finished but not yet durable.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     tid: Tid,
     tpos: u64,
     status: u8,
     end: u64,
+    /// Its blobs, already in place but not synced (a deferred-sync transaction).
+    blobs: BlobSyncs,
 }
 
 /// The group-commit state of a storage.
@@ -80,8 +89,8 @@ impl GroupState {
         lock(&self.pending).iter().find(|p| p.tpos == tpos).map(|p| p.status)
     }
 
-    pub(crate) fn push(&self, tid: Tid, tpos: u64, status: u8, end: u64) {
-        lock(&self.pending).push(Pending { tid, tpos, status, end });
+    pub(crate) fn push(&self, tid: Tid, tpos: u64, status: u8, end: u64, blobs: BlobSyncs) {
+        lock(&self.pending).push(Pending { tid, tpos, status, end, blobs });
     }
 }
 
@@ -105,10 +114,17 @@ impl<D: StorageDir> Storage<D> {
             return Err(StorageError::Broken(why));
         }
         let batch = std::mem::take(&mut *lock(&self.group.pending));
-        let Some(last) = batch.last().copied() else {
+        let Some(last) = batch.last().map(|p| (p.tid, p.end)) else {
             return Ok(self.committed().durable_tid);
         };
         let r = (|| {
+            // Blobs of deferred-sync transactions first: a status byte never commits a record
+            // whose blob file could still be lost.
+            if let Some(b) = &self.blobs {
+                for p in &batch {
+                    b.sync_installed(&p.blobs)?;
+                }
+            }
             self.file.sync().map_err(|e| self.io("sync", e))?;
             for p in &batch {
                 self.file.write_at(&[p.status], p.tpos + STATUS_OFFSET).map_err(|e| self.io("write", e))?;
@@ -116,15 +132,15 @@ impl<D: StorageDir> Storage<D> {
             self.file.sync().map_err(|e| self.io("sync", e))
         })();
         if let Err(e) = r {
-            let why = format!("group commit of {} transactions up to {} failed: {e}", batch.len(), last.tid);
+            let why = format!("group commit of {} transactions up to {} failed: {e}", batch.len(), last.0);
             tracing::warn!(path = %self.path, error = %e, "{why}; storage is broken until reopened");
             *lock(&self.group.failed) = Some(why);
             return Err(e);
         }
         let mut c = self.committed_mut();
-        c.durable_end = last.end;
-        c.durable_tid = last.tid;
-        Ok(last.tid)
+        c.durable_end = last.1;
+        c.durable_tid = last.0;
+        Ok(last.0)
     }
 }
 

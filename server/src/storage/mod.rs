@@ -89,3 +89,12 @@ pub use txn::{BeginTid, TxnMeta, FLUSH_AT};
 pub fn index_cache_name(name: &str) -> String {
     cache::file_name(name)
 }
+
+/// Takes the writer's lock of the FileStorage at `path` (`<path>.lock`, as an open for writing
+/// does), for work on its files outside an open storage (settling an interrupted rebuild).
+/// Dropping the lock releases it.
+pub fn lock_path(path: &std::path::Path) -> Result<DirLock, OpenError> {
+    let (dir, name) =
+        RealDir::split(path).ok_or_else(|| OpenError::Missing { path: path.display().to_string() })?;
+    lock::lock_storage(&dir, &name)
+}

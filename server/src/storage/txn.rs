@@ -107,6 +107,8 @@ pub(crate) struct Txn {
     /// Newest record of each object written by this transaction.
     pub(crate) tindex: BTreeMap<Oid, u64>,
     voted: bool,
+    /// [`Storage::defer_sync`] was called.
+    deferred: bool,
 }
 
 impl Txn {
@@ -183,6 +185,7 @@ impl<D: StorageDir> Storage<D> {
             next: 0,
             tindex: BTreeMap::new(),
             voted: false,
+            deferred: false,
         };
         // The header goes first with status 'c' and no length yet; vote fills the length in.
         let h = txn.header(0, STATUS_CHECKPOINT);
@@ -193,6 +196,19 @@ impl<D: StorageDir> Storage<D> {
         txn.next = tpos + txn.header_len();
         w.txn = Some(txn);
         Ok(tid)
+    }
+
+    /// Lets the open transaction become durable later, with group commit
+    /// ([`Options::group_commit`](super::Options)), also when it has blobs: its vote syncs nothing
+    /// and [`Storage::finish_deferred`] publishes it (blob files moved into place) without
+    /// waiting for the disk; the next [`Storage::sync_pending`] makes it durable, blobs first
+    /// (see `group.rs`). For copying many transactions that are synced at the end. Without group
+    /// commit it changes nothing.
+    pub fn defer_sync(&self) -> Result<()> {
+        self.with_txn(|_, txn| {
+            txn.deferred = true;
+            Ok(())
+        })
     }
 
     /// The tid of the transaction in progress.
@@ -412,9 +428,12 @@ impl<D: StorageDir> Storage<D> {
             }
             txn.buf.extend_from_slice(&tlen.to_be_bytes());
             s.flush(txn)?;
-            s.vote_blobs(txn.tid)?;
+            let grouped = s.grouped(txn);
+            if !(grouped && txn.deferred) {
+                s.vote_blobs(txn.tid)?;
+            }
             // Group commit syncs the records in the round that commits them (`group.rs`).
-            if s.opts.fsync && !s.grouped(txn.tid) {
+            if s.opts.fsync && !grouped {
                 s.file.sync().map_err(|e| s.io("sync", e))?;
             }
             txn.voted = true;
@@ -423,9 +442,12 @@ impl<D: StorageDir> Storage<D> {
     }
 
     /// Whether a transaction is committed by group commit (see `group.rs`): with
-    /// [`Options::group_commit`](super::Options) and fsync, unless it has blobs.
-    fn grouped(&self, tid: Tid) -> bool {
-        self.opts.group_commit && self.opts.fsync && !self.blobs.as_ref().is_some_and(|b| b.has_staged(tid))
+    /// [`Options::group_commit`](super::Options) and fsync, unless it has blobs and no deferred
+    /// sync.
+    fn grouped(&self, txn: &Txn) -> bool {
+        self.opts.group_commit
+            && self.opts.fsync
+            && (txn.deferred || !self.blobs.as_ref().is_some_and(|b| b.has_staged(txn.tid)))
     }
 
     /// Second commit phase: commits the voted transaction and publishes it to readers.
@@ -450,11 +472,22 @@ impl<D: StorageDir> Storage<D> {
             return Err(StorageError::WrongTransaction("finish before vote"));
         }
         let (tpos, status, tid) = (txn.tpos, txn.status, txn.tid);
-        if self.grouped(tid) {
+        if self.grouped(txn) {
+            // A deferred-sync transaction's blobs go into place now, unsynced (`group.rs`).
+            let blobs = self.finish_blobs_unsynced(tid);
             let txn = w.txn.take().ok_or(StorageError::WrongTransaction("no transaction in progress"))?;
             self.pack.writer_idle();
+            let blobs = match blobs {
+                Ok(b) => b,
+                Err(e) => {
+                    // Some blobs may be in place, others not; the status byte is still 'c'.
+                    tracing::warn!(path = %self.path, %tid, error = %e, "moving blobs into place failed; storage is broken until reopened");
+                    w.broken = Some(format!("finish of {tid} failed: {e}"));
+                    return Err(e);
+                }
+            };
             self.publish(&txn, false);
-            self.group.push(tid, tpos, status, txn.next + 8);
+            self.group.push(tid, tpos, status, txn.next + 8, blobs);
             return Ok(tid);
         }
         // Synchronously. Under group commit (a transaction with blobs) the transactions pending
