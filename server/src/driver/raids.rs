@@ -233,11 +233,21 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
         for n in &new {
             let Some(idx) = self.storages.iter().position(|u| u.settings.name == n.name) else { continue };
             let cur = &self.storages[idx].settings;
-            if (&cur.state_file, cur.call_timeout, cur.write_timeout, cur.connect_timeout)
-                != (&n.state_file, n.call_timeout, n.write_timeout, n.connect_timeout)
-            {
+            let tuned = |s: &StorageSettings| {
+                (
+                    s.state_file.clone(),
+                    s.call_timeout,
+                    s.write_timeout,
+                    s.connect_timeout,
+                    s.recovery_rate,
+                    s.switch_max_lag,
+                    s.switch_timeout,
+                )
+            };
+            if tuned(cur) != tuned(n) {
                 notes.push(format!(
-                    "storage {:?}: state_file and timeout changes take effect at the next restart",
+                    "storage {:?}: state_file, timeout and recovery setting changes take effect at the \
+                     next restart",
                     n.name
                 ));
             }
