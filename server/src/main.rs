@@ -302,6 +302,11 @@ fn recover_wait(args: &AdminArgs, storage: Option<&str>, name: &str) -> ExitCode
             stray = 0;
             continue;
         }
+        if state == "recovering" {
+            println!("recovery of {name}: starting");
+            stray = 0;
+            continue;
+        }
         // A recent end of this backend's recovery (the clocks are the same machine's).
         let ended = st.last_recovery.as_ref().filter(|e| e.target == name && e.at >= asked - 5.0);
         if state == "optimal" {
@@ -323,20 +328,16 @@ fn recover_wait(args: &AdminArgs, storage: Option<&str>, name: &str) -> ExitCode
             );
             return ExitCode::from(RECOVERY_FAILED);
         }
-        if state != "recovering" {
-            stray += 1;
-            if stray >= WAIT_GRACE_POLLS {
-                let reason = st
-                    .backends
-                    .iter()
-                    .find(|b| b.name == name)
-                    .and_then(|b| b.reason.clone())
-                    .unwrap_or_else(|| "no reason given".to_string());
-                eprintln!("zeoraid: recovery of {name} ended with the backend {state}: {reason}");
-                return ExitCode::from(RECOVERY_FAILED);
-            }
-        } else {
-            println!("recovery of {name}: starting");
+        stray += 1;
+        if stray >= WAIT_GRACE_POLLS {
+            let reason = st
+                .backends
+                .iter()
+                .find(|b| b.name == name)
+                .and_then(|b| b.reason.clone())
+                .unwrap_or_else(|| "no reason given".to_string());
+            eprintln!("zeoraid: recovery of {name} ended with the backend {state}: {reason}");
+            return ExitCode::from(RECOVERY_FAILED);
         }
     }
 }
