@@ -1,12 +1,13 @@
 """A stream of commits from several stock ZEO clients, for the RAID fault tests.
 
-usage: commit_stream.py HOST:PORT CLIENTS OUTDIR [MAX_SECONDS [NAME]]
+usage: commit_stream.py HOST:PORT CLIENTS OUTDIR [MAX_SECONDS [NAME [RATE]]]
 
 Starts CLIENTS threads, each with its own ZODB.DB over its own ZEO ClientStorage (one
 connection each), each committing changes to an object of its own (so no conflicts) as fast as
 it can, until the file OUTDIR/stop appears or MAX_SECONDS (default 120) have passed. The objects
 are the root's NAME-0, NAME-1, ... (NAME defaults to `stream`): several streams with other
 names can run at once (their set-up commits, which change the root, retry on a conflict).
+RATE (commits per second per client, default 0: as fast as it can) paces the clients.
 
 Every acknowledged commit (transaction.commit() returned) is appended at once to
 OUTDIR/commits.jsonl as {"client": i, "n": k, "tid": HEX, "t": unix time}, so the test can watch
@@ -37,6 +38,8 @@ def main(argv):
     out = argv[3]
     max_seconds = float(argv[4]) if len(argv) > 4 else 120.0
     name = argv[5] if len(argv) > 5 else "stream"
+    rate = float(argv[6]) if len(argv) > 6 else 0.0
+    pause = 1.0 / rate if rate > 0 else 0.0
     stop_file = os.path.join(out, "stop")
     log = open(os.path.join(out, "commits.jsonl"), "a", buffering=1)
     lock = threading.Lock()
@@ -76,7 +79,11 @@ def main(argv):
             tm.begin()
             obj = conn.root()[f"{name}-{i}"]
             n = 0
+            next_at = time.monotonic()
             while not os.path.exists(stop_file) and time.monotonic() < deadline:
+                if pause:
+                    next_at += pause
+                    time.sleep(max(0.0, next_at - time.monotonic()))
                 n += 1
                 obj["n"] = n
                 tm.get().note(f"{name} client {i} commit {n}")

@@ -31,13 +31,20 @@ impl Stream {
     /// Starts `clients` client threads in one process, committing to the root's `stream-N`
     /// objects, writing to `<server dir>/stream/`.
     pub fn start(server: &ServerProcess, clients: u32) -> Stream {
-        Stream::start_named(server, clients, "stream", Duration::from_secs(120))
+        Stream::start_named(server, clients, "stream", Duration::from_secs(120), None)
     }
 
     /// Starts a stream whose objects are the root's `NAME-N` (several streams with other names
     /// can run at once, each a process of its own), writing to `<server dir>/NAME/`, for at
-    /// most `max` (then the clients stop by themselves).
-    pub fn start_named(server: &ServerProcess, clients: u32, name: &str, max: Duration) -> Stream {
+    /// most `max` (then the clients stop by themselves); `rate` paces each client to that many
+    /// commits per second (`None`: as fast as it can).
+    pub fn start_named(
+        server: &ServerProcess,
+        clients: u32,
+        name: &str,
+        max: Duration,
+        rate: Option<u32>,
+    ) -> Stream {
         let dir = server.dir().join(name);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let mut cmd = PythonEnv::get().command();
@@ -46,7 +53,8 @@ impl Stream {
             .arg(clients.to_string())
             .arg(&dir)
             .arg(max.as_secs().to_string())
-            .arg(name);
+            .arg(name)
+            .arg(rate.unwrap_or(0).to_string());
         let limit = max + Duration::from_secs(60);
         let run = std::thread::spawn(move || run_with_deadline(cmd, limit));
         Stream { dir, run: Some(run) }
