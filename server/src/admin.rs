@@ -1,5 +1,5 @@
 //! The admin endpoint: a unix socket (owner-only, never the ZEO port) for `zeoraid status`,
-//! `details`, `disable` and `reload`.
+//! `details`, `disable`, `recover` and `reload`.
 //!
 //! Protocol: the client sends one JSON object on one line, the server answers one JSON object
 //! on one line and closes the connection.
@@ -7,9 +7,16 @@
 //! ```text
 //! → {"cmd":"status"}     {"cmd":"details"}     {"cmd":"reload"}
 //! → {"cmd":"disable","name":"b"}               {"cmd":"disable","storage":"1","name":"b"}
+//! → {"cmd":"recover","backend":"b"}            {"cmd":"recover","storage":"1","backend":"b","rate_bytes":20000000,"rate_txns":0}
 //! ← {"ok":true,"status":"degraded","storages":[{"name":"1","status":"degraded","backends":[…]}],"notes":[]}
 //! ← {"ok":false,"error":"\"a\" is the last optimal backend; refusing to take it out"}
 //! ```
+//!
+//! `recover`'s `rate_bytes` / `rate_txns` override the storage's configured limit for that run
+//! (0: no limit on that measure); a measure left out keeps the configured limit. In `status`
+//! and `details` replies each storage carries `recovery` (the running recovery's progress, see
+//! [`RecoveryReport`]) and `last_recovery` (how the last one ended, [`RecoveryEndReport`]) when
+//! there is one.
 //!
 //! Requests are answered by the driver task (the RAIDs live there) through
 //! [`AdminSender`]. `reload` re-reads the configuration file the server was started with (with
@@ -24,7 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
-use zeoraid_core::raid::{BackendDetails, BackendState};
+use zeoraid_core::raid::{BackendDetails, BackendState, RateLimit, RecoveryEnd, RecoveryProgress};
 
 use crate::config::{Config, ListenAddr, ServerSettings, StorageSettings};
 use crate::driver::AdminSender;
@@ -53,6 +60,43 @@ pub enum Command {
     },
     /// Re-read the configuration file.
     Reload,
+    /// Rebuild a backend from an optimal one (`storage` may be left out when there is one).
+    Recover {
+        /// The storage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage: Option<String>,
+        /// The backend.
+        #[serde(alias = "name")]
+        backend: String,
+        /// Bytes/s for this run (0: no limit); absent: the configured limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_bytes: Option<u64>,
+        /// Transactions/s for this run (0: no limit); absent: the configured limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_txns: Option<u64>,
+    },
+}
+
+/// The limit of a `recover` run: `rate_bytes` / `rate_txns` override `configured` measure by
+/// measure (0 lifts that measure's limit); `None` when neither is given (the RAID then applies
+/// its configured default itself).
+pub fn recover_limit(
+    configured: RateLimit,
+    rate_bytes: Option<u64>,
+    rate_txns: Option<u64>,
+) -> Option<RateLimit> {
+    if rate_bytes.is_none() && rate_txns.is_none() {
+        return None;
+    }
+    let pick = |given: Option<u64>, conf: Option<u64>| match given {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => conf,
+    };
+    Some(RateLimit {
+        bytes_per_sec: pick(rate_bytes, configured.bytes_per_sec),
+        txns_per_sec: pick(rate_txns, configured.txns_per_sec),
+    })
 }
 
 /// Parses a request line.
@@ -73,6 +117,17 @@ pub enum AdminRequest {
         storage: Option<String>,
         /// The backend.
         name: String,
+    },
+    /// See [`Command::Recover`].
+    Recover {
+        /// The storage (`None`: the only one).
+        storage: Option<String>,
+        /// The backend.
+        backend: String,
+        /// Bytes/s override (0: no limit).
+        rate_bytes: Option<u64>,
+        /// Transactions/s override (0: no limit).
+        rate_txns: Option<u64>,
     },
     /// Apply these storages (from the re-read file); `notes` go into the reply.
     Reload {
@@ -123,6 +178,114 @@ pub struct StorageReport {
     pub status: String,
     /// Its backends, in id order.
     pub backends: Vec<BackendReport>,
+    /// The recovery running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryReport>,
+    /// How the last recovery ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recovery: Option<RecoveryEndReport>,
+}
+
+/// A running recovery in a reply (see [`RecoveryProgress`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    /// The backend being recovered.
+    pub target: String,
+    /// The optimal backend it is copied from.
+    pub source: String,
+    /// `verifying`, `rebuilding`, `copying` or `switching`.
+    pub phase: String,
+    /// The newest transaction verified or copied, in hex.
+    pub current_tid: String,
+    /// Transactions verified.
+    pub txns_verified: u64,
+    /// Transactions copied.
+    pub txns_copied: u64,
+    /// Bytes copied (record data and blobs).
+    pub bytes_copied: u64,
+    /// Transactions left, estimated.
+    #[serde(default)]
+    pub txns_left: Option<u64>,
+    /// Bytes left, estimated.
+    #[serde(default)]
+    pub bytes_left: Option<u64>,
+    /// Transactions per second lately.
+    pub txns_per_sec: f64,
+    /// Bytes per second lately.
+    pub bytes_per_sec: f64,
+    /// Seconds left, estimated.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
+    /// The bytes/s limit in force (`None`: none).
+    #[serde(default)]
+    pub limit_bytes: Option<u64>,
+    /// The transactions/s limit in force (`None`: none).
+    #[serde(default)]
+    pub limit_txns: Option<u64>,
+    /// When it started (epoch seconds).
+    pub started: f64,
+}
+
+impl From<RecoveryProgress> for RecoveryReport {
+    fn from(p: RecoveryProgress) -> RecoveryReport {
+        RecoveryReport {
+            target: p.target,
+            source: p.source,
+            phase: p.phase.word().to_string(),
+            current_tid: format!("{:016x}", p.current_tid.get()),
+            txns_verified: p.txns_verified,
+            txns_copied: p.txns_copied,
+            bytes_copied: p.bytes_copied,
+            txns_left: p.txns_left,
+            bytes_left: p.bytes_left,
+            txns_per_sec: finite(p.txns_per_sec),
+            bytes_per_sec: finite(p.bytes_per_sec),
+            eta_secs: p.eta_secs.filter(|e| e.is_finite()),
+            limit_bytes: p.limit.bytes_per_sec,
+            limit_txns: p.limit.txns_per_sec,
+            started: p.started,
+        }
+    }
+}
+
+/// JSON has no NaN or infinity.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// How a recovery ended, in a reply (see [`RecoveryEnd`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryEndReport {
+    /// The backend.
+    pub target: String,
+    /// `true`: it is optimal now.
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// When (epoch seconds).
+    pub at: f64,
+    /// Transactions copied.
+    pub txns_copied: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+}
+
+impl From<&RecoveryEnd> for RecoveryEndReport {
+    fn from(e: &RecoveryEnd) -> RecoveryEndReport {
+        RecoveryEndReport {
+            target: e.target.clone(),
+            ok: e.failure.is_none(),
+            failure: e.failure.clone(),
+            at: e.at,
+            txns_copied: e.txns_copied,
+            bytes_copied: e.bytes_copied,
+        }
+    }
 }
 
 /// One backend in a reply.
@@ -258,6 +421,10 @@ async fn answer(cmd: Command, driver: &AdminSender, source: &ReloadSource) -> Ad
             info!("admin: disable {name}");
             AdminRequest::Disable { storage, name }
         }
+        Command::Recover { storage, backend, rate_bytes, rate_txns } => {
+            info!("admin: recover {backend}");
+            AdminRequest::Recover { storage, backend, rate_bytes, rate_txns }
+        }
         Command::Reload => {
             info!("admin: reload");
             let src = source.clone();
@@ -322,6 +489,59 @@ pub fn request(path: &Path, _cmd: &Command, _timeout: Duration) -> Result<AdminR
     Err(ClientError { path: path.display().to_string(), what: "no unix sockets here".to_string() })
 }
 
+/// One line of `recover --wait`, `details` and the driver's progress log: where the running recovery is.
+pub fn progress_line(r: &RecoveryReport) -> String {
+    let mut line = format!(
+        "recovering {} from {}: {}, tid {}, verified {} txn(s), copied {} txn(s) / {}",
+        r.target,
+        r.source,
+        r.phase,
+        r.current_tid,
+        r.txns_verified,
+        r.txns_copied,
+        human_bytes(r.bytes_copied as f64)
+    );
+    match (r.txns_left, r.bytes_left) {
+        (Some(t), Some(b)) => line.push_str(&format!(", left ~{t} txn(s) / {}", human_bytes(b as f64))),
+        (Some(t), None) => line.push_str(&format!(", left ~{t} txn(s)")),
+        (None, Some(b)) => line.push_str(&format!(", left ~{}", human_bytes(b as f64))),
+        (None, None) => {}
+    }
+    line.push_str(&format!(", {:.0} txn/s {}/s", r.txns_per_sec, human_bytes(r.bytes_per_sec)));
+    if let Some(eta) = r.eta_secs {
+        line.push_str(&format!(", ETA {}", human_secs(eta)));
+    }
+    let limit = RateLimit { bytes_per_sec: r.limit_bytes, txns_per_sec: r.limit_txns };
+    line.push_str(&format!(", limit {limit}"));
+    line
+}
+
+/// `1.5 MB`, decimal units.
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = if b.is_finite() && b > 0.0 { b } else { 0.0 };
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// `42s`, `3m07s`, `2h05m`.
+pub fn human_secs(s: f64) -> String {
+    let s = if s.is_finite() && s > 0.0 { s.round() as u64 } else { 0 };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// `since` as UTC ISO 8601 (`2026-11-25T20:31:05Z`).
 pub fn iso_utc(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
@@ -359,7 +579,28 @@ mod tests {
             parse_command("{\"cmd\":\"disable\",\"storage\":\"1\",\"name\":\"b\"}"),
             Ok(Command::Disable { storage: Some("1".into()), name: "b".into() })
         );
+        assert_eq!(
+            parse_command("{\"cmd\":\"recover\",\"backend\":\"b\",\"rate_txns\":50}"),
+            Ok(Command::Recover {
+                storage: None,
+                backend: "b".into(),
+                rate_bytes: None,
+                rate_txns: Some(50)
+            })
+        );
+        assert_eq!(
+            parse_command("{\"cmd\":\"recover\",\"storage\":\"1\",\"name\":\"c\"}"),
+            Ok(Command::Recover {
+                storage: Some("1".into()),
+                backend: "c".into(),
+                rate_bytes: None,
+                rate_txns: None
+            })
+        );
         for bad in [
+            "{\"cmd\":\"recover\",\"backend\":\"b\",\"rate_bytes\":-1}",
+            "{\"cmd\":\"recover\",\"backend\":\"b\",\"rate_bytes\":\"20MB\"}",
+            "{\"cmd\":\"recover\",\"backend\":\"b\",\"rate\":1}",
             "",
             "status",
             "{}",
@@ -381,6 +622,13 @@ mod tests {
             Command::Reload,
             Command::Disable { storage: Some("1".into()), name: "a".into() },
             Command::Disable { storage: None, name: "a".into() },
+            Command::Recover { storage: None, backend: "b".into(), rate_bytes: None, rate_txns: None },
+            Command::Recover {
+                storage: Some("1".into()),
+                backend: "b".into(),
+                rate_bytes: Some(20_000_000),
+                rate_txns: Some(0),
+            },
         ] {
             let line = serde_json::to_string(&c).expect("encode");
             assert_eq!(parse_command(&line), Ok(c));
@@ -402,6 +650,8 @@ mod tests {
                     last_tid: Some(zeoraid_core::ids::Tid::new(0x03ff)),
                     outstanding: 0,
                 })],
+                recovery: None,
+                last_recovery: None,
             }],
             ..AdminReply::ok()
         };
@@ -416,6 +666,102 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<AdminReply>(&serde_json::to_string(&e).expect("enc")).expect("dec"),
             e
+        );
+    }
+
+    #[test]
+    fn a_rate_override_replaces_the_configured_limit_measure_by_measure() {
+        let conf = RateLimit { bytes_per_sec: Some(1000), txns_per_sec: Some(10) };
+        assert_eq!(recover_limit(conf, None, None), None, "the RAID applies its default");
+        assert_eq!(
+            recover_limit(conf, Some(5), None),
+            Some(RateLimit { bytes_per_sec: Some(5), txns_per_sec: Some(10) })
+        );
+        assert_eq!(
+            recover_limit(conf, Some(0), Some(0)),
+            Some(RateLimit::UNLIMITED),
+            "0 lifts the configured limit"
+        );
+        assert_eq!(
+            recover_limit(RateLimit::UNLIMITED, None, Some(7)),
+            Some(RateLimit { bytes_per_sec: None, txns_per_sec: Some(7) })
+        );
+    }
+
+    #[test]
+    fn recovery_reports_carry_the_progress_and_survive_json() {
+        use zeoraid_core::ids::Tid;
+        use zeoraid_core::raid::RecoveryPhase;
+        let p = RecoveryProgress {
+            target: "b".into(),
+            source: "a".into(),
+            phase: RecoveryPhase::Copying,
+            current_tid: Tid::new(0x03ff_0000_0000_0042),
+            txns_verified: 10,
+            txns_copied: 2000,
+            bytes_copied: 5_000_000,
+            txns_left: Some(500),
+            bytes_left: None,
+            txns_per_sec: 250.0,
+            bytes_per_sec: f64::NAN,
+            eta_secs: Some(f64::INFINITY),
+            limit: RateLimit { bytes_per_sec: Some(20_000_000), txns_per_sec: None },
+            started: 1.75e9,
+        };
+        let r = RecoveryReport::from(p);
+        assert_eq!((r.phase.as_str(), r.current_tid.as_str()), ("copying", "03ff000000000042"));
+        assert_eq!((r.bytes_per_sec, r.eta_secs, r.limit_bytes), (0.0, None, Some(20_000_000)));
+        let end = RecoveryEndReport::from(&RecoveryEnd {
+            target: "b".into(),
+            failure: Some("the target went down".into()),
+            at: 1.76e9,
+            txns_copied: 3,
+            bytes_copied: 4,
+        });
+        assert!(!end.ok);
+        let report = StorageReport {
+            name: "1".into(),
+            status: "recovering".into(),
+            backends: Vec::new(),
+            recovery: Some(r),
+            last_recovery: Some(end),
+        };
+        let line = serde_json::to_string(&report).expect("encode");
+        assert!(line.contains("\"phase\":\"copying\"") && line.contains("\"ok\":false"), "{line}");
+        assert_eq!(serde_json::from_str::<StorageReport>(&line).expect("decode"), report);
+    }
+
+    #[test]
+    fn progress_reads_well() {
+        let r = RecoveryReport {
+            target: "b".into(),
+            source: "a".into(),
+            phase: "copying".into(),
+            current_tid: "03ff000000000042".into(),
+            txns_verified: 10,
+            txns_copied: 2000,
+            bytes_copied: 5_250_000,
+            txns_left: Some(500),
+            bytes_left: Some(1_500_000),
+            txns_per_sec: 250.4,
+            bytes_per_sec: 650_000.0,
+            eta_secs: Some(125.0),
+            limit_bytes: None,
+            limit_txns: Some(300),
+            started: 0.0,
+        };
+        assert_eq!(
+            progress_line(&r),
+            "recovering b from a: copying, tid 03ff000000000042, verified 10 txn(s), copied 2000 txn(s) / \
+             5.2 MB, left ~500 txn(s) / 1.5 MB, 250 txn/s 650.0 kB/s, ETA 2m05s, limit 300 txns/s"
+        );
+        assert_eq!(
+            (human_bytes(999.0), human_bytes(f64::NAN), human_bytes(2e12)),
+            ("999 B".into(), "0 B".into(), "2.0 TB".into())
+        );
+        assert_eq!(
+            (human_secs(59.4), human_secs(7300.0), human_secs(-1.0)),
+            ("59s".into(), "2h01m".into(), "0s".into())
         );
     }
 

@@ -1,5 +1,5 @@
 //! The `zeoraid` command: `serve`, `check-config`, and the manager commands `status`,
-//! `details`, `disable`, `reload` (through the admin socket of a running server).
+//! `details`, `disable`, `recover`, `reload` (through the admin socket of a running server).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -36,8 +36,15 @@ enum Command {
     /// Print the worst RAID status in one word; exit 0 optimal, 1 recovering, 2 degraded or
     /// failed, 3 when the server cannot be asked (Nagios UNKNOWN).
     Status(AdminArgs),
-    /// Print every backend of every storage: state, reason, since, last tid.
-    Details(AdminArgs),
+    /// Print every backend of every storage (state, reason, since, last tid), the running
+    /// recovery's progress and how the last recovery ended.
+    Details {
+        /// Print the server's JSON reply instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Take a backend out of its RAID (refused for the last optimal one).
     Disable {
         /// The backend's name.
@@ -45,6 +52,30 @@ enum Command {
         /// Its storage (needed when the server has several).
         #[arg(long, value_name = "S")]
         storage: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Rebuild a degraded, disabled or newly added backend online from an optimal one.
+    /// Exit 0 when started (with --wait: when the backend is optimal), 1 when refused, 2 when
+    /// the recovery failed (--wait).
+    Recover {
+        /// The backend's name.
+        name: String,
+        /// Its storage (needed when the server has several).
+        #[arg(long, value_name = "S")]
+        storage: Option<String>,
+        /// Bytes copied per second for this run: an integer or with a unit (20MB, 512KiB), or
+        /// `unlimited` [default: the storage's recovery_rate_bytes].
+        #[arg(long, value_name = "N", value_parser = parse_rate_bytes)]
+        rate_bytes: Option<u64>,
+        /// Transactions copied per second for this run, or `unlimited` [default: the
+        /// storage's recovery_rate_txns].
+        #[arg(long, value_name = "N", value_parser = parse_rate_txns)]
+        rate_txns: Option<u64>,
+        /// Wait for the end, printing the progress every second (interrupting the wait does
+        /// not stop the recovery).
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -109,8 +140,22 @@ fn main() -> ExitCode {
             }
         },
         Command::Status(a) => manage(&a, &AdminCommand::Status),
-        Command::Details(a) => manage(&a, &AdminCommand::Details),
+        Command::Details { json: false, admin } => manage(&admin, &AdminCommand::Details),
+        Command::Details { json: true, admin } => details_json(&admin),
         Command::Disable { name, storage, admin } => manage(&admin, &AdminCommand::Disable { storage, name }),
+        Command::Recover { name, storage, rate_bytes, rate_txns, wait, admin } => {
+            let cmd = AdminCommand::Recover {
+                storage: storage.clone(),
+                backend: name.clone(),
+                rate_bytes,
+                rate_txns,
+            };
+            let code = manage(&admin, &cmd);
+            if !wait || code != ExitCode::SUCCESS {
+                return code;
+            }
+            recover_wait(&admin, storage.as_deref(), &name)
+        }
         Command::Reload(a) => manage(&a, &AdminCommand::Reload),
     }
 }
@@ -156,13 +201,149 @@ fn manage(args: &AdminArgs, cmd: &AdminCommand) -> ExitCode {
             print!("{}", details_table(&reply));
             ExitCode::SUCCESS
         }
-        AdminCommand::Disable { .. } | AdminCommand::Reload => {
+        AdminCommand::Disable { .. } | AdminCommand::Reload | AdminCommand::Recover { .. } => {
             for n in &reply.notes {
                 println!("{n}");
             }
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `details --json`: the reply line as the server sent it (re-encoded), exit as `details`.
+fn details_json(args: &AdminArgs) -> ExitCode {
+    let reply = match admin_path(args)
+        .and_then(|p| admin::request(&p, &AdminCommand::Details, ADMIN_TIMEOUT).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zeoraid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serde_json::to_string(&reply) {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("zeoraid: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--rate-bytes`: a byte count, or `unlimited` (sent as 0).
+fn parse_rate_bytes(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(0);
+    }
+    zeoraid_server::config::rate::parse_bytes(s)
+}
+
+/// `--rate-txns`: a positive integer, or `unlimited` (sent as 0).
+fn parse_rate_txns(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(0);
+    }
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{s:?} is not a number of transactions per second (1 or more, or unlimited)"))
+}
+
+/// How often `recover --wait` asks for the progress.
+const WAIT_POLL: Duration = Duration::from_secs(1);
+/// Polls in a row that may see the backend neither recovering nor optimal before `--wait`
+/// takes the recovery as ended (the server may report the end a moment later).
+const WAIT_GRACE_POLLS: u32 = 3;
+/// `recover --wait`'s exit code when the recovery failed.
+const RECOVERY_FAILED: u8 = 2;
+
+/// `recover --wait`: a progress line every second until the backend is optimal (exit 0) or the
+/// recovery ended without making it optimal (exit 2).
+fn recover_wait(args: &AdminArgs, storage: Option<&str>, name: &str) -> ExitCode {
+    let asked = wall_now();
+    let path = match admin_path(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zeoraid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stray = 0;
+    loop {
+        std::thread::sleep(WAIT_POLL);
+        let reply = match admin::request(&path, &AdminCommand::Details, ADMIN_TIMEOUT) {
+            Ok(r) if r.ok => r,
+            Ok(r) => {
+                eprintln!("zeoraid: {}", r.error.as_deref().unwrap_or("refused"));
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("zeoraid: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let found = reply
+            .storages
+            .iter()
+            .find(|s| storage.is_none_or(|n| s.name == n) && s.backends.iter().any(|b| b.name == name));
+        let Some(st) = found else {
+            eprintln!("zeoraid: backend {name} is gone from the server");
+            return ExitCode::from(RECOVERY_FAILED);
+        };
+        let state = st.backends.iter().find(|b| b.name == name).map(|b| b.state.as_str()).unwrap_or("-");
+        let running = st.recovery.as_ref().filter(|r| r.target == name);
+        if let Some(r) = running {
+            println!("{}", admin::progress_line(r));
+            stray = 0;
+            continue;
+        }
+        if state == "recovering" {
+            println!("recovery of {name}: starting");
+            stray = 0;
+            continue;
+        }
+        // A recent end of this backend's recovery (the clocks are the same machine's).
+        let ended = st.last_recovery.as_ref().filter(|e| e.target == name && e.at >= asked - 5.0);
+        if state == "optimal" {
+            match ended {
+                Some(e) => println!(
+                    "recovery of {name} done: optimal; {} transaction(s), {} copied in {}",
+                    e.txns_copied,
+                    admin::human_bytes(e.bytes_copied as f64),
+                    admin::human_secs(e.at - asked)
+                ),
+                None => println!("recovery of {name} done: optimal"),
+            }
+            return ExitCode::SUCCESS;
+        }
+        if let Some(e) = ended.filter(|e| !e.ok) {
+            eprintln!(
+                "zeoraid: recovery of {name} failed: {}",
+                e.failure.as_deref().unwrap_or("no reason given")
+            );
+            return ExitCode::from(RECOVERY_FAILED);
+        }
+        stray += 1;
+        if stray >= WAIT_GRACE_POLLS {
+            let reason = st
+                .backends
+                .iter()
+                .find(|b| b.name == name)
+                .and_then(|b| b.reason.clone())
+                .unwrap_or_else(|| "no reason given".to_string());
+            eprintln!("zeoraid: recovery of {name} ended with the backend {state}: {reason}");
+            return ExitCode::from(RECOVERY_FAILED);
+        }
+    }
+}
+
+fn wall_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `--admin`, else `[server] admin` of `--config`, else the default serve's socket.
@@ -218,6 +399,22 @@ fn details_table(reply: &AdminReply) -> String {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+        }
+        if let Some(r) = &s.recovery {
+            out.push_str(&format!("  {}, started {}\n", admin::progress_line(r), admin::iso_utc(r.started)));
+        }
+        if let Some(e) = &s.last_recovery {
+            let how = match &e.failure {
+                None => "ok".to_string(),
+                Some(reason) => format!("failed: {reason}"),
+            };
+            out.push_str(&format!(
+                "  last recovery: {} {how}, at {}, copied {} txn(s) / {}\n",
+                e.target,
+                admin::iso_utc(e.at),
+                e.txns_copied,
+                admin::human_bytes(e.bytes_copied as f64)
+            ));
         }
     }
     out

@@ -10,6 +10,11 @@
 //!   check   u64      64-bit FNV-1a of everything before it
 //! ```
 //!
+//! Versions: 1 (backends, last tid, oid high-water mark); 2 adds the recovery in progress
+//! (target, done tid, whether it rebuilds, rate limit, start). A version-1 file still loads
+//! (no recovery in progress) and is rewritten as version 2 at the next save; a version newer
+//! than [`FORMAT_VERSION`] is refused with a message saying that a newer zeoraid wrote it.
+//!
 //! Written to `<file>.tmp`, fsynced, renamed over the file, then the directory is fsynced: the
 //! file is always either the old state or the new one. A missing file is a first start
 //! (`Ok(None)`); anything else that is not exactly a valid file (short, long, wrong magic or
@@ -23,12 +28,14 @@ use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
 use zeoraid_core::ids::{Oid, Tid};
-use zeoraid_core::raid::{BackendState, PersistedBackend, PersistedRaid};
+use zeoraid_core::raid::{BackendState, PersistedBackend, PersistedRaid, PersistedRecovery, RateLimit};
 
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"ZRRAIDST";
 /// The layout version written.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest layout version read.
+pub const OLDEST_VERSION: u32 = 1;
 /// Largest body accepted (a state is a few hundred bytes).
 const MAX_BODY: u64 = 16 << 20;
 const HEADER: usize = 8 + 4 + 8;
@@ -60,11 +67,31 @@ pub enum StateFileError {
     },
 }
 
+/// Version 2.
 #[derive(Encode, Decode)]
 struct DiskRaid {
     backends: Vec<DiskBackend>,
     last_tid: u64,
     oid_hwm: u64,
+    recovery: Option<DiskRecovery>,
+}
+
+/// Version 1: no recovery.
+#[derive(Encode, Decode)]
+struct DiskRaidV1 {
+    backends: Vec<DiskBackend>,
+    last_tid: u64,
+    oid_hwm: u64,
+}
+
+#[derive(Encode, Decode)]
+struct DiskRecovery {
+    target: String,
+    done_tid: u64,
+    rebuilding: bool,
+    limit_bytes: Option<u64>,
+    limit_txns: Option<u64>,
+    started: f64,
 }
 
 #[derive(Encode, Decode)]
@@ -101,7 +128,21 @@ impl From<&PersistedRaid> for DiskRaid {
                 .collect(),
             last_tid: p.last_tid.get(),
             oid_hwm: p.oid_hwm.get(),
+            recovery: p.recovery.as_ref().map(|r| DiskRecovery {
+                target: r.target.clone(),
+                done_tid: r.done_tid.get(),
+                rebuilding: r.rebuilding,
+                limit_bytes: r.limit.bytes_per_sec,
+                limit_txns: r.limit.txns_per_sec,
+                started: r.started,
+            }),
         }
+    }
+}
+
+impl From<DiskRaidV1> for DiskRaid {
+    fn from(d: DiskRaidV1) -> DiskRaid {
+        DiskRaid { backends: d.backends, last_tid: d.last_tid, oid_hwm: d.oid_hwm, recovery: None }
     }
 }
 
@@ -123,7 +164,13 @@ impl From<DiskRaid> for PersistedRaid {
                 .collect(),
             last_tid: Tid::new(d.last_tid),
             oid_hwm: Oid::new(d.oid_hwm),
-            recovery: None,
+            recovery: d.recovery.map(|r| PersistedRecovery {
+                target: r.target,
+                done_tid: Tid::new(r.done_tid),
+                rebuilding: r.rebuilding,
+                limit: RateLimit { bytes_per_sec: r.limit_bytes, txns_per_sec: r.limit_txns },
+                started: r.started,
+            }),
         }
     }
 }
@@ -138,11 +185,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The bytes of the file for `state`.
 pub fn encode(state: &PersistedRaid) -> Vec<u8> {
     let body = bincode::encode_to_vec(DiskRaid::from(state), bincode::config::standard()).unwrap_or_default(); // encoding plain structs into a Vec cannot fail
+    frame(FORMAT_VERSION, &body)
+}
+
+/// Header, body and checksum.
+fn frame(version: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + body.len() + 8);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let check = fnv1a(&out);
     out.extend_from_slice(&check.to_le_bytes());
     out
@@ -163,8 +215,16 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedRaid, String> {
     let word =
         |at: usize, n: usize| bytes[at..at + n].iter().rev().fold(0u64, |v, &b| (v << 8) | u64::from(b));
     let version = word(8, 4);
-    if version != u64::from(FORMAT_VERSION) {
-        return Err(format!("format version {version}, this zeoraid reads {FORMAT_VERSION}"));
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(format!(
+            "format version {version} was written by a newer zeoraid; this one reads versions \
+             {OLDEST_VERSION} to {FORMAT_VERSION}: run the newer zeoraid"
+        ));
+    }
+    if version < u64::from(OLDEST_VERSION) {
+        return Err(format!(
+            "format version {version}, this zeoraid reads versions {OLDEST_VERSION} to {FORMAT_VERSION}"
+        ));
     }
     let len = word(12, 8);
     if len > MAX_BODY || bytes.len() as u64 != HEADER as u64 + len + 8 {
@@ -177,9 +237,16 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedRaid, String> {
     if fnv1a(&bytes[..end]) != word(end, 8) {
         return Err("checksum mismatch".to_string());
     }
-    let (disk, used): (DiskRaid, usize) =
-        bincode::decode_from_slice(&bytes[HEADER..end], bincode::config::standard())
-            .map_err(|e| format!("undecodable state: {e}"))?;
+    let body = &bytes[HEADER..end];
+    let undecodable =
+        |e: bincode::error::DecodeError| format!("undecodable state (format version {version}): {e}");
+    let (disk, used): (DiskRaid, usize) = if version == 1 {
+        let (v1, used): (DiskRaidV1, usize) =
+            bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
+        (v1.into(), used)
+    } else {
+        bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?
+    };
     if used != end - HEADER {
         return Err("trailing bytes after the state".to_string());
     }
@@ -248,8 +315,73 @@ mod tests {
             ],
             last_tid: Tid::new(0x03ff_1234_5678_9abc),
             oid_hwm: Oid::new(70_001),
-            recovery: None,
+            recovery: Some(PersistedRecovery {
+                target: "c".into(),
+                done_tid: Tid::new(0x03ff_1200_0000_0001),
+                rebuilding: true,
+                limit: RateLimit { bytes_per_sec: Some(20_000_000), txns_per_sec: None },
+                started: 1.75e9,
+            }),
         }
+    }
+
+    /// A file written by the version-1 code (commit 464d7d2) for `sample()` without its
+    /// recovery.
+    const V1_FILE: &str =
+        "5a52524149445354010000004500000000000000040161000162011174696d6564206f757420617420\
+                           766f746500000040fc54d94101630200000000000004400164030000000000000a40fdbc9a78563412\
+                           ff03fc711101000de2e7353753c5e0";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    }
+
+    #[test]
+    fn a_version_1_file_loads_without_a_recovery_and_is_saved_as_version_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("1.raid-state");
+        std::fs::write(&path, unhex(V1_FILE)).expect("write");
+        let loaded = load(&path).expect("a version-1 file loads").expect("present");
+        assert_eq!(loaded, PersistedRaid { recovery: None, ..sample() });
+        save(&path, &loaded).expect("save");
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "rewritten as version 2");
+        assert_eq!(load(&path).expect("load"), Some(loaded));
+    }
+
+    #[test]
+    fn the_recovery_in_progress_is_kept_with_its_limit() {
+        for limit in [
+            RateLimit::UNLIMITED,
+            RateLimit { bytes_per_sec: None, txns_per_sec: Some(500) },
+            RateLimit { bytes_per_sec: Some(1), txns_per_sec: Some(u64::MAX) },
+        ] {
+            let mut s = sample();
+            if let Some(r) = &mut s.recovery {
+                r.limit = limit;
+                r.rebuilding = false;
+            }
+            assert_eq!(decode(&encode(&s)), Ok(s));
+        }
+        let none = PersistedRaid { recovery: None, ..sample() };
+        assert_eq!(decode(&encode(&none)), Ok(none));
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_saying_so() {
+        let body =
+            bincode::encode_to_vec(DiskRaid::from(&sample()), bincode::config::standard()).expect("enc");
+        let e = decode(&frame(3, &body)).expect_err("version 3");
+        assert!(e.contains("format version 3 was written by a newer zeoraid"), "{e}");
+        let e = decode(&frame(0, &body)).expect_err("version 0");
+        assert!(e.contains("format version 0") && e.contains("versions 1 to 2"), "{e}");
+        // A version-2 body announced as version 1 does not decode as one (trailing bytes).
+        assert!(decode(&frame(1, &body)).is_err());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.raid-state");
+        std::fs::write(&path, frame(u32::MAX, &body)).expect("write");
+        let err = load(&path).expect_err("newer").to_string();
+        assert!(err.contains("s.raid-state") && err.contains("newer zeoraid"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod history;
 pub mod python;
 pub mod raid;
 pub mod server;
+pub mod stream;

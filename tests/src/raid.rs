@@ -139,36 +139,47 @@ pub(crate) fn start_backends(
 ) -> Result<Vec<RaidBackend>, ServerError> {
     let mut backends = Vec::new();
     for (i, &kind) in spec.backends.iter().enumerate() {
-        let Some(&name) = BACKEND_NAMES.get(i) else {
-            return Err(ServerError::Check {
-                what: format!("a RAID of {} backends", spec.backends.len()),
-                details: format!("the harness names at most {}", BACKEND_NAMES.len()),
-            });
-        };
-        let sub = dir.join(name);
-        let (mut server, mut unreachable) = (None, None);
-        match kind {
-            BackendKind::Local => {}
-            BackendKind::Runzeo => {
-                let encoding = if i % 2 == 0 { opts.encoding } else { other(opts.encoding) };
-                server = Some(ServerProcess::start_in(
-                    ServerKind::Runzeo,
-                    ServerOpts { pack_gc: false, ..ServerOpts::new(encoding) },
-                    sub.clone(),
-                )?);
-            }
-            BackendKind::Unreachable => unreachable = Some(crate::server::free_port()?),
-        }
-        backends.push(RaidBackend {
-            name: name.to_string(),
-            kind,
-            data: sub.join("Data.fs"),
-            blobs: sub.join("blobs"),
-            server,
-            unreachable,
-        });
+        backends.push(start_backend(i, kind, opts, dir)?);
     }
     Ok(backends)
+}
+
+/// Starts backend number `i` (named `a`, `b`, ... by `i`) of kind `kind` in a subdirectory of
+/// `dir`.
+fn start_backend(
+    i: usize,
+    kind: BackendKind,
+    opts: &ServerOpts,
+    dir: &Path,
+) -> Result<RaidBackend, ServerError> {
+    let Some(&name) = BACKEND_NAMES.get(i) else {
+        return Err(ServerError::Check {
+            what: format!("a RAID of {} backends", i + 1),
+            details: format!("the harness names at most {}", BACKEND_NAMES.len()),
+        });
+    };
+    let sub = dir.join(name);
+    let (mut server, mut unreachable) = (None, None);
+    match kind {
+        BackendKind::Local => {}
+        BackendKind::Runzeo => {
+            let encoding = if i % 2 == 0 { opts.encoding } else { other(opts.encoding) };
+            server = Some(ServerProcess::start_in(
+                ServerKind::Runzeo,
+                ServerOpts { pack_gc: false, ..ServerOpts::new(encoding) },
+                sub.clone(),
+            )?);
+        }
+        BackendKind::Unreachable => unreachable = Some(crate::server::free_port()?),
+    }
+    Ok(RaidBackend {
+        name: name.to_string(),
+        kind,
+        data: sub.join("Data.fs"),
+        blobs: sub.join("blobs"),
+        server,
+        unreachable,
+    })
 }
 
 /// `n` local backends in subdirectories of `dir` (the shape of the default `zeoraid serve`).
@@ -273,6 +284,28 @@ impl ServerProcess {
     /// A RAID's backends (empty for the other kinds).
     pub fn backends(&self) -> &[RaidBackend] {
         &self.backends
+    }
+
+    /// Adds a new, empty backend of `kind` to a RAID (named after the last one: `c` after `a`
+    /// and `b`): starts its `runzeo` process if it has one and rewrites `zeoraid.toml` with it,
+    /// so that `zeoraid reload` adds it to the running front (and a restart keeps it). Returns
+    /// its name.
+    pub fn add_backend(&mut self, kind: BackendKind) -> Result<String, ServerError> {
+        let ServerKind::Raid { spec, .. } = &self.kind else {
+            return Err(ServerError::Check {
+                what: "adding a backend".to_string(),
+                details: format!("the {} server is not a RAID", self.kind.name()),
+            });
+        };
+        let spec = spec.clone();
+        let backend = start_backend(self.backends.len(), kind, &self.opts, &self.dir)?;
+        let name = backend.name.clone();
+        self.backends.push(backend);
+        let path = self.dir.join("zeoraid.toml");
+        let conf = config(&spec, &self.opts, self.address, &self.dir, &self.backends);
+        std::fs::write(&path, conf)
+            .map_err(crate::server::io_error(format!("writing {}", path.display())))?;
+        Ok(name)
     }
 
     /// The `runzeo` process of the backend `name`.

@@ -13,16 +13,13 @@
 //! The deadlines are short (call 2 s, write 3 s, connect 2 s) so the tests are quick; the
 //! margin on top of them allows for a loaded 2-core CI machine.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::thread::JoinHandle;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use zeoraid_core::wire::Encoding;
-use zeoraid_tests::python::{scripts_dir, PythonEnv};
 use zeoraid_tests::raid::{compare_backends, BackendKind, RaidSpec};
-use zeoraid_tests::server::{run_with_deadline, ServerError, ServerOpts, ServerProcess};
+use zeoraid_tests::server::{ServerOpts, ServerProcess};
+use zeoraid_tests::stream::Stream;
 
 const CALL: Duration = Duration::from_secs(2);
 const WRITE: Duration = Duration::from_secs(3);
@@ -41,89 +38,6 @@ fn spec(backends: Vec<BackendKind>) -> RaidSpec {
 fn start(backends: Vec<BackendKind>) -> ServerProcess {
     ServerProcess::start(spec(backends).kind(), ServerOpts::new(Encoding::Pickle))
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// commit_stream.py running in the background.
-struct Stream {
-    dir: PathBuf,
-    run: JoinHandle<Result<Output, ServerError>>,
-}
-
-impl Stream {
-    fn start(raid: &ServerProcess, clients: u32) -> Stream {
-        let dir = raid.dir().join("stream");
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        let mut cmd = PythonEnv::get().command();
-        cmd.arg(scripts_dir().join("commit_stream.py"))
-            .arg(raid.address_arg())
-            .arg(clients.to_string())
-            .arg(&dir)
-            .arg("120");
-        let run = std::thread::spawn(move || run_with_deadline(cmd, Duration::from_secs(180)));
-        Stream { dir, run }
-    }
-
-    /// Acknowledged commits so far.
-    fn commits(&self) -> usize {
-        count_commits(&self.dir)
-    }
-
-    /// The errors the clients saw so far.
-    fn errors(&self) -> Vec<String> {
-        stream_errors(&self.dir)
-    }
-
-    /// Waits until at least `n` commits were acknowledged, failing on any client error.
-    fn wait_for(&self, n: usize, limit: Duration, what: &str) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let errors = self.errors();
-            assert!(errors.is_empty(), "{what}: the clients saw errors: {errors:#?}");
-            let commits = self.commits();
-            if commits >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline && !self.run.is_finished(),
-                "{what}: {commits} commits acknowledged, expected {n} within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the clients; returns the number of acknowledged commits and the file listing them.
-    fn finish(self) -> (usize, PathBuf) {
-        fs::write(self.dir.join("stop"), b"").expect("write the stop file");
-        let out =
-            self.run.join().expect("the stream thread").unwrap_or_else(|e| panic!("commit_stream.py: {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "commit_stream.py failed ({}): a client saw an error\n--- stdout ---\n{stdout}\n--- stderr ---\n{}\nerrors: {:#?}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            stream_errors(&self.dir)
-        );
-        assert!(stdout.contains("\"errors\": 0"), "{stdout}");
-        (count_commits(&self.dir), self.dir.join("acknowledged.json"))
-    }
-}
-
-fn stream_errors(dir: &Path) -> Vec<String> {
-    fs::read_to_string(dir.join("commits.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"error\""))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn count_commits(dir: &Path) -> usize {
-    fs::read_to_string(dir.join("commits.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"tid\""))
-        .count()
 }
 
 /// `zeoraid details` (it must succeed).

@@ -20,6 +20,16 @@
 //! call_timeout = 10             # seconds a backend may take for one read
 //! write_timeout = 30            # ... for a vote, finish or abort
 //! connect_timeout = 5           # ... to connect and register (remote), at start and reconnect
+//! recovery_rate_bytes = "20MB"  # `zeoraid recover`'s default limit: bytes (record data and
+//!                               # blobs) copied per second; an integer or a string with a unit
+//!                               # (kB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024); absent =
+//!                               # no limit. `recover --rate-bytes` overrides it per run
+//! recovery_rate_txns = 500      # ... transactions copied per second; absent = no limit (both
+//!                               # limits apply together)
+//! switch_max_lag = 20           # the recovery takes the commit lock for its last step only
+//!                               # when the target is at most this many transactions behind
+//! switch_timeout = 2            # seconds that last step may hold the commit lock; past it the
+//!                               # lock is released and the recovery catches up again
 //!
 //!   [[storage.backend]]         # one or more
 //!   name = "a"                  # unique within the storage
@@ -65,6 +75,7 @@
 //! which backend it means).
 
 mod locate;
+pub mod rate;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -83,7 +94,8 @@ use zeoraid_core::zeo::events::{ServerConfig, StorageSeed};
 
 pub use storage::{
     BackendKind, BackendSettings, LocalSettings, StorageSettings, ZeoSettings, DEFAULT_CALL_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REMOTE_STORAGE, DEFAULT_WRITE_TIMEOUT, SINGLE_BACKEND,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REMOTE_STORAGE, DEFAULT_SWITCH_MAX_LAG, DEFAULT_SWITCH_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT, SINGLE_BACKEND,
 };
 
 /// The default listen address (ZEO's usual port).
@@ -308,6 +320,9 @@ impl Config {
                 call_timeout: DEFAULT_CALL_TIMEOUT,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                recovery_rate: zeoraid_core::raid::RateLimit::UNLIMITED,
+                switch_max_lag: DEFAULT_SWITCH_MAX_LAG,
+                switch_timeout: DEFAULT_SWITCH_TIMEOUT,
                 backends: vec![local("a"), local("b")],
             }],
         }
@@ -481,13 +496,16 @@ impl Config {
         for st in &self.storages {
             out.push_str(&format!(
                 "storage {:?}: {} backend(s), state in {}, call_timeout: {}s, write_timeout: {}s, \
-                 connect_timeout: {}s\n",
+                 connect_timeout: {}s\n  recovery rate: {}, switch_max_lag: {}, switch_timeout: {}s\n",
                 st.name,
                 st.backends.len(),
                 st.state_file.display(),
                 st.call_timeout.as_secs_f64(),
                 st.write_timeout.as_secs_f64(),
-                st.connect_timeout.as_secs_f64()
+                st.connect_timeout.as_secs_f64(),
+                st.recovery_rate,
+                st.switch_max_lag,
+                st.switch_timeout.as_secs_f64()
             ));
             for b in &st.backends {
                 let more = match &b.kind {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use zeoraid_core::raid::{BackendSpec, RaidConfig};
+use zeoraid_core::raid::{BackendSpec, RaidConfig, RateLimit};
 
-use super::{check_creatable, locate, resolve, seconds, ConfigError, Src};
+use super::{check_creatable, locate, rate, resolve, seconds, ConfigError, Src};
 use crate::backend::local::LocalConfig;
 use crate::backend::remote::RemoteAddr;
 
@@ -20,6 +20,12 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `switch_max_lag` (transactions), as the RAID's own default.
+pub const DEFAULT_SWITCH_MAX_LAG: u64 = 20;
+/// Default `switch_timeout`, as the RAID's own default.
+pub const DEFAULT_SWITCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest `switch_max_lag` accepted.
+const MAX_SWITCH_MAX_LAG: u64 = 1_000_000;
 /// The storage a remote backend registers when the config does not say.
 pub const DEFAULT_REMOTE_STORAGE: &str = "1";
 
@@ -38,6 +44,12 @@ pub struct StorageSettings {
     pub write_timeout: Duration,
     /// How long a remote backend may take to connect and register.
     pub connect_timeout: Duration,
+    /// The recovery's default rate limit (`recovery_rate_bytes`, `recovery_rate_txns`).
+    pub recovery_rate: RateLimit,
+    /// The recovery's switch starts when the target is at most this many transactions behind.
+    pub switch_max_lag: u64,
+    /// The longest the recovery's switch may hold the commit lock.
+    pub switch_timeout: Duration,
     /// The backends, in file order (this order numbers them in the RAID).
     pub backends: Vec<BackendSettings>,
 }
@@ -129,6 +141,9 @@ impl StorageSettings {
         RaidConfig {
             call_timeout: self.call_timeout,
             write_timeout: self.write_timeout,
+            recovery_rate: self.recovery_rate,
+            switch_max_lag: self.switch_max_lag,
+            switch_timeout: self.switch_timeout,
             ..RaidConfig::new(&self.name)
         }
     }
@@ -171,7 +186,19 @@ pub(super) struct RawStorage {
     call_timeout: Option<Spanned<f64>>,
     write_timeout: Option<Spanned<f64>>,
     connect_timeout: Option<Spanned<f64>>,
+    recovery_rate_bytes: Option<Spanned<IntOrText>>,
+    recovery_rate_txns: Option<Spanned<i64>>,
+    switch_max_lag: Option<Spanned<i64>>,
+    switch_timeout: Option<Spanned<f64>>,
     backend: Option<Vec<RawBackend>>,
+}
+
+/// A value written either as an integer or as a string (`20000000` or `"20MB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IntOrText {
+    Int(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,8 +315,54 @@ pub(super) fn validate_storage(
         call_timeout: timeout(&r.call_timeout, "storage.call_timeout", DEFAULT_CALL_TIMEOUT)?,
         write_timeout: timeout(&r.write_timeout, "storage.write_timeout", DEFAULT_WRITE_TIMEOUT)?,
         connect_timeout: timeout(&r.connect_timeout, "storage.connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+        recovery_rate: RateLimit {
+            bytes_per_sec: r.recovery_rate_bytes.as_ref().map(|v| rate_bytes(src, v)).transpose()?,
+            txns_per_sec: r
+                .recovery_rate_txns
+                .as_ref()
+                .map(|v| bounded(src, v, "storage.recovery_rate_txns", 1, 1 << 40, "transactions/s"))
+                .transpose()?,
+        },
+        switch_max_lag: r
+            .switch_max_lag
+            .as_ref()
+            .map(|v| bounded(src, v, "storage.switch_max_lag", 0, MAX_SWITCH_MAX_LAG, "transactions"))
+            .transpose()?
+            .unwrap_or(DEFAULT_SWITCH_MAX_LAG),
+        switch_timeout: timeout(&r.switch_timeout, "storage.switch_timeout", DEFAULT_SWITCH_TIMEOUT)?,
         backends,
     })
+}
+
+/// `recovery_rate_bytes`: an integer or a string with a unit (see [`rate::parse_bytes`]).
+fn rate_bytes(src: &Src<'_>, v: &Spanned<IntOrText>) -> Result<u64, ConfigError> {
+    const KEY: &str = "storage.recovery_rate_bytes";
+    match v.get_ref() {
+        IntOrText::Int(n) => u64::try_from(*n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+            src.err(
+                v.span(),
+                KEY,
+                format!("{n} is not a rate of at least 1 byte/s (leave the key out for no limit)"),
+            )
+        }),
+        IntOrText::Text(t) => rate::parse_bytes(t).map_err(|m| src.err(v.span(), KEY, m)),
+    }
+}
+
+/// An integer between `min` and `max` (`unit` for the message).
+fn bounded(
+    src: &Src<'_>,
+    v: &Spanned<i64>,
+    key: &str,
+    min: u64,
+    max: u64,
+    unit: &str,
+) -> Result<u64, ConfigError> {
+    let n = *v.get_ref();
+    u64::try_from(n)
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| src.err(v.span(), key, format!("{n} is not between {min} and {max} {unit}")))
 }
 
 fn validate_backend(

@@ -372,3 +372,53 @@ fn max_output_has_a_floor_and_a_default() {
     let (_d, c) = load("[[storage]]\nname = \"1\"\npath = \"a.fs\"\n");
     assert_eq!(c.expect("valid").server.max_output, DEFAULT_MAX_OUTPUT);
 }
+
+#[test]
+fn recovery_settings_are_read_and_reach_the_raid_config() {
+    let head = "[[storage]]\nname = \"1\"\n";
+    let tail = "[[storage.backend]]\nname = \"a\"\npath = \"a.fs\"\n";
+    let with = |keys: &str| format!("{head}{keys}{tail}");
+    // Defaults: no limit, the RAID's own switch settings.
+    let (_d, r) = load(&with(""));
+    let s = r.expect("valid").storages.remove(0);
+    let def = zeoraid_core::raid::RaidConfig::new("1");
+    assert_eq!(s.raid_config(), def);
+    assert_eq!(s.recovery_rate, zeoraid_core::raid::RateLimit::UNLIMITED);
+    // Integers, strings with units, both limits.
+    let (_d, r) = load(&with(
+        "recovery_rate_bytes = \"20MB\"\nrecovery_rate_txns = 500\nswitch_max_lag = 5\nswitch_timeout = 0.5\n",
+    ));
+    let c = r.expect("valid");
+    let rc = c.storages[0].raid_config();
+    assert_eq!(
+        rc.recovery_rate,
+        zeoraid_core::raid::RateLimit { bytes_per_sec: Some(20_000_000), txns_per_sec: Some(500) }
+    );
+    assert_eq!((rc.switch_max_lag, rc.switch_timeout), (5, Duration::from_millis(500)));
+    let summary = c.summary();
+    assert!(summary.contains("recovery rate: 20000000 bytes/s, 500 txns/s, switch_max_lag: 5"), "{summary}");
+    let (_d, r) = load(&with("recovery_rate_bytes = 524288\nswitch_max_lag = 0\n"));
+    let s = r.expect("valid").storages.remove(0);
+    assert_eq!((s.recovery_rate.bytes_per_sec, s.recovery_rate.txns_per_sec), (Some(524_288), None));
+    assert_eq!(s.switch_max_lag, 0);
+    let (_d, r) = load(&with("recovery_rate_bytes = \"512KiB\"\n"));
+    assert_eq!(r.expect("valid").storages[0].recovery_rate.bytes_per_sec, Some(524_288));
+}
+
+#[test]
+fn bad_recovery_settings_name_their_key() {
+    let head = "[[storage]]\nname = \"1\"\n";
+    let tail = "[[storage.backend]]\nname = \"a\"\npath = \"a.fs\"\n";
+    let with = |keys: &str| format!("{head}{keys}{tail}");
+    let key = "storage.recovery_rate_bytes";
+    expect_err(&with("recovery_rate_bytes = 0\n"), 3, key, "at least 1 byte/s");
+    expect_err(&with("recovery_rate_bytes = -3\n"), 3, key, "at least 1 byte/s");
+    expect_err(&with("recovery_rate_bytes = \"20XB\"\n"), 3, key, "unknown unit");
+    expect_err(&with("recovery_rate_bytes = \"fast\"\n"), 3, key, "not a byte count");
+    expect_err(&with("recovery_rate_bytes = 1.5\n"), 3, key, "");
+    expect_err(&with("recovery_rate_txns = 0\n"), 3, "storage.recovery_rate_txns", "not between 1");
+    expect_err(&with("recovery_rate_txns = \"5\"\n"), 3, "storage.recovery_rate_txns", "");
+    expect_err(&with("switch_max_lag = -1\n"), 3, "storage.switch_max_lag", "not between 0 and 1000000");
+    expect_err(&with("switch_timeout = 0\n"), 3, "storage.switch_timeout", "more than zero");
+    expect_err(&with("switch_timeout = \"2s\"\n"), 3, "storage.switch_timeout", "");
+}

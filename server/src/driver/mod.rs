@@ -27,6 +27,7 @@
 //! newest state.
 
 mod conn;
+mod progress;
 mod raids;
 mod saver;
 
@@ -207,8 +208,10 @@ impl<N: Net> Driver<N> {
             .enumerate()
             .map(|(i, u)| saver::spawn(StorageIdx(i), &u.raid_name(), u.state_file.clone(), tx.clone()))
             .collect();
+        let watches = storages.iter().map(progress::RecoveryWatch::new).collect();
         let mut state = Loop {
             server: Server::new(cfg, now()),
+            watches,
             conns: BTreeMap::new(),
             storages,
             savers,
@@ -226,8 +229,17 @@ impl<N: Net> Driver<N> {
         drop(tx);
         tokio::pin!(shutdown);
         let mut deadline: Option<Instant> = None;
+        let mut next_watch = Instant::now() + progress::WATCH_EVERY;
         loop {
             state.drain_actions(now());
+            if Instant::now() >= next_watch {
+                // Looked at here, not in the select: a busy event queue must not starve it.
+                let at = Instant::now();
+                for (u, w) in state.storages.iter().zip(&mut state.watches) {
+                    w.look(u, at);
+                }
+                next_watch = at + progress::WATCH_EVERY;
+            }
             while !state.overflowed.is_empty() {
                 for conn in std::mem::take(&mut state.overflowed) {
                     state.server.handle_disconnect(now(), conn);
@@ -270,6 +282,7 @@ impl<N: Net> Driver<N> {
                     }
                 }
                 () = sleep_until(wake) => state.handle_timeout(now()),
+                () = tokio::time::sleep_until(next_watch) => {}
                 () = sleep_until(deadline) => {}
             }
         }
@@ -358,6 +371,8 @@ struct Loop<B, O> {
     conns: BTreeMap<ConnId, ConnHandle>,
     /// One per storage, by `StorageIdx`.
     storages: Vec<StorageUnit<B>>,
+    /// What was last logged of each storage's recovery.
+    watches: Vec<progress::RecoveryWatch>,
     /// Each storage's saver: where its newest state goes, and its task.
     savers: Vec<(saver::SaverTx, tokio::task::JoinHandle<()>)>,
     /// Opens the backends a reload adds.

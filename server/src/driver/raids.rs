@@ -11,7 +11,9 @@ use zeoraid_core::zeo::backend::{BackendEvent, BackendInfo, BackendOutcome, Back
 use zeoraid_core::zeo::events::{Now, StorageIdx};
 
 use super::{Backend, EventSink, Loop};
-use crate::admin::{AdminReply, AdminRequest, BackendReport, StorageReport};
+use crate::admin::{
+    recover_limit, AdminReply, AdminRequest, BackendReport, RecoveryEndReport, RecoveryReport, StorageReport,
+};
 use crate::backend::local::backend_fault;
 use crate::backend::Sink;
 use crate::config::{BackendSettings, StorageSettings};
@@ -138,6 +140,8 @@ impl<B: Backend> StorageUnit<B> {
             name: self.raid.name().to_string(),
             status: self.raid.status().word().to_string(),
             backends: self.raid.details().into_iter().map(BackendReport::from).collect(),
+            recovery: self.raid.recovery().map(RecoveryReport::from),
+            last_recovery: self.raid.last_recovery().map(RecoveryEndReport::from),
         }
     }
 }
@@ -192,6 +196,26 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
                     Err(e) => AdminReply::error(e.to_string()),
                 }
             }
+            AdminRequest::Recover { storage, backend, rate_bytes, rate_txns } => {
+                let u = match self.storage_named(storage.as_deref()) {
+                    Ok(u) => u,
+                    Err(e) => return AdminReply::error(e),
+                };
+                let limit = recover_limit(u.settings.recovery_rate, rate_bytes, rate_txns);
+                match u.raid.recover(now, &backend, limit) {
+                    Ok(()) => {
+                        let shown = limit.unwrap_or(u.settings.recovery_rate);
+                        if let Some(s) = u.raid.backend_id(&backend).and_then(|b| u.backends.get(&b)) {
+                            s.span.in_scope(|| info!("recovery requested by the operator (limit: {shown})"));
+                        }
+                        AdminReply {
+                            notes: vec![format!("recovery of {backend} started")],
+                            ..AdminReply::ok()
+                        }
+                    }
+                    Err(e) => AdminReply::error(e.to_string()),
+                }
+            }
             AdminRequest::Reload { storages, mut notes } => match self.reload(now, storages) {
                 Ok(mut more) => {
                     notes.append(&mut more);
@@ -233,11 +257,21 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
         for n in &new {
             let Some(idx) = self.storages.iter().position(|u| u.settings.name == n.name) else { continue };
             let cur = &self.storages[idx].settings;
-            if (&cur.state_file, cur.call_timeout, cur.write_timeout, cur.connect_timeout)
-                != (&n.state_file, n.call_timeout, n.write_timeout, n.connect_timeout)
-            {
+            let tuned = |s: &StorageSettings| {
+                (
+                    s.state_file.clone(),
+                    s.call_timeout,
+                    s.write_timeout,
+                    s.connect_timeout,
+                    s.recovery_rate,
+                    s.switch_max_lag,
+                    s.switch_timeout,
+                )
+            };
+            if tuned(cur) != tuned(n) {
                 notes.push(format!(
-                    "storage {:?}: state_file and timeout changes take effect at the next restart",
+                    "storage {:?}: state_file, timeout and recovery setting changes take effect at the \
+                     next restart",
                     n.name
                 ));
             }

@@ -214,9 +214,35 @@ async fn admin_requests_are_answered_and_the_state_is_saved() {
     }
     let saved = saved.expect("the state file was written");
     assert_eq!(saved.backends.len(), 2);
+    // recover: refusals carry the RAID's reason; a started one shows in details with its limit.
+    let recover = |storage: Option<&str>, name: &str| AdminRequest::Recover {
+        storage: storage.map(str::to_string),
+        backend: name.to_string(),
+        rate_bytes: None,
+        rate_txns: Some(7),
+    };
+    let r = admin.ask(recover(Some("2"), "b")).await.expect("answered");
+    assert_eq!(r.error.as_deref(), Some("no storage named \"2\""));
+    let r = admin.ask(recover(None, "zz")).await.expect("answered");
+    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("zz")), "{r:?}");
+    let r = admin.ask(recover(None, "a")).await.expect("answered");
+    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("\"a\"")), "an optimal backend: {r:?}");
+    let r = admin.ask(AdminRequest::Disable { storage: None, name: "b".into() }).await.expect("answered");
+    assert!(r.ok, "{r:?}");
+    let r = admin.ask(recover(None, "b")).await.expect("answered");
+    assert!(r.ok && r.notes == ["recovery of b started"], "{r:?}");
+    let r = admin.ask(recover(None, "b")).await.expect("answered");
+    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("only one recovery")), "{r:?}");
+    let r = admin.ask(AdminRequest::Details).await.expect("answered");
+    assert_eq!(r.status.as_deref(), Some("recovering"), "{r:?}");
+    let p = r.storages[0].recovery.as_ref().expect("the recovery's progress");
+    assert_eq!((p.target.as_str(), p.source.as_str()), ("b", "a"));
+    assert_eq!((p.limit_bytes, p.limit_txns), (None, Some(7)), "the request's limit");
     stop_tx.send(()).expect("driver running");
     let units =
         tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops in time").expect("no panic");
-    assert_eq!(units[0].last_state.as_ref().map(|(_, s)| s), Some(&saved));
+    // The newest state, with the recovery in progress, is handed back to be saved last.
+    let last = units[0].last_state.as_ref().map(|(_, s)| s).expect("a state");
+    assert_eq!(last.recovery.as_ref().map(|r| r.target.as_str()), Some("b"), "{last:?}");
     assert!(admin.ask(AdminRequest::Status).await.is_none(), "no answer once the driver is gone");
 }
