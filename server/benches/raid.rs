@@ -24,19 +24,15 @@
 //! `runzeo`), not the `runzeo` backends behind a RAID. This is a benchmark, not a test: nothing here
 //! asserts a figure. `harness = false`; `cargo bench` passes `--bench`, which is ignored.
 
+mod common;
+
+use common::{cell, num, ratio, run_load, Res, ZEORAID};
 use serde_json::Value as Json;
-use std::error::Error;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use zeoraid_core::wire::Encoding;
 use zeoraid_tests::raid::{BackendKind, RaidSpec};
 use zeoraid_tests::server::{ServerKind, ServerOpts, ServerProcess};
-
-type Res<T> = Result<T, Box<dyn Error>>;
-
-const LOADGEN: &str = env!("CARGO_BIN_EXE_zeoraid-load");
-const ZEORAID: &str = env!("CARGO_BIN_EXE_zeoraid");
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -109,41 +105,26 @@ impl Target {
 fn measure(args: &Args, target: &Target, workload: &str, clients: &str) -> Res<Vec<Json>> {
     eprintln!("raid bench: {workload} × {clients} clients against {}", target.name());
     let mut server = target.start()?;
-    let out = Command::new(LOADGEN)
-        .args(["--address", &server.address_arg()])
-        .args(["--workload", workload, "--clients", clients])
-        .args(["--duration", &args.seconds, "--warmup", &args.warmup])
-        .args(["--threads", &args.threads, "--dataset", &args.dataset, "--seed", "20261125"])
-        .args(["--server-pid", &server.pid().unwrap_or(0).to_string(), "--json"])
-        .stderr(Stdio::inherit())
-        .output()?;
+    let runs = run_load(
+        &server.address_arg(),
+        server.pid(),
+        &[
+            "--workload",
+            workload,
+            "--clients",
+            clients,
+            "--duration",
+            &args.seconds,
+            "--warmup",
+            &args.warmup,
+            "--threads",
+            &args.threads,
+            "--dataset",
+            &args.dataset,
+        ],
+    );
     server.stop_all()?;
-    if !out.status.success() {
-        return Err(format!(
-            "zeoraid-load against {} failed ({})\n{}",
-            target.name(),
-            out.status,
-            server.log_tail()
-        )
-        .into());
-    }
-    let text = String::from_utf8(out.stdout)?;
-    text.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
-}
-
-fn num(j: &Json, key: &str) -> Option<f64> {
-    j.get(key).and_then(Json::as_f64)
-}
-
-fn cell(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => "-".into(),
-    }
+    runs.map_err(|e| format!("{e} ({})\n{}", target.name(), server.log_tail()).into())
 }
 
 /// One comparison: `subject` against `base`, each a list of runs (one per client count).
@@ -237,15 +218,13 @@ fn main() -> Res<()> {
             ],
         });
     }
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "\n{} s per point after {} s warm-up, seed 20261125, generator threads {}; machine: {} CPUs, \
-         load average {}\n",
+        "\n{} s per point after {} s warm-up, seed {}, generator threads {}; {}\n",
         args.seconds,
         args.warmup,
+        common::SEED,
         args.threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        common::machine(),
     );
     print!("{}", table(&comparisons));
     Ok(())

@@ -20,20 +20,17 @@
 //! This is a benchmark, not a test: nothing here asserts a figure. It is `harness = false`;
 //! `cargo bench` passes `--bench`, which is ignored.
 
+mod common;
+
+use common::{cell, num, run_load, Res, ZEORAID};
 use serde_json::Value as Json;
-use std::error::Error;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use zeoraid_tests::python::PythonEnv;
-
-type Res<T> = Result<T, Box<dyn Error>>;
-
-const LOADGEN: &str = env!("CARGO_BIN_EXE_zeoraid-load");
-const ZEORAID: &str = env!("CARGO_BIN_EXE_zeoraid");
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -113,19 +110,24 @@ fn stop(mut server: Child) -> Res<()> {
 
 /// Runs the generator against `port`; returns its JSON lines.
 fn load(args: &Args, port: u16, server_pid: u32) -> Res<Vec<Json>> {
-    let out = Command::new(LOADGEN)
-        .args(["--address", &format!("127.0.0.1:{port}")])
-        .args(["--workload", &args.workloads, "--clients", &args.clients])
-        .args(["--duration", &args.seconds, "--warmup", &args.warmup])
-        .args(["--threads", &args.threads, "--dataset", &args.dataset, "--seed", "20261125"])
-        .args(["--server-pid", &server_pid.to_string(), "--json"])
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("zeoraid-load failed ({})", out.status).into());
-    }
-    let text = String::from_utf8(out.stdout)?;
-    text.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
+    run_load(
+        &format!("127.0.0.1:{port}"),
+        Some(server_pid),
+        &[
+            "--workload",
+            &args.workloads,
+            "--clients",
+            &args.clients,
+            "--duration",
+            &args.seconds,
+            "--warmup",
+            &args.warmup,
+            "--threads",
+            &args.threads,
+            "--dataset",
+            &args.dataset,
+        ],
+    )
 }
 
 fn log_file(dir: &Path, name: &str) -> Res<(fs::File, fs::File)> {
@@ -181,14 +183,6 @@ fn zeoraid(args: &Args, dir: &Path) -> Res<Result<Vec<Json>, String>> {
     Ok(Ok(result?))
 }
 
-fn num(j: &Json, key: &str) -> Option<f64> {
-    j.get(key).and_then(Json::as_f64)
-}
-
-fn cell(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
-}
-
 fn table(stock: &[Json], zeoraid: &Result<Vec<Json>, String>) -> String {
     let mut t = String::from(
         "| server | workload | clients | ops/s | p50 µs | p99 µs | errors | gen cpu | server cpu | ops/s zeoraid/stock | p99 zeoraid/stock |\n\
@@ -238,16 +232,13 @@ fn main() -> Res<()> {
     let stock = stock(&args, env, &base.join("stock"))?;
     eprintln!("zeo bench: zeoraid in {}", base.join("zeoraid").display());
     let zeoraid = zeoraid(&args, &base.join("zeoraid"))?;
-    // The machine may be shared: its load says how far to trust the figures.
-    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "\n{} s per point after {} s warm-up, seed 20261125, generator threads {}; machine: {} CPUs, \
-         load average {}\n",
+        "\n{} s per point after {} s warm-up, seed {}, generator threads {}; {}\n",
         args.seconds,
         args.warmup,
+        common::SEED,
         args.threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        common::machine(),
     );
     print!("{}", table(&stock, &zeoraid));
     Ok(())
