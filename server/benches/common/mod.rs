@@ -76,3 +76,52 @@ pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) as f64 / 100.0)
 }
+
+/// Per thread of `pid` (Linux): its name, user + system CPU seconds and context switches
+/// (voluntary + involuntary) so far, from `/proc/PID/task/*`. Empty elsewhere.
+pub(crate) fn thread_stats(pid: u32) -> Vec<(String, f64, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_string();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace().skip(11);
+        let ticks: u64 = fields.by_ref().take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.push((name, ticks as f64 / 100.0, switches));
+    }
+    out
+}
+
+/// `after - before` of [`thread_stats`], summed by thread name (numbered threads such as
+/// `zr-1a-read0`, `zr-1a-read1` kept apart), busiest first; threads that did nothing left out.
+pub(crate) fn thread_delta(
+    before: &[(String, f64, u64)],
+    after: &[(String, f64, u64)],
+) -> Vec<(String, f64, u64)> {
+    let mut by_name: Vec<(String, f64, u64)> = Vec::new();
+    let mut add = |name: &str, cpu: f64, sw: i64| {
+        if let Some(e) = by_name.iter_mut().find(|e| e.0 == name) {
+            e.1 += cpu;
+            e.2 = (e.2 as i64 + sw).max(0) as u64;
+        } else {
+            by_name.push((name.to_string(), cpu, sw.max(0) as u64));
+        }
+    };
+    for (name, cpu, sw) in after {
+        add(name, *cpu, *sw as i64);
+    }
+    for (name, cpu, sw) in before {
+        add(name, -cpu, -(*sw as i64));
+    }
+    by_name.retain(|e| e.1 > 0.0 || e.2 > 0);
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
+}
