@@ -5,6 +5,7 @@
 
 pub mod binaries;
 pub mod history;
+pub mod operator;
 pub mod python;
 pub mod raid;
 pub mod server;

@@ -16,13 +16,13 @@
 //! backends (blob undo left out: stock ZEO has no restoreBlob, so a blob back-pointer copied to
 //! a remote target becomes a plain blob record there).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use zeoraid_core::wire::Encoding;
 use zeoraid_tests::history::build_history;
+use zeoraid_tests::operator::{details_json, ok, recover_wait, status};
 use zeoraid_tests::raid::{BackendKind, RaidSpec};
-use zeoraid_tests::server::{run_with_deadline, zeoraid_binary, ServerOpts, ServerProcess};
+use zeoraid_tests::server::{run_with_deadline, ServerOpts, ServerProcess};
 use zeoraid_tests::stream::Stream;
 
 /// Transactions of the history built before the recovery.
@@ -177,39 +177,4 @@ fn recovery_under_load(spec: RaidSpec, kind: BackendKind, undo_blobs: bool) {
         t0.elapsed()
     );
     assert!(report.blobs > 0, "{report:?}");
-}
-
-/// `zeoraid recover ARGS --wait` against the RAID, to run.
-fn recover_wait(raid: &ServerProcess, args: &[&str]) -> Command {
-    let mut cmd = Command::new(zeoraid_binary());
-    cmd.arg("recover").args(args).arg("--wait").arg("--admin");
-    cmd.arg(raid.admin_socket().expect("a RAID has an admin socket"));
-    cmd
-}
-
-/// Runs `zeoraid ARGS` against the RAID; it must exit 0; returns its stdout.
-fn ok(raid: &ServerProcess, args: &[&str]) -> String {
-    let out = raid.admin(args).unwrap_or_else(|e| panic!("{e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "zeoraid {} failed ({})\n{stdout}{}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        raid.log_tail()
-    );
-    stdout
-}
-
-/// `zeoraid status`: its word and exit code.
-fn status(raid: &ServerProcess) -> (String, Option<i32>) {
-    let out = raid.admin(&["status"]).unwrap_or_else(|e| panic!("{e}"));
-    (String::from_utf8_lossy(&out.stdout).trim().to_owned(), out.status.code())
-}
-
-/// `zeoraid details --json`, parsed.
-fn details_json(raid: &ServerProcess) -> serde_json::Value {
-    let text = ok(raid, &["details", "--json"]);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("details --json: {e}\n{text}"))
 }
