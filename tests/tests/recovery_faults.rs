@@ -7,7 +7,9 @@
 //! * the *source* is killed (a RAID of three stock backends): the recovery goes on from the other
 //!   optimal backend and ends optimal; the killed one is recovered afterwards;
 //! * *zeoraid itself* is killed (`kill -9`) and restarted: the persisted recovery resumes by
-//!   itself and ends optimal.
+//!   itself and ends optimal;
+//! * a local backend whose history *diverged* (a transaction written into its `Data.fs` behind
+//!   the RAID's back) is rebuilt from scratch by `recover`, with nothing left of the old file.
 //!
 //! The copies are throttled (`--rate-txns`) so that the fault lands in the middle of one.
 
@@ -63,8 +65,9 @@ fn recover_ok(raid: &ServerProcess, name: &str) {
     );
 }
 
-fn check_mirrors(raid: &mut ServerProcess, names: &[&str]) {
-    let report = raid.check_mirrors(HISTORY).unwrap_or_else(|e| panic!("{e}"));
+/// Every backend holds the same history, of at least `min` transactions, with blobs.
+fn check_mirrors(raid: &mut ServerProcess, names: &[&str], min: u64) {
+    let report = raid.check_mirrors(min).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.backends, names, "{report:?}");
     assert!(report.blobs > 0, "{report:?}");
 }
@@ -85,7 +88,7 @@ fn killing_the_target_mid_copy_degrades_it_and_a_later_recovery_succeeds() {
     wait_connected(&raid, "b");
     recover_ok(&raid, "b");
     assert_eq!(status(&raid), ("optimal".to_string(), Some(0)));
-    check_mirrors(&mut raid, &["a", "b"]);
+    check_mirrors(&mut raid, &["a", "b"], HISTORY);
 }
 
 #[test]
@@ -105,7 +108,7 @@ fn killing_the_source_mid_copy_moves_the_recovery_to_another_source() {
     wait_connected(&raid, "a");
     recover_ok(&raid, "a");
     assert_eq!(status(&raid), ("optimal".to_string(), Some(0)));
-    check_mirrors(&mut raid, &["a", "b", "c"]);
+    check_mirrors(&mut raid, &["a", "b", "c"], HISTORY);
 }
 
 #[test]
@@ -125,5 +128,47 @@ fn killing_zeoraid_mid_recovery_resumes_it_after_the_restart() {
     // It resumed: fewer transactions copied after the restart than the whole history.
     assert!(end["txns_copied"].as_u64().is_some_and(|n| n < HISTORY), "{end}");
     assert_eq!(status(&raid), ("optimal".to_string(), Some(0)));
-    check_mirrors(&mut raid, &["a", "b"]);
+    check_mirrors(&mut raid, &["a", "b"], HISTORY);
+}
+
+/// Python: commits one transaction of its own straight into a FileStorage (argv: Data.fs, blob
+/// directory), so that the backend's history diverges from the RAID's.
+const DIVERGE: &str = r#"
+import sys, transaction, ZODB, ZODB.FileStorage
+st = ZODB.FileStorage.FileStorage(sys.argv[1], blob_dir=sys.argv[2])
+db = ZODB.DB(st)
+with db.transaction("diverging") as conn:
+    conn.root()["not-from-the-raid"] = 1
+db.close()
+"#;
+
+#[test]
+fn a_local_backend_that_diverged_is_rebuilt_from_scratch() {
+    let mut raid = start(RaidSpec::local());
+    let h = build_history(&raid, HISTORY, true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(h.transactions >= HISTORY, "{h:?}");
+    ok(&raid, &["disable", "b"]);
+    // zeoraid stopped, b gets a transaction the RAID never saw; more commits go to a only.
+    raid.stop().unwrap_or_else(|e| panic!("{e}"));
+    let b = raid.backends().iter().find(|x| x.name == "b").expect("b");
+    let (data, blobs) = (b.data.clone(), b.blobs.clone());
+    let mut cmd = zeoraid_tests::python::PythonEnv::get().command();
+    cmd.arg("-c").arg(DIVERGE).arg(&data).arg(&blobs);
+    let out = run_with_deadline(cmd, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    raid.restart().unwrap_or_else(|e| panic!("{e}"));
+    let d = details_json(&raid);
+    assert_eq!(backend(&d, "b")["state"], "disabled", "the restart keeps b out: {d:#}");
+    build_history(&raid, 200, false).unwrap_or_else(|e| panic!("{e}"));
+    recover_ok(&raid, "b");
+    let text = raid.log_tail();
+    assert!(text.contains("diverges"), "the log says why b is rebuilt:\n{text}");
+    assert_eq!(status(&raid), ("optimal".to_string(), Some(0)));
+    check_mirrors(&mut raid, &["a", "b"], 200); // the second history packed most of the first away
+                                                // The old file is gone, no rebuild leftovers beside it.
+    let dir = data.parent().expect("a directory");
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!names.iter().any(|n| n.contains(".rebuild") || n.ends_with(".old")), "{names:?}");
 }
