@@ -17,6 +17,7 @@ import faulthandler
 import hashlib
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -757,6 +758,7 @@ def many(address, n_clients='20', n_rounds='4'):
     start = threading.Barrier(n_clients)
 
     def worker(i):
+        jitter = random.Random(i)  # seeded: the same back-off sequence every run
         try:
             wdb = open_db(address)
             wc, wt = connect(wdb)
@@ -775,6 +777,9 @@ def many(address, n_clients='20', n_rounds='4'):
                         wt.abort()
                         with lock:
                             retries[0] += 1
+                        # Back off as applications do (Zope's retry does too): without it, on
+                        # a loaded machine a client can lose every race on the shared counter.
+                        time.sleep(jitter.uniform(0, min(0.2, 0.002 * 2 ** attempt)))
                 else:
                     raise Failed(f'client {i} round {k}: 50 conflicts in a row')
                 wt.begin()
