@@ -739,6 +739,7 @@ fn request_name(r: &BackendRequest) -> &'static str {
         BackendRequest::UndoInfo { .. } => "undoInfo",
         BackendRequest::IterStart { .. } => "iterator_start",
         BackendRequest::IterNext { .. } => "iterator_next",
+        BackendRequest::IterNextWhole { .. } => "iterator_next_whole",
         BackendRequest::IterRecordStart { .. } => "iterator_record_start",
         BackendRequest::IterRecordNext { .. } => "iterator_record_next",
         BackendRequest::IterDrop { .. } => "iterator_gc",
