@@ -258,6 +258,16 @@ impl Raid {
                 }
             }
             BackendRequest::IterDrop { iters } => self.drop_iters(id, iters),
+            // The recovery's own request (zeo::backend contract): never routed for the front.
+            BackendRequest::IterNextWhole { .. } => {
+                let error = BackendError {
+                    error: crate::wire::error::ZeoError::Exception(crate::wire::value::Text::from_static(
+                        "iterator_next_whole is not a front request",
+                    )),
+                    culprit: Culprit::Client,
+                };
+                self.answer(id, BackendOutcome::Failed(error), false);
+            }
             r => self.start_read(id, r),
         }
         self.pump();
