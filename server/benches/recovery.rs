@@ -16,8 +16,9 @@
 //!    are committed.
 //! 2. **Source iteration**: `a`'s `Data.fs` opened read-only in this process with
 //!    `LocalBackend` (the backend the server runs, its default read threads) and walked through
-//!    the interface the recovery uses, one request at a time: `IterStart`, `IterNext`,
-//!    `IterRecordStart`, `IterRecordNext`. Transactions/s and MB/s of record data. Done before
+//!    the backend interface, one request at a time, as a ZEO client iterates: `IterStart`,
+//!    `IterNext`, `IterRecordStart`, `IterRecordNext` (the recovery itself reads one
+//!    `IterNextWhole` per transaction). Transactions/s and MB/s of record data. Done before
 //!    and after the unthrottled recovery; the faster pass is the baseline.
 //! 3. **Unthrottled recovery** of `c` (`recover` on the admin socket with `rate_bytes: 0`),
 //!    timed from the recovery's own start to its end (both from `details`, polled every 100 ms:

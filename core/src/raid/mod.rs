@@ -258,6 +258,16 @@ impl Raid {
                 }
             }
             BackendRequest::IterDrop { iters } => self.drop_iters(id, iters),
+            // The recovery's own request (zeo::backend contract): never routed for the front.
+            BackendRequest::IterNextWhole { .. } => {
+                let error = BackendError {
+                    error: crate::wire::error::ZeoError::Exception(crate::wire::value::Text::from_static(
+                        "iterator_next_whole is not a front request",
+                    )),
+                    culprit: Culprit::Client,
+                };
+                self.answer(id, BackendOutcome::Failed(error), false);
+            }
             r => self.start_read(id, r),
         }
         self.pump();
@@ -739,6 +749,7 @@ fn request_name(r: &BackendRequest) -> &'static str {
         BackendRequest::UndoInfo { .. } => "undoInfo",
         BackendRequest::IterStart { .. } => "iterator_start",
         BackendRequest::IterNext { .. } => "iterator_next",
+        BackendRequest::IterNextWhole { .. } => "iterator_next_whole",
         BackendRequest::IterRecordStart { .. } => "iterator_record_start",
         BackendRequest::IterRecordNext { .. } => "iterator_record_next",
         BackendRequest::IterDrop { .. } => "iterator_gc",

@@ -490,3 +490,16 @@ fn a_degradation_reason_reads_as_text() {
     h.commit(&[(1, Tid::ZERO, "a")]);
     assert_eq!(h.reason(1), "vote failed: ZODB.POSException.StorageSystemError: injected failure at vote");
 }
+
+#[test]
+fn the_recoverys_whole_transaction_read_is_refused_from_the_front() {
+    let mut h = Harness::new(2);
+    let it = BackendIterId(5);
+    assert_eq!(h.one(BackendRequest::IterStart { iter: it, start: None, stop: None }), BackendOutcome::Nil);
+    let BackendOutcome::Failed(e) = h.one(BackendRequest::IterNextWhole { iter: it }) else {
+        panic!("IterNextWhole from the front must fail");
+    };
+    assert_eq!(e.culprit, Culprit::Client);
+    assert_eq!(h.state_word(0), "optimal");
+    assert_eq!(h.state_word(1), "optimal");
+}

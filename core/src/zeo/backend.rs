@@ -23,6 +23,10 @@
 //!   `vote`, and a `Vote` names the finished upload in [`TxnOp::StoreBlob`]. A `Vote` that
 //!   answers `Conflicts` keeps its uploads (the client re-votes and the same ops are replayed);
 //!   `Finish`, `Abort` and a failed `Vote` consume them (committed or discarded).
+//! * [`BackendRequest::IterNextWhole`] is the recovery's read: the next transaction of a
+//!   transaction iterator with all its records, in one request (what `IterNext`, then
+//!   `IterRecordStart` and `IterRecordNext` until the end would give). Only the RAID's recovery
+//!   readers send it; the ZEO front never does, so the RAID's read routing never sees it.
 //! * Iterator handles ([`BackendIterId`]) and upload handles ([`UploadId`]) are chosen by the
 //!   core, unique per storage; the backend frees them on `IterDrop`/`BlobUploadDrop`, at the end
 //!   of an iteration, and when the upload is consumed by a `Vote`.
@@ -174,6 +178,15 @@ pub struct VoteRequest {
     pub deferred_sync: bool,
 }
 
+/// A transaction with all its records, as [`BackendRequest::IterNextWhole`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WholeTxn {
+    /// The transaction's header.
+    pub header: TxnHeader,
+    /// Its records, in iteration order.
+    pub records: Vec<DataRecord>,
+}
+
 /// A request to a backend.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendRequest {
@@ -244,6 +257,13 @@ pub enum BackendRequest {
     },
     /// Next transaction → [`BackendOutcome::Txn`] (`None` at the end; the handle is then freed).
     IterNext {
+        /// Transaction iterator.
+        iter: BackendIterId,
+    },
+    /// Next transaction with all its records (the recovery's readers only, see the module
+    /// contract) → [`BackendOutcome::WholeTxn`] (`None` at the end; the handle is then freed).
+    /// An unknown handle fails as `IterNext` does.
+    IterNextWhole {
         /// Transaction iterator.
         iter: BackendIterId,
     },
@@ -432,6 +452,9 @@ pub enum BackendOutcome {
     Txn(Option<TxnHeader>),
     /// `iterator_record_next`.
     Record(Option<DataRecord>),
+    /// [`BackendRequest::IterNextWhole`]: a transaction and its records in iteration order, or
+    /// `None` at the end.
+    WholeTxn(Option<Box<WholeTxn>>),
     /// One piece of a `SendBlob` (not final: more outcomes follow for the same id).
     BlobChunk(Bytes),
     /// The vote succeeded; the oids whose data the backend changed (undone), for the vote reply.

@@ -23,7 +23,7 @@ use crate::wire::value::Text;
 
 use super::backend::{
     BackendError, BackendIterId, BackendOutcome, BackendRequest, Culprit, StorageSize, TxnOp, UploadId,
-    VoteRequest,
+    VoteRequest, WholeTxn,
 };
 
 /// One committed transaction.
@@ -254,6 +254,38 @@ impl MemBackend {
                     None => {
                         self.iters.remove(&iter);
                         O::Txn(None)
+                    }
+                }
+            }
+            BackendRequest::IterNextWhole { iter } => {
+                let Some(IterPos::Txns { next, stop }) = self.iters.get_mut(&iter) else {
+                    return vec![client(ZeoError::Exception(Text::from_static("no such iterator")))];
+                };
+                match self.txns.get(*next).filter(|t| stop.is_none_or(|s| t.tid <= s)) {
+                    Some(t) => {
+                        *next += 1;
+                        let header = TxnHeader {
+                            tid: t.tid,
+                            status: t.status,
+                            user: t.user.clone(),
+                            description: t.description.clone(),
+                            extension: t.extension.clone(),
+                        };
+                        let records = t
+                            .records
+                            .iter()
+                            .map(|(oid, d)| DataRecord {
+                                oid: *oid,
+                                tid: t.tid,
+                                data: d.clone(),
+                                data_txn: None,
+                            })
+                            .collect();
+                        O::WholeTxn(Some(Box::new(WholeTxn { header, records })))
+                    }
+                    None => {
+                        self.iters.remove(&iter);
+                        O::WholeTxn(None)
                     }
                 }
             }
@@ -510,5 +542,95 @@ impl MemBackend {
             records,
         });
         BackendOutcome::Finished { tid, size: self.size() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(b: &mut MemBackend, tid: u64, ops: Vec<TxnOp>) {
+        let vote = VoteRequest {
+            tid: Tid::new(tid),
+            status: TxnStatus::NORMAL,
+            user: Bytes::from_static(b"u"),
+            description: Bytes::from(format!("txn {tid}")),
+            extension: Extension::default(),
+            ops,
+            deferred_sync: false,
+        };
+        assert!(matches!(
+            b.handle(BackendRequest::Vote(Box::new(vote))).pop(),
+            Some(BackendOutcome::Voted { .. })
+        ));
+        assert!(matches!(
+            b.handle(BackendRequest::Finish { tid: Tid::new(tid) }).pop(),
+            Some(BackendOutcome::Finished { .. })
+        ));
+    }
+
+    fn store(oid: u64, data: &'static [u8]) -> TxnOp {
+        TxnOp::Store { oid: Oid::new(oid), serial: Tid::ZERO, data: Bytes::from_static(data) }
+    }
+
+    /// What `IterNext`, `IterRecordStart` and `IterRecordNext` give for the next transaction.
+    fn stepwise(b: &mut MemBackend, it: BackendIterId) -> Option<WholeTxn> {
+        let Some(BackendOutcome::Txn(h)) = b.handle(BackendRequest::IterNext { iter: it }).pop() else {
+            panic!("IterNext failed");
+        };
+        let header = h?;
+        let ri = BackendIterId(it.0 + 1000);
+        b.handle(BackendRequest::IterRecordStart { iter: ri, txn_iter: it, tid: header.tid });
+        let mut records = Vec::new();
+        while let Some(BackendOutcome::Record(Some(r))) =
+            b.handle(BackendRequest::IterRecordNext { iter: ri }).pop()
+        {
+            records.push(r);
+        }
+        Some(WholeTxn { header, records })
+    }
+
+    #[test]
+    fn iter_next_whole_gives_each_transaction_with_its_records() {
+        let mut b = MemBackend::new();
+        commit(&mut b, 10, vec![store(1, b"a"), store(2, b"bb"), store(3, b"ccc")]);
+        commit(&mut b, 11, vec![]);
+        commit(
+            &mut b,
+            12,
+            vec![TxnOp::Store { oid: Oid::new(1), serial: Tid::new(10), data: Bytes::from_static(b"a2") }],
+        );
+        let (whole, step) = (BackendIterId(1), BackendIterId(2));
+        b.handle(BackendRequest::IterStart { iter: whole, start: None, stop: None });
+        b.handle(BackendRequest::IterStart { iter: step, start: None, stop: None });
+        let mut got = Vec::new();
+        loop {
+            let Some(BackendOutcome::WholeTxn(t)) =
+                b.handle(BackendRequest::IterNextWhole { iter: whole }).pop()
+            else {
+                panic!("IterNextWhole failed");
+            };
+            assert_eq!(t.as_deref(), stepwise(&mut b, step).as_ref());
+            match t {
+                Some(t) => got.push(*t),
+                None => break,
+            }
+        }
+        let shape: Vec<(u64, Vec<u64>)> = got
+            .iter()
+            .map(|t| (t.header.tid.get(), t.records.iter().map(|r| r.oid.get()).collect()))
+            .collect();
+        assert_eq!(shape, vec![(10, vec![1, 2, 3]), (11, vec![]), (12, vec![1])]);
+        assert_eq!(got[0].records[1].data.as_deref(), Some(&b"bb"[..]));
+        assert_eq!(got[1].header.description.as_ref(), b"txn 11");
+        // The end freed the iterator: it is unknown now, and fails as IterNext does.
+        assert_eq!(b.open_handles(), (0, 0));
+        let again = b.handle(BackendRequest::IterNextWhole { iter: whole }).pop();
+        let next = b.handle(BackendRequest::IterNext { iter: whole }).pop();
+        let (Some(BackendOutcome::Failed(e1)), Some(BackendOutcome::Failed(e2))) = (again, next) else {
+            panic!("an unknown iterator must fail");
+        };
+        assert_eq!(e1, e2);
+        assert_eq!(e1.culprit, Culprit::Client);
     }
 }

@@ -49,7 +49,7 @@ use zeoraid_core::wire::reply::VoteItem;
 use zeoraid_core::wire::value::{Text, Value};
 use zeoraid_core::zeo::backend::{
     BackendError, BackendInfo, BackendIterId, BackendOutcome, BackendReqId, BackendRequest, Culprit,
-    StorageSize, TxnOp, UploadId, VoteRequest,
+    StorageSize, TxnOp, UploadId, VoteRequest, WholeTxn,
 };
 use zeoraid_core::zeo::events::StorageSeed;
 
@@ -587,6 +587,7 @@ fn read(s: &Shared, st: &St, id: BackendReqId, req: BackendRequest) -> BackendOu
             BackendOutcome::Nil
         }),
         BackendRequest::IterNext { iter } => iter_next(s, st, iter),
+        BackendRequest::IterNextWhole { iter } => iter_next_whole(s, st, iter),
         BackendRequest::IterRecordStart { iter, txn_iter, tid } => iter_record_start(s, iter, txn_iter, tid),
         BackendRequest::IterRecordNext { iter } => iter_record_next(s, st, iter),
         BackendRequest::IterDrop { iters } => {
@@ -650,6 +651,31 @@ fn iter_next(s: &Shared, st: &St, iter: BackendIterId) -> Result<BackendOutcome,
             drop(state);
             lock(&s.iters).remove(&iter);
             Ok(BackendOutcome::Txn(None))
+        }
+    }
+}
+
+/// `IterNextWhole`: the next transaction and all its records, read in one job with the
+/// engine's cursors; an unknown iterator is at its end, as for `IterNext`.
+fn iter_next_whole(s: &Shared, st: &St, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
+    let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::WholeTxn(None)) };
+    let mut state = lock(&state);
+    let IterState::Txns { cursor, last } = &mut *state else { return Ok(BackendOutcome::WholeTxn(None)) };
+    match st.next_txn(cursor)? {
+        Some(t) => {
+            let mut records = Vec::new();
+            let mut rc = t.records();
+            while let Some(r) = st.next_record(&mut rc)? {
+                records.push(r);
+            }
+            let header = t.header.clone();
+            *last = Some(t);
+            Ok(BackendOutcome::WholeTxn(Some(Box::new(WholeTxn { header, records }))))
+        }
+        None => {
+            drop(state);
+            lock(&s.iters).remove(&iter);
+            Ok(BackendOutcome::WholeTxn(None))
         }
     }
 }

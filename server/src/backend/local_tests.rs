@@ -10,7 +10,8 @@ use zeoraid_core::wire::error::{PosKeyDetails, ZeoError};
 use zeoraid_core::wire::reply::VoteItem;
 use zeoraid_core::wire::types::{Extension, TxnStatus};
 use zeoraid_core::zeo::backend::{
-    BackendOutcome, BackendReqId, BackendRequest, Culprit, TxnOp, UploadId, VoteRequest,
+    BackendIterId, BackendOutcome, BackendReqId, BackendRequest, Culprit, TxnOp, UploadId, VoteRequest,
+    WholeTxn,
 };
 
 use super::local::{LocalBackend, LocalConfig};
@@ -317,6 +318,68 @@ fn iterators_undo_and_pack() {
     // current before the last transaction (t2's) and the last one stay.
     assert_eq!(history(&mut f), 2);
     assert!(matches!(f.call(BackendRequest::Pack { time: f64::NAN }), BackendOutcome::Failed(_)));
+}
+
+/// What `IterNext`, `IterRecordStart` and `IterRecordNext` give for the next transaction.
+fn stepwise(f: &mut Fixture, it: BackendIterId) -> Option<WholeTxn> {
+    let header = match f.call(BackendRequest::IterNext { iter: it }) {
+        BackendOutcome::Txn(h) => h?,
+        o => panic!("{o:?}"),
+    };
+    let ri = BackendIterId(it.0 + 1000);
+    let req = BackendRequest::IterRecordStart { iter: ri, txn_iter: it, tid: header.tid };
+    assert_eq!(f.call(req), BackendOutcome::Nil);
+    let mut records = Vec::new();
+    loop {
+        match f.call(BackendRequest::IterRecordNext { iter: ri }) {
+            BackendOutcome::Record(Some(r)) => records.push(r),
+            BackendOutcome::Record(None) => break,
+            o => panic!("{o:?}"),
+        }
+    }
+    Some(WholeTxn { header, records })
+}
+
+#[test]
+fn iter_next_whole_reads_transactions_with_their_records() {
+    let mut f = Fixture::new(false);
+    let t1 =
+        f.commit(vec![store(1, Tid::ZERO, b"a"), store(2, Tid::ZERO, b"bb"), store(3, Tid::ZERO, b"ccc")]);
+    let t2 = f.commit(vec![]);
+    let t3 = f.commit(vec![store(1, t1, b"a2")]);
+    // An undo of t3 writes a back-pointer record (no data of its own, data_txn = t1).
+    let id = match f.call(BackendRequest::UndoLog { first: 0, last: 1 }) {
+        BackendOutcome::UndoLog(e) => e[0].id.clone(),
+        o => panic!("{o:?}"),
+    };
+    let t4 = f.commit(vec![TxnOp::Undo { undo_id: id }]);
+    let (whole, step) = (BackendIterId(1), BackendIterId(2));
+    for it in [whole, step] {
+        assert_eq!(
+            f.call(BackendRequest::IterStart { iter: it, start: None, stop: None }),
+            BackendOutcome::Nil
+        );
+    }
+    let mut got = Vec::new();
+    loop {
+        let t = match f.call(BackendRequest::IterNextWhole { iter: whole }) {
+            BackendOutcome::WholeTxn(t) => t,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(t.as_deref(), stepwise(&mut f, step).as_ref());
+        match t {
+            Some(t) => got.push(*t),
+            None => break,
+        }
+    }
+    let shape: Vec<(Tid, Vec<u64>)> =
+        got.iter().map(|t| (t.header.tid, t.records.iter().map(|r| r.oid.get()).collect())).collect();
+    assert_eq!(shape, vec![(t1, vec![1, 2, 3]), (t2, vec![]), (t3, vec![1]), (t4, vec![1])]);
+    assert_eq!(got[0].records[2].data.as_deref(), Some(&b"ccc"[..]));
+    assert_eq!(got[3].records[0].data_txn, Some(t1));
+    // The end freed the iterator; an unknown iterator is at its end, as for `IterNext`.
+    assert_eq!(f.call(BackendRequest::IterNextWhole { iter: whole }), BackendOutcome::WholeTxn(None));
+    assert_eq!(f.call(BackendRequest::IterNext { iter: whole }), BackendOutcome::Txn(None));
 }
 
 #[test]

@@ -1,15 +1,17 @@
-//! The recovery's readers: a transaction iterator and a record iterator on one backend,
-//! reading whole transactions ahead into a queue (on the source, with their blobs streamed
-//! into uploads on the target).
+//! The recovery's readers: a transaction iterator on one backend, reading whole transactions
+//! ahead into a queue (on the source, with their blobs streamed into uploads on the target).
+//! Each transaction comes with all its records in one request (`IterNextWhole`: one round trip
+//! to the backend per transaction instead of one per record).
 //!
 //! ```text
-//!  Idle ──IterStart──▶ Opening ──▶ Idle ──IterNext──▶ Next ──txn──▶ RecStart ──▶ RecNext ─┐
-//!   ▲                                                   │ end                    ▲       │ record
-//!   │                                                   ▼                        └───────┘
-//!   └──────────────── restart (caught up, not yet switched) ── Ended    end of records: queued
+//!  Idle ──IterStart──▶ Opening ──▶ Idle ──IterNextWhole──▶ Next ──txn: queued──▶ Idle
+//!   ▲                                                        │ end
+//!   │                                                        ▼
+//!   └──────────── restart (caught up, not yet switched) ── Ended (Idle, `ended`)
 //! ```
-//! Invariant: at most one iterator request of a reader is in flight; the queue holds complete
-//! transactions in tid order.
+//! Invariant: at most one iterator request of a reader is in flight; the queue holds
+//! transactions with all their records, in tid order (their blobs may still be arriving, see
+//! [`ReadTxn::complete`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use bytes::Bytes;
 
 use crate::ids::{BackendId, Tid};
 use crate::wire::reply::{DataRecord, TxnHeader};
-use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendRequest, Culprit, UploadId};
+use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendRequest, Culprit, UploadId, WholeTxn};
 
 use super::{outcome_text, RecOp, CONVERGENCE_FACTOR, LIVE_WINDOW, READ_AHEAD_BYTES, READ_AHEAD_TXNS};
 use crate::raid::types::RecoveryPhase;
@@ -69,8 +71,6 @@ enum RState {
     Idle,
     Opening,
     Next,
-    RecStart,
-    RecNext,
 }
 
 /// A reader of one backend's history.
@@ -79,10 +79,8 @@ pub(crate) struct Reader {
     pub backend: BackendId,
     pub gen: u32,
     iter: BackendIterId,
-    rec_iter: BackendIterId,
     opened: bool,
     state: RState,
-    current: Option<ReadTxn>,
     pub queue: VecDeque<ReadTxn>,
     pub queued_bytes: u64,
     pub ended: bool,
@@ -105,10 +103,8 @@ impl Reader {
             backend,
             gen,
             iter: BackendIterId(ids),
-            rec_iter: BackendIterId(ids + 1),
             opened: false,
             state: RState::Idle,
-            current: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
             ended: false,
@@ -121,29 +117,25 @@ impl Reader {
 
     /// No request in flight.
     pub(crate) fn idle(&self) -> bool {
-        self.state == RState::Idle && self.current.is_none()
+        self.state == RState::Idle
     }
 
     /// Iterators open on the backend (to drop when the reader is discarded).
     pub(crate) fn open_iters(&self) -> Vec<BackendIterId> {
-        let mut v = Vec::new();
         if self.opened || self.state == RState::Opening {
-            v.push(self.iter);
+            vec![self.iter]
+        } else {
+            Vec::new()
         }
-        if matches!(self.state, RState::RecStart | RState::RecNext) {
-            v.push(self.rec_iter);
-        }
-        v
     }
 
     /// Target uploads of transactions read and not yet written.
     pub(crate) fn uploads(&self) -> Vec<UploadId> {
-        self.current.iter().chain(self.queue.iter()).flat_map(|t| t.blobs.values().map(|(u, _)| *u)).collect()
+        self.queue.iter().flat_map(|t| t.blobs.values().map(|(u, _)| *u)).collect()
     }
 
     fn find_blob(&mut self, upload: UploadId) -> Option<(&mut ReadTxn, usize)> {
-        let txns = self.current.iter_mut().chain(self.queue.iter_mut());
-        for t in txns {
+        for t in self.queue.iter_mut() {
             if let Some((&i, _)) = t.blobs.iter().find(|(_, (u, _))| *u == upload) {
                 return Some((t, i));
             }
@@ -221,7 +213,7 @@ impl Raid {
         let paced = if side == Side::Source { self.paced_until() } else { None };
         let rec = self.recovery.as_ref().map_or(0, |r| r.id);
         let Some(rd) = self.reader_mut(side) else { return };
-        if rd.state != RState::Idle || rd.current.is_some() {
+        if rd.state != RState::Idle {
             return;
         }
         if rd.ended {
@@ -241,10 +233,9 @@ impl Raid {
         if !rd.opened {
             let start = rd.start;
             rd.state = RState::Opening;
-            let ids = self.rec_ids(2);
+            let ids = self.rec_ids(1);
             if let Some(rd) = self.reader_mut(side) {
                 rd.iter = BackendIterId(ids);
-                rd.rec_iter = BackendIterId(ids + 1);
                 let iter = rd.iter;
                 self.submit(backend, owner, BackendRequest::IterStart { iter, start, stop: None });
             }
@@ -261,7 +252,7 @@ impl Raid {
         }
         rd.state = RState::Next;
         let iter = rd.iter;
-        self.submit(backend, owner, BackendRequest::IterNext { iter });
+        self.submit(backend, owner, BackendRequest::IterNextWhole { iter });
     }
 
     /// An outcome of a reader's iterator request.
@@ -270,72 +261,55 @@ impl Raid {
         let target = self.recovery.as_ref().map(|r| r.target);
         let Some(rd) = self.reader_mut(side) else { return };
         let (backend, gen) = (rd.backend, rd.gen);
-        let owner = Owner::Recovery { rec, op: RecOp::Read { side, gen } };
         match (rd.state, outcome) {
             (RState::Opening, BackendOutcome::Nil) => {
                 rd.opened = true;
                 rd.state = RState::Idle;
             }
-            (RState::Next, BackendOutcome::Txn(Some(header))) => {
+            (RState::Next, BackendOutcome::WholeTxn(Some(whole))) => {
+                let WholeTxn { header, records } = *whole;
                 rd.last = Some(header.tid);
-                // A FileStorage transaction header (23 bytes), its metadata and its length trailer.
-                let file_bytes = 31 + (header.user.len() + header.description.len()) as u64;
-                rd.current = Some(ReadTxn {
-                    header,
-                    records: Vec::new(),
-                    blobs: BTreeMap::new(),
-                    bytes: 0,
-                    file_bytes,
-                });
-                rd.state = RState::RecStart;
-                let (iter, txn_iter, tid) = (rd.rec_iter, rd.iter, rd.last.unwrap_or(Tid::ZERO));
-                self.submit(backend, owner, BackendRequest::IterRecordStart { iter, txn_iter, tid });
+                rd.state = RState::Idle;
+                let fetch_blobs = rd.fetch_blobs;
+                // A FileStorage transaction header (23 bytes), its metadata and its length
+                // trailer; per record a data record header (42 bytes) and its data.
+                let mut txn = ReadTxn { header, records, blobs: BTreeMap::new(), bytes: 0, file_bytes: 31 };
+                txn.file_bytes += (txn.header.user.len() + txn.header.description.len()) as u64;
+                let mut fetches = Vec::new();
+                for (index, record) in txn.records.iter().enumerate() {
+                    let data = record.data.as_ref().map_or(0, |d| d.len() as u64);
+                    txn.bytes += data;
+                    txn.file_bytes += 42 + data;
+                    if fetch_blobs && maybe_blob(&record.data) {
+                        fetches.push((index, record.oid, record.tid));
+                    }
+                }
+                if let Some(target) = target {
+                    for (index, oid, serial) in fetches {
+                        let upload = UploadId(self.rec_ids(1));
+                        txn.blobs.insert(index, (upload, BlobFetch::Fetching));
+                        let up = Owner::Recovery { rec, op: RecOp::Upload };
+                        self.submit(target, up, BackendRequest::BlobUploadStart { upload });
+                        let blob = Owner::Recovery { rec, op: RecOp::Blob { gen, upload } };
+                        self.submit(backend, blob, BackendRequest::SendBlob { oid, serial });
+                    }
+                }
+                let bytes = txn.bytes;
+                if let Some(rd) = self.reader_mut(side) {
+                    rd.queued_bytes += bytes;
+                    rd.queue.push_back(txn);
+                }
+                if side == Side::Source {
+                    if let Some(r) = self.recovery.as_mut() {
+                        r.pace_bytes += bytes;
+                        r.pace_txns += 1;
+                    }
+                }
             }
-            (RState::Next, BackendOutcome::Txn(None)) => {
+            (RState::Next, BackendOutcome::WholeTxn(None)) => {
                 rd.opened = false; // freed by the backend at its end
                 rd.ended = true;
                 rd.state = RState::Idle;
-            }
-            (RState::RecStart, BackendOutcome::Nil) => {
-                rd.state = RState::RecNext;
-                let iter = rd.rec_iter;
-                self.submit(backend, owner, BackendRequest::IterRecordNext { iter });
-            }
-            (RState::RecNext, BackendOutcome::Record(Some(record))) => {
-                let fetch = rd.fetch_blobs && maybe_blob(&record.data);
-                let iter = rd.rec_iter;
-                let (oid, serial) = (record.oid, record.tid);
-                let Some(cur) = rd.current.as_mut() else { return };
-                let data = record.data.as_ref().map_or(0, |d| d.len() as u64);
-                cur.bytes += data;
-                cur.file_bytes += 42 + data; // a data record header (42 bytes) and its data
-                cur.records.push(record);
-                let index = cur.records.len() - 1;
-                if let (true, Some(target)) = (fetch, target) {
-                    let upload = UploadId(self.rec_ids(1));
-                    if let Some(cur) = self.reader_mut(side).and_then(|rd| rd.current.as_mut()) {
-                        cur.blobs.insert(index, (upload, BlobFetch::Fetching));
-                    }
-                    let up = Owner::Recovery { rec, op: RecOp::Upload };
-                    self.submit(target, up, BackendRequest::BlobUploadStart { upload });
-                    let blob = Owner::Recovery { rec, op: RecOp::Blob { gen, upload } };
-                    self.submit(backend, blob, BackendRequest::SendBlob { oid, serial });
-                }
-                self.submit(backend, owner, BackendRequest::IterRecordNext { iter });
-            }
-            (RState::RecNext, BackendOutcome::Record(None)) => {
-                rd.state = RState::Idle;
-                if let Some(t) = rd.current.take() {
-                    rd.queued_bytes += t.bytes;
-                    let bytes = t.bytes;
-                    rd.queue.push_back(t);
-                    if side == Side::Source {
-                        if let Some(r) = self.recovery.as_mut() {
-                            r.pace_bytes += bytes;
-                            r.pace_txns += 1;
-                        }
-                    }
-                }
             }
             (_, other) => {
                 let who = if side == Side::Source { "source" } else { "target" };

@@ -337,7 +337,7 @@ fn without_live_commits_the_copy_keeps_to_the_limit() {
 
 #[test]
 fn a_target_failing_mid_copy_is_degraded_and_a_later_recovery_succeeds() {
-    for at in ["vote", "finish", "iterator_next", "blob upload start"] {
+    for at in ["vote", "finish", "iterator_next_whole", "blob upload start"] {
         let mut h = Harness::new(2);
         let mut load = Load::default();
         h.raid.disable(h.now, "b1").expect("disable");
@@ -380,7 +380,7 @@ fn a_target_that_hangs_is_degraded_after_its_deadline() {
 
 #[test]
 fn the_recovery_moves_to_another_source_when_its_source_fails() {
-    for at in ["iterator_next", "iterator_record_next", "sendBlob"] {
+    for at in ["iterator_start", "iterator_next_whole", "sendBlob"] {
         let mut h = Harness::new(3);
         let mut load = Load::default();
         h.raid.disable(h.now, "b2").expect("disable");
@@ -407,7 +407,7 @@ fn the_recovery_stops_when_no_source_is_left() {
     for _ in 0..5 {
         load.commit(&mut h);
     }
-    h.fault(0, "iterator_record_next", Fault::Down);
+    h.fault(0, "iterator_next_whole", Fault::Down);
     h.raid.recover(h.now, "b1", None).expect("recover");
     h.run();
     assert!(h.raid.recovery().is_none());

@@ -20,6 +20,8 @@ impl ZeoClient {
     ///   (the server's ids are mapped to the core's handles; a request for an iterator whose start
     ///   is unanswered waits for it), `IterNext`/`IterRecordNext` → `iterator_next`/
     ///   `iterator_record_next`, `IterDrop` → async `iterator_gc`, answered `Nil` at once.
+    ///   `IterNextWhole` → `iterator_next`, `iterator_record_start`, `iterator_record_next` until
+    ///   the end, one call at a time, answered as one outcome (`whole`).
     /// * `SendBlob` → `sendBlob`: `receiveBlobChunk` pushes become `BlobChunk`s.
     /// * Uploads are kept here until a `Vote` replays them as `storea` + `storeBlobStart`,
     ///   `storeBlobChunk`×n, `storeBlobEnd` (what the stock `ClientStorage` sends).
@@ -77,6 +79,7 @@ impl ZeoClient {
                     self.call(Request::IteratorNext { iid }, Expect::IterStep { id, iter })?;
                 }
             }
+            BackendRequest::IterNextWhole { iter } => self.start_whole(id, iter)?,
             BackendRequest::IterRecordNext { iter } => {
                 if let Some(riid) = self.iter_or_wait(id, iter, &BackendRequest::IterRecordNext { iter }) {
                     self.call(Request::IteratorRecordNext { riid }, Expect::IterStep { id, iter })?;
@@ -154,7 +157,7 @@ impl ZeoClient {
 
     /// The server's id of `iter`; `None` when the request was parked behind an unanswered start
     /// or answered with a failure (unknown iterator).
-    fn iter_or_wait(
+    pub(super) fn iter_or_wait(
         &mut self,
         id: BackendReqId,
         iter: BackendIterId,

@@ -32,6 +32,7 @@ use crate::zeo::backend::{
 
 mod calls;
 mod replies;
+mod whole;
 pub use replies::culprit_of;
 #[cfg(test)]
 mod tests;
@@ -159,6 +160,8 @@ enum Expect {
     IterOpen { id: BackendReqId, iter: BackendIterId },
     /// `iterator_next` / `iterator_record_next`: a `None` reply frees the iterator.
     IterStep { id: BackendReqId, iter: BackendIterId },
+    /// A call of an `IterNextWhole` chain on transaction iterator `iter` (see `whole`).
+    Whole { id: BackendReqId, iter: BackendIterId, step: whole::WholeStep },
     /// `sendBlob`.
     SendBlob { id: BackendReqId, oid: Oid, serial: Tid },
     /// `vote`.
@@ -464,6 +467,7 @@ impl Expect {
             | Expect::Plain { id }
             | Expect::IterOpen { id, .. }
             | Expect::IterStep { id, .. }
+            | Expect::Whole { id, .. }
             | Expect::SendBlob { id, .. }
             | Expect::Vote { id }
             | Expect::Finish { id, .. }

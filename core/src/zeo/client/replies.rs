@@ -31,7 +31,7 @@ pub fn culprit_of(e: &ZeoError) -> Culprit {
     }
 }
 
-fn failed(error: ZeoError) -> BackendOutcome {
+pub(super) fn failed(error: ZeoError) -> BackendOutcome {
     let culprit = culprit_of(&error);
     BackendOutcome::Failed(BackendError { error, culprit })
 }
@@ -216,6 +216,7 @@ impl ZeoClient {
                 }
                 self.answer(id, BackendOutcome::Record(r));
             }
+            (Expect::Whole { id, iter, step }, reply) => self.on_whole_reply(id, iter, step, reply)?,
             (Expect::SendBlob { id, oid, serial }, reply) => {
                 if let Some(at) = self.blob_reads.iter().position(|&(o, s, i)| (o, s, i) == (oid, serial, id))
                 {
@@ -386,6 +387,6 @@ fn txid(n: i64) -> TxnId {
     TxnId(Value::Int(i128::from(n)))
 }
 
-fn unexpected(what: &str, reply: &Reply) -> ClientError {
+pub(super) fn unexpected(what: &str, reply: &Reply) -> ClientError {
     ClientError::Unexpected(format!("reply to {what} of an unexpected type: {reply:?}"))
 }

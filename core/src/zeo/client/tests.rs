@@ -710,3 +710,5 @@ proptest! {
         }
     }
 }
+
+mod whole;
