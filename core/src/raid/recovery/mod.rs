@@ -50,7 +50,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::ids::{BackendId, Oid, Tid};
-use crate::zeo::backend::{BackendOutcome, BackendReqId, BackendRequest, UploadId};
+use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendReqId, BackendRequest, UploadId};
 use crate::zeo::events::Now;
 
 use super::types::{
@@ -80,7 +80,7 @@ const REC_ID_BASE: u64 = 1 << 62;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecOp {
     /// A step of a reader (source or target side) of reader generation `gen`.
-    Read { side: Side, gen: u32 },
+    Read { side: Side, gen: u32, iter: BackendIterId },
     /// A `SendBlob` on the source, streamed into `upload` on the target.
     Blob { gen: u32, upload: UploadId },
     /// An upload start/chunk on the target (the reader's blob copies).
@@ -707,17 +707,22 @@ impl Raid {
 
     /// An outcome for a recovery request.
     pub(super) fn rec_outcome(&mut self, rec: u32, b: BackendId, op: RecOp, outcome: BackendOutcome) {
-        let Some(r) = self.recovery.as_ref() else { return };
-        if r.id != rec {
-            return;
-        }
-        let gen = r.gen;
-        match op {
-            RecOp::Read { side, gen: g } => {
-                if g == gen {
-                    self.reader_outcome(side, outcome);
+        let current = self.recovery.as_ref().filter(|r| r.id == rec).map(|r| r.gen);
+        if let RecOp::Read { gen: g, iter, .. } = op {
+            if current != Some(g) {
+                // A discarded reader's request: its iterator was left alone while the request
+                // was in flight (dropping it then races the read on a stock server, which
+                // fails it); drop it now if the answer left it open.
+                let open = matches!(outcome, BackendOutcome::Nil | BackendOutcome::WholeTxn(Some(_)));
+                if open && self.members.get(&b).is_some_and(|m| m.connected) {
+                    self.submit(b, Owner::Forget, BackendRequest::IterDrop { iters: vec![iter] });
                 }
+                return;
             }
+        }
+        let Some(gen) = current else { return };
+        match op {
+            RecOp::Read { side, .. } => self.reader_outcome(side, outcome),
             RecOp::Blob { gen: g, upload } => {
                 if g == gen {
                     self.blob_outcome(upload, outcome);

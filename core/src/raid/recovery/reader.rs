@@ -120,9 +120,11 @@ impl Reader {
         self.state == RState::Idle
     }
 
-    /// Iterators open on the backend (to drop when the reader is discarded).
+    /// Iterators to drop on the backend when the reader is discarded: its open iterator, unless
+    /// a request on it is in flight (then its answer, stale by then, drops it: see
+    /// `Raid::rec_outcome`).
     pub(crate) fn open_iters(&self) -> Vec<BackendIterId> {
-        if self.opened || self.state == RState::Opening {
+        if self.opened && self.state == RState::Idle {
             vec![self.iter]
         } else {
             Vec::new()
@@ -229,7 +231,6 @@ impl Raid {
             }
         }
         let (backend, gen) = (rd.backend, rd.gen);
-        let owner = Owner::Recovery { rec, op: RecOp::Read { side, gen } };
         if !rd.opened {
             let start = rd.start;
             rd.state = RState::Opening;
@@ -237,6 +238,7 @@ impl Raid {
             if let Some(rd) = self.reader_mut(side) {
                 rd.iter = BackendIterId(ids);
                 let iter = rd.iter;
+                let owner = Owner::Recovery { rec, op: RecOp::Read { side, gen, iter } };
                 self.submit(backend, owner, BackendRequest::IterStart { iter, start, stop: None });
             }
             return;
@@ -252,6 +254,7 @@ impl Raid {
         }
         rd.state = RState::Next;
         let iter = rd.iter;
+        let owner = Owner::Recovery { rec, op: RecOp::Read { side, gen, iter } };
         self.submit(backend, owner, BackendRequest::IterNextWhole { iter });
     }
 

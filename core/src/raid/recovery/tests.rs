@@ -545,3 +545,51 @@ fn a_reader_that_waits_for_a_live_commit_reopens_after_what_it_read() {
     assert_eq!(h.raid.last_recovery().map(|e| e.txns_copied), Some(11));
     assert_mirrors(&mut h);
 }
+
+/// Regression (found by a fresh-clone CI run against stock ZEO): when verification ended, the
+/// source reader was discarded and its iterator dropped (`iterator_gc`) while a read on it was
+/// still in flight; the stock server then failed that read ("seek of closed file"), and the
+/// backend fault degraded the source. A reader's iterator is now dropped only once no request
+/// on it is in flight.
+#[test]
+fn an_iterator_is_never_dropped_while_a_read_on_it_is_in_flight() {
+    let mut h = Harness::new(2);
+    let mut load = Load::default();
+    h.raid.disable(h.now, "b1").expect("disable");
+    for _ in 0..5 {
+        load.commit(&mut h);
+    }
+    h.queued = true;
+    h.raid.recover(h.now, "b1", None).expect("recover");
+    h.run();
+    h.deliver_next(0); // the source's iterator_start: its first read goes out
+    assert!(h.queues[0].iter().any(|(_, r)| matches!(r, BackendRequest::IterNextWhole { .. })));
+    while h.state_word(1) == "recovering"
+        && !h.queues[1].is_empty()
+        && h.raid.recovery().is_some_and(|p| p.phase == RecoveryPhase::Verifying)
+    {
+        h.deliver_next(1); // the empty target's iterator ends: verification is over
+    }
+    assert_ne!(h.raid.recovery().map(|p| p.phase), Some(RecoveryPhase::Verifying));
+    // The old reader's read is still queued on b0, and nothing drops its iterator before it.
+    let mut in_flight = std::collections::BTreeSet::new();
+    for (_, r) in &h.queues[0] {
+        match r {
+            BackendRequest::IterNextWhole { iter } => {
+                in_flight.insert(*iter);
+            }
+            BackendRequest::IterDrop { iters } => {
+                assert!(iters.iter().all(|i| !in_flight.contains(i)), "dropped while read: {iters:?}");
+            }
+            _ => {}
+        }
+    }
+    for _ in 0..1000 {
+        let Some(b) = (0..2).find(|&b| !h.queues[b].is_empty()) else { break };
+        h.deliver_next(b);
+    }
+    assert_eq!(h.state_word(1), "optimal", "{:?}", h.raid.last_recovery());
+    assert_eq!(h.backends[0].open_handles().0, 0, "no iterator left open on the source");
+    h.queued = false;
+    assert_mirrors(&mut h);
+}
