@@ -43,7 +43,9 @@
 //! * **Exclusion.** One recovery at a time; a pack is refused while one runs, and a recovery
 //!   while a pack runs.
 
+mod progress;
 mod reader;
+mod switch;
 mod writer;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -53,11 +55,10 @@ use crate::ids::{BackendId, Oid, Tid};
 use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendReqId, BackendRequest, UploadId};
 use crate::zeo::events::Now;
 
-use super::types::{
-    AdminError, BackendState, PersistedRecovery, RateLimit, RecoveryEnd, RecoveryPhase, RecoveryProgress,
-};
+use super::types::{AdminError, BackendState, PersistedRecovery, RateLimit, RecoveryEnd, RecoveryPhase};
 use super::{Owner, Raid};
 
+use progress::sample;
 pub(crate) use reader::{Reader, Side};
 pub(crate) use writer::Writer;
 
@@ -162,6 +163,11 @@ impl Recovery {
     fn readers(&self) -> impl Iterator<Item = &Reader> {
         self.src.iter().chain(self.tgt.iter())
     }
+
+    /// Takes both readers out (to discard them).
+    fn take_readers(&mut self) -> Vec<Reader> {
+        self.src.take().into_iter().chain(self.tgt.take()).collect()
+    }
 }
 
 /// What the RAID tracks of the front's blob uploads (needed for mirroring them).
@@ -182,7 +188,7 @@ impl Raid {
         if let Some(r) = &self.recovery {
             return Err(AdminError::RecoveryRunning(self.member_name(r.target)));
         }
-        if self.fans.values().any(|j| j.kind == super::writes::FanKind::Pack) {
+        if self.fans.values().any(|j| j.kind == crate::raid::writes::FanKind::Pack) {
             return Err(AdminError::PackRunning);
         }
         let m = self.members.get(&target).ok_or_else(|| AdminError::UnknownBackend(name.to_string()))?;
@@ -201,34 +207,6 @@ impl Raid {
         self.start_recovery(target, source, limit, now.unix_f64(), Tid::ZERO);
         self.pump();
         Ok(())
-    }
-
-    /// The running recovery's progress.
-    pub fn recovery(&self) -> Option<RecoveryProgress> {
-        let r = self.recovery.as_ref()?;
-        let (txns_per_sec, bytes_per_sec) = rates(&r.samples);
-        let (txns_left, bytes_left) = self.estimate_left(r);
-        let eta_secs = match (bytes_left, txns_left) {
-            (Some(b), _) if bytes_per_sec > 0.0 => Some(b as f64 / bytes_per_sec),
-            (_, Some(t)) if txns_per_sec > 0.0 => Some(t as f64 / txns_per_sec),
-            _ => None,
-        };
-        Some(RecoveryProgress {
-            target: self.member_name(r.target),
-            source: self.member_name(r.source),
-            phase: r.phase,
-            current_tid: r.done_tid,
-            txns_verified: r.txns_verified,
-            txns_copied: r.txns_copied,
-            bytes_copied: r.bytes_copied,
-            txns_left,
-            bytes_left,
-            txns_per_sec,
-            bytes_per_sec,
-            eta_secs,
-            limit: r.limit,
-            started: r.started,
-        })
     }
 
     /// How the last recovery ended.
@@ -367,8 +345,8 @@ impl Raid {
         r.gen += 1;
         let start = (r.done_tid != Tid::ZERO).then_some(r.done_tid);
         let (gen, source, target) = (r.gen, r.source, r.target);
-        let old: Vec<Reader> = r.src.take().into_iter().chain(r.tgt.take()).collect();
-        self.discard_readers(old);
+        let old = r.take_readers();
+        self.discard_readers(old, target);
         let src = Reader::new(source, gen, start, false, self.rec_ids(2));
         let tgt = Reader::new(target, gen, start, false, self.rec_ids(2));
         if let Some(r) = self.recovery.as_mut() {
@@ -394,9 +372,9 @@ impl Raid {
         r.gen += 1;
         let after = r.writer.handed.max(r.done_tid);
         let start = if after == Tid::ZERO { None } else { after.checked_next() };
-        let (gen, source) = (r.gen, r.source);
-        let old: Vec<Reader> = r.src.take().into_iter().chain(r.tgt.take()).collect();
-        self.discard_readers(old);
+        let (gen, source, target) = (r.gen, r.source, r.target);
+        let old = r.take_readers();
+        self.discard_readers(old, target);
         let src = Reader::new(source, gen, start, blobs, self.rec_ids(2));
         if let Some(r) = self.recovery.as_mut() {
             r.src = Some(src);
@@ -412,17 +390,17 @@ impl Raid {
     }
 
     /// Forgets readers: their iterators are dropped, the uploads of their unwritten
-    /// transactions discarded on the target.
-    fn discard_readers(&mut self, readers: Vec<Reader>) {
-        let target = self.recovery.as_ref().map(|r| r.target);
+    /// transactions discarded on `target`.
+    fn discard_readers(&mut self, readers: Vec<Reader>, target: BackendId) {
+        let up = |raid: &Raid, b: BackendId| raid.members.get(&b).is_some_and(|m| m.connected);
         for rd in readers {
             let iters = rd.open_iters();
-            if !iters.is_empty() && self.members.get(&rd.backend).is_some_and(|m| m.connected) {
+            if !iters.is_empty() && up(self, rd.backend) {
                 self.submit(rd.backend, Owner::Forget, BackendRequest::IterDrop { iters });
             }
-            if let Some(t) = target {
+            if up(self, target) {
                 for u in rd.uploads() {
-                    self.submit(t, Owner::Forget, BackendRequest::BlobUploadDrop { upload: u });
+                    self.submit(target, Owner::Forget, BackendRequest::BlobUploadDrop { upload: u });
                 }
             }
         }
@@ -513,12 +491,8 @@ impl Raid {
             return;
         }
         tracing::warn!(storage = %self.cfg.name, backend = %name, %tid, %what, "recovery: the target diverges; rebuilding it from scratch into a new storage");
-        let old: Vec<Reader> = self
-            .recovery
-            .as_mut()
-            .map(|r| r.src.take().into_iter().chain(r.tgt.take()).collect())
-            .unwrap_or_default();
-        self.discard_readers(old);
+        let old = self.recovery.as_mut().map(|r| r.take_readers()).unwrap_or_default();
+        self.discard_readers(old, target);
         if let Some(r) = self.recovery.as_mut() {
             r.beginning_rebuild = true;
             r.done_tid = Tid::ZERO;
@@ -537,111 +511,14 @@ impl Raid {
         self.recovery.as_ref().map_or(0, |r| r.id)
     }
 
-    /// After a copied transaction: is the target caught up, and can it switch?
-    fn caught_up_step(&mut self) {
-        let Some(r) = self.recovery.as_ref() else { return };
-        let Some(src) = r.src.as_ref() else { return };
-        if !(src.ended && src.idle() && src.queue.is_empty() && !r.writer.busy()) || src.restart_at.is_some()
-        {
-            return;
-        }
-        if r.switch_deadline.is_some() {
-            // Under the lock, everything is copied: make it durable, then optimal.
-            if r.done_tid < self.last_tid {
-                self.start_copy(); // committed meanwhile? (cannot be under the lock) read again
-                return;
-            }
-            let target = r.target;
-            let request = if r.rebuilding { BackendRequest::RebuildCommit } else { BackendRequest::Sync };
-            let id = self.rec_id();
-            if let Some(r) = self.recovery.as_mut() {
-                r.finalizing = true;
-            }
-            self.submit(target, Owner::Recovery { rec: id, op: RecOp::Final }, request);
-            return;
-        }
-        let lag = r.finished.iter().filter(|&&t| t > r.done_tid).count() as u64;
-        let in_flight = self.txn.is_some()
-            || self.fans.values().any(|j| {
-                matches!(j.kind, super::writes::FanKind::Vote { .. } | super::writes::FanKind::Finish { .. })
-            });
-        let missing = self.uploads.open.iter().any(|u| !r.mirrored.contains(u));
-        if lag <= self.cfg.switch_max_lag && !in_flight && !missing && r.done_tid >= self.last_tid {
-            let deadline = self.now.mono + self.cfg.switch_timeout;
-            let name = self.member_name(r.target);
-            if let Some(r) = self.recovery.as_mut() {
-                r.switch_deadline = Some(deadline);
-                r.phase = RecoveryPhase::Switching;
-                r.switch_attempts += 1;
-            }
-            tracing::info!(storage = %self.cfg.name, backend = %name, "recovery: caught up; holding the commit lock to switch");
-            self.start_copy();
-            return;
-        }
-        // Not yet: read again (at once if the source has more, after a pause otherwise).
-        let more = r.done_tid < self.last_tid || lag > 0;
-        let at = if more { self.now.mono } else { self.now.mono + IDLE_RETRY };
-        if let Some(r) = self.recovery.as_mut() {
-            if let Some(src) = r.src.as_mut() {
-                // It re-opens after the last transaction it read (see `read_more`).
-                src.restart_at = Some(at);
-            }
-            r.wake = Some(r.wake.map_or(at, |w| w.min(at)));
-        }
-    }
-
-    /// The switch is done: the target becomes optimal, held votes go on.
-    fn promote(&mut self) {
-        let Some(r) = self.recovery.take() else { return };
-        let name = self.member_name(r.target);
-        if let Some(m) = self.members.get_mut(&r.target) {
-            m.state = BackendState::Optimal;
-            if let Some(i) = m.info.as_mut() {
-                i.last_tid = r.done_tid;
-            }
-        }
-        let secs = (self.now.unix_f64() - r.started).max(0.0);
-        tracing::info!(
-            storage = %self.cfg.name,
-            backend = %name,
-            verified = r.txns_verified,
-            copied = r.txns_copied,
-            bytes = r.bytes_copied,
-            seconds = format!("{secs:.1}"),
-            "recovery done: backend recovering → optimal"
-        );
-        self.last_recovery = Some(RecoveryEnd {
-            target: name,
-            failure: None,
-            at: self.now.unix_f64(),
-            txns_copied: r.txns_copied,
-            bytes_copied: r.bytes_copied,
-        });
-        self.persist();
-        for (front, req) in r.held_votes {
-            self.start_fan(front, req);
-        }
-    }
-
     /// Ends the recovery with `reason`: the target is degraded.
     pub(super) fn fail_recovery(&mut self, reason: String) {
         let Some(mut r) = self.recovery.take() else { return };
         let name = self.member_name(r.target);
         tracing::warn!(storage = %self.cfg.name, backend = %name, %reason, "recovery failed");
-        let target_up = self.members.get(&r.target).is_some_and(|m| m.connected);
-        let readers: Vec<Reader> = r.src.take().into_iter().chain(r.tgt.take()).collect();
-        for rd in readers {
-            let iters = rd.open_iters();
-            if !iters.is_empty() && self.members.get(&rd.backend).is_some_and(|m| m.connected) {
-                self.submit(rd.backend, Owner::Forget, BackendRequest::IterDrop { iters });
-            }
-            if target_up {
-                for u in rd.uploads() {
-                    self.submit(r.target, Owner::Forget, BackendRequest::BlobUploadDrop { upload: u });
-                }
-            }
-        }
-        if target_up {
+        let readers = r.take_readers();
+        self.discard_readers(readers, r.target);
+        if self.members.get(&r.target).is_some_and(|m| m.connected) {
             // A copied transaction left voted on the target is aborted.
             if let Some(tid) = r.writer.open_tid() {
                 self.submit(r.target, Owner::Forget, BackendRequest::Abort { tid });
@@ -790,24 +667,6 @@ impl Raid {
         }
     }
 
-    fn persist_progress(&mut self) {
-        if let Some(r) = self.recovery.as_mut() {
-            r.last_persist = self.now.mono;
-        }
-        self.persist();
-        if let Some(p) = self.recovery() {
-            tracing::debug!(storage = %self.cfg.name, phase = p.phase.word(), tid = %p.current_tid, copied = p.txns_copied, "recovery progress saved");
-        }
-    }
-
-    /// Persists the verification progress now and then.
-    fn rec_maybe_persist(&mut self) {
-        let Some(r) = self.recovery.as_ref() else { return };
-        if r.phase == RecoveryPhase::Verifying && self.now.mono.saturating_sub(r.last_persist) >= SYNC_EVERY {
-            self.persist_progress();
-        }
-    }
-
     /// Time has passed: pacing waits and the switch deadline.
     pub(super) fn rec_timeout(&mut self) {
         let now = self.now.mono;
@@ -838,115 +697,6 @@ impl Raid {
         }
     }
 
-    /// A vote while the switch holds the commit lock waits.
-    pub(super) fn rec_hold_vote(
-        &mut self,
-        front: BackendReqId,
-        request: BackendRequest,
-    ) -> Option<BackendRequest> {
-        match self.recovery.as_mut() {
-            Some(r) if r.switch_deadline.is_some() && matches!(request, BackendRequest::Vote(_)) => {
-                r.held_votes.push_back((front, request));
-                None
-            }
-            _ => Some(request),
-        }
-    }
-
-    /// A fan-out settled: note live commits and let a waiting switch go on.
-    pub(super) fn rec_after_settle(&mut self, finished: Option<(Tid, u64)>) {
-        let now = self.now.mono;
-        let Some(r) = self.recovery.as_mut() else { return };
-        if let Some((tid, bytes)) = finished {
-            r.live.push_back((now, bytes));
-            r.finished.push_back(tid);
-            while r.live.front().is_some_and(|(t, _)| now.saturating_sub(*t) > LIVE_WINDOW) {
-                r.live.pop_front();
-            }
-            let done = r.done_tid;
-            while r.finished.front().is_some_and(|t| *t <= done) {
-                r.finished.pop_front();
-            }
-        }
-        self.rec_drive();
-    }
-
-    /// Mirrors the front's blob upload requests onto the recovering target, and tracks open
-    /// uploads.
-    pub(super) fn rec_track_upload(&mut self, request: &BackendRequest) {
-        match request {
-            BackendRequest::BlobUploadStart { upload } => {
-                self.uploads.open.insert(*upload);
-            }
-            BackendRequest::BlobUploadDrop { upload } => {
-                self.uploads.open.remove(upload);
-            }
-            _ => {}
-        }
-        let Some(r) = self.recovery.as_ref() else { return };
-        let (target, id) = (r.target, r.id);
-        if !self.members.get(&target).is_some_and(|m| m.connected) {
-            return;
-        }
-        let send = match request {
-            BackendRequest::BlobUploadStart { upload } => {
-                if let Some(r) = self.recovery.as_mut() {
-                    r.mirrored.insert(*upload);
-                }
-                true
-            }
-            BackendRequest::BlobUploadChunk { upload, .. } => r.mirrored.contains(upload),
-            BackendRequest::BlobUploadDrop { upload } => {
-                self.recovery.as_mut().is_some_and(|r| r.mirrored.remove(upload))
-            }
-            _ => false,
-        };
-        if send {
-            self.submit(target, Owner::Recovery { rec: id, op: RecOp::Mirror }, request.clone());
-        }
-    }
-
-    /// Uploads consumed by a vote, finish or abort: no longer open; their mirrors on the
-    /// target are dropped.
-    pub(super) fn rec_uploads_consumed(&mut self, uploads: &[UploadId]) {
-        for u in uploads {
-            self.uploads.open.remove(u);
-            let Some(r) = self.recovery.as_mut() else { continue };
-            if r.mirrored.remove(u) {
-                let (target, id) = (r.target, r.id);
-                self.submit(
-                    target,
-                    Owner::Recovery { rec: id, op: RecOp::Mirror },
-                    BackendRequest::BlobUploadDrop { upload: *u },
-                );
-            }
-        }
-    }
-
-    /// Estimates of what is left: from how much of the source's file the recovery has gone
-    /// through (when it started at the beginning and the size is known), else from how far
-    /// through the source's tid range it is.
-    fn estimate_left(&self, r: &Recovery) -> (Option<u64>, Option<u64>) {
-        // (A source whose size is not a file's — less than what was read — falls back.)
-        let f = if r.from_start && r.consumed > 0 && r.consumed < self.size.size {
-            r.consumed as f64 / self.size.size as f64
-        } else {
-            let Some(first) = r.first_tid else { return (None, None) };
-            let end = self.last_tid.to_unix_f64();
-            let (lo, at) = (first.to_unix_f64(), r.done_tid.to_unix_f64());
-            if end <= lo || at < lo {
-                return (None, None);
-            }
-            ((at - lo) / (end - lo)).clamp(0.0, 1.0)
-        };
-        if f <= 0.0 {
-            return (None, None);
-        }
-        let txns = (r.txns_verified + r.txns_copied) as f64;
-        let left = |done: f64| Some((done * (1.0 - f) / f).round() as u64);
-        (left(txns), if r.bytes_copied > 0 { left(r.bytes_copied as f64) } else { None })
-    }
-
     /// Checks the recovery's invariants (part of `Raid::check`).
     pub(super) fn check_recovery(&self) -> Result<(), String> {
         let Some(r) = &self.recovery else {
@@ -968,7 +718,7 @@ impl Raid {
         if !self.is_optimal(r.source) {
             return Err("the recovery's source is not optimal".into());
         }
-        if self.fans.values().any(|j| j.kind == super::writes::FanKind::Pack) {
+        if self.fans.values().any(|j| j.kind == crate::raid::writes::FanKind::Pack) {
             return Err("a pack runs during a recovery".into());
         }
         if r.durable_tid > r.done_tid {
@@ -981,31 +731,6 @@ impl Raid {
             return Err("a reader from the future".into());
         }
         Ok(())
-    }
-}
-
-/// Rates over the samples' window: (transactions/s, bytes/s).
-fn rates(samples: &VecDeque<(Duration, u64, u64)>) -> (f64, f64) {
-    match (samples.front(), samples.back()) {
-        (Some(a), Some(b)) if b.0 > a.0 => {
-            let secs = (b.0 - a.0).as_secs_f64();
-            ((b.1 - a.1) as f64 / secs, (b.2 - a.2) as f64 / secs)
-        }
-        _ => (0.0, 0.0),
-    }
-}
-
-/// Records a progress sample (at most every 100 ms, keeping 10 s).
-pub(crate) fn sample(samples: &mut VecDeque<(Duration, u64, u64)>, now: Duration, txns: u64, bytes: u64) {
-    if samples.back().is_some_and(|(t, _, _)| now.saturating_sub(*t) < Duration::from_millis(100)) {
-        if let Some(last) = samples.back_mut() {
-            *last = (last.0, txns, bytes);
-        }
-        return;
-    }
-    samples.push_back((now, txns, bytes));
-    while samples.front().is_some_and(|(t, _, _)| now.saturating_sub(*t) > Duration::from_secs(10)) {
-        samples.pop_front();
     }
 }
 

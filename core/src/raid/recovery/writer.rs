@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use crate::ids::{Oid, Tid};
 use crate::zeo::backend::{BackendOutcome, BackendRequest, Culprit, TxnOp, VoteRequest};
 
+use super::progress::sample;
 use super::reader::{BlobFetch, ReadTxn};
-use super::{outcome_text, sample, RecOp, SYNC_EVERY};
+use super::{outcome_text, RecOp, SYNC_EVERY};
 use crate::raid::{Owner, Raid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
