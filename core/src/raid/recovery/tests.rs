@@ -46,6 +46,19 @@ fn history(b: &mut MemBackend) -> (Vec<(TxnHeader, Vec<DataRecord>)>, Vec<Bytes>
     (out, blobs)
 }
 
+/// A transaction `tid` of `ops` with the given metadata.
+fn vote_request(tid: Tid, user: Bytes, description: Bytes, ops: Vec<TxnOp>) -> VoteRequest {
+    VoteRequest {
+        tid,
+        status: TxnStatus::NORMAL,
+        user,
+        description,
+        extension: Extension::default(),
+        ops,
+        deferred_sync: false,
+    }
+}
+
 fn assert_mirrors(h: &mut Harness) {
     let first = history(&mut h.backends[0]);
     for i in 1..h.backends.len() {
@@ -72,19 +85,16 @@ impl Load {
         let oid = 1 + self.n % 7;
         let serial = self.serials.get(&oid).copied().unwrap_or(Tid::ZERO);
         let tid = h.next_tid();
-        let vote = BackendRequest::Vote(Box::new(VoteRequest {
+        let vote = BackendRequest::Vote(Box::new(vote_request(
             tid,
-            status: TxnStatus::NORMAL,
-            user: Bytes::from(format!("user{}", self.n)),
-            description: Bytes::from_static(b"load"),
-            extension: Extension::default(),
-            ops: vec![TxnOp::Store {
+            Bytes::from(format!("user{}", self.n)),
+            Bytes::from_static(b"load"),
+            vec![TxnOp::Store {
                 oid: Oid::new(oid),
                 serial,
                 data: Bytes::from(format!("data {} {}", oid, self.n)),
             }],
-            deferred_sync: false,
-        }));
+        )));
         let v = h.one(vote);
         assert!(matches!(v, BackendOutcome::Voted { .. }), "vote: {v:?}");
         let f = h.one(BackendRequest::Finish { tid });
@@ -101,20 +111,17 @@ fn commit_blob(h: &mut Harness, oid: u64, serial: Tid, upload: u64, content: &'s
     let chunk = Bytes::from_static(content);
     assert_eq!(h.one(BackendRequest::BlobUploadChunk { upload, chunk }), BackendOutcome::Nil);
     let tid = h.next_tid();
-    let vote = BackendRequest::Vote(Box::new(VoteRequest {
+    let vote = BackendRequest::Vote(Box::new(vote_request(
         tid,
-        status: TxnStatus::NORMAL,
-        user: Bytes::new(),
-        description: Bytes::from_static(b"blob"),
-        extension: Extension::default(),
-        ops: vec![TxnOp::StoreBlob {
+        Bytes::new(),
+        Bytes::from_static(b"blob"),
+        vec![TxnOp::StoreBlob {
             oid: Oid::new(oid),
             serial,
             data: Bytes::from_static(b"cZODB.blob\nBlob\nq\x01."),
             upload,
         }],
-        deferred_sync: false,
-    }));
+    )));
     assert!(matches!(h.one(vote), BackendOutcome::Voted { .. }));
     assert!(matches!(h.one(BackendRequest::Finish { tid }), BackendOutcome::Finished { .. }));
     tid
@@ -181,15 +188,12 @@ fn a_diverged_local_target_is_rebuilt_from_scratch() {
     h.raid.disable(h.now, "b1").expect("disable");
     // b1 gets a transaction of its own: it diverges.
     let tid = h.next_tid();
-    let own = VoteRequest {
+    let own = vote_request(
         tid,
-        status: TxnStatus::NORMAL,
-        user: Bytes::new(),
-        description: Bytes::from_static(b"not from the RAID"),
-        extension: Extension::default(),
-        ops: vec![TxnOp::Store { oid: Oid::new(50), serial: Tid::ZERO, data: Bytes::from_static(b"x") }],
-        deferred_sync: false,
-    };
+        Bytes::new(),
+        Bytes::from_static(b"not from the RAID"),
+        vec![TxnOp::Store { oid: Oid::new(50), serial: Tid::ZERO, data: Bytes::from_static(b"x") }],
+    );
     h.backends[1].handle(BackendRequest::Vote(Box::new(own)));
     h.backends[1].handle(BackendRequest::Finish { tid });
     for _ in 0..5 {
@@ -210,15 +214,12 @@ fn a_diverged_remote_target_stops_the_recovery_naming_the_transaction() {
     load.commit(&mut h);
     h.raid.disable(h.now, "b1").expect("disable");
     let tid = h.next_tid();
-    let own = VoteRequest {
+    let own = vote_request(
         tid,
-        status: TxnStatus::NORMAL,
-        user: Bytes::new(),
-        description: Bytes::new(),
-        extension: Extension::default(),
-        ops: vec![TxnOp::Store { oid: Oid::new(50), serial: Tid::ZERO, data: Bytes::from_static(b"x") }],
-        deferred_sync: false,
-    };
+        Bytes::new(),
+        Bytes::new(),
+        vec![TxnOp::Store { oid: Oid::new(50), serial: Tid::ZERO, data: Bytes::from_static(b"x") }],
+    );
     h.backends[1].handle(BackendRequest::Vote(Box::new(own)));
     h.backends[1].handle(BackendRequest::Finish { tid });
     load.commit(&mut h); // the RAID's next transaction differs from b1's
@@ -490,20 +491,17 @@ fn client_blob_uploads_during_a_recovery_reach_the_target_and_a_vote_after_the_s
     }
     assert_eq!(h.state_word(1), "optimal");
     let tid = h.next_tid();
-    let vote = BackendRequest::Vote(Box::new(VoteRequest {
+    let vote = BackendRequest::Vote(Box::new(vote_request(
         tid,
-        status: TxnStatus::NORMAL,
-        user: Bytes::new(),
-        description: Bytes::new(),
-        extension: Extension::default(),
-        ops: vec![TxnOp::StoreBlob {
+        Bytes::new(),
+        Bytes::new(),
+        vec![TxnOp::StoreBlob {
             oid: Oid::new(40),
             serial: Tid::ZERO,
             data: Bytes::from_static(b"cZODB.blob\nBlob\nq\x01."),
             upload,
         }],
-        deferred_sync: false,
-    }));
+    )));
     assert!(matches!(h.one(vote), BackendOutcome::Voted { .. }));
     assert!(matches!(h.one(BackendRequest::Finish { tid }), BackendOutcome::Finished { .. }));
     assert_eq!(h.state_word(1), "optimal");
@@ -523,15 +521,12 @@ fn a_reader_that_waits_for_a_live_commit_reopens_after_what_it_read() {
     }
     // A live transaction is voted (not finished) when the copy reaches the end.
     let tid = h.next_tid();
-    let vote = BackendRequest::Vote(Box::new(VoteRequest {
+    let vote = BackendRequest::Vote(Box::new(vote_request(
         tid,
-        status: TxnStatus::NORMAL,
-        user: Bytes::new(),
-        description: Bytes::from_static(b"live"),
-        extension: Extension::default(),
-        ops: vec![TxnOp::Store { oid: Oid::new(60), serial: Tid::ZERO, data: Bytes::from_static(b"live") }],
-        deferred_sync: false,
-    }));
+        Bytes::new(),
+        Bytes::from_static(b"live"),
+        vec![TxnOp::Store { oid: Oid::new(60), serial: Tid::ZERO, data: Bytes::from_static(b"live") }],
+    )));
     assert!(matches!(h.one(vote), BackendOutcome::Voted { .. }));
     h.raid.recover(h.now, "b1", None).expect("recover");
     h.run();
