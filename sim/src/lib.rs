@@ -1,3 +1,17 @@
-//! Deterministic simulation worlds for zeoraid. Nothing is simulated yet: the suite arrives
-//! with the RAID state machine (see the issue "Deterministic simulation suite").
+//! Deterministic simulation worlds for zeoraid (issue 7): the production driver, unchanged,
+//! runs in turmoil worlds ([`net::SimNet`]) with backend hosts, a RAID host, workload clients
+//! and a monitor; a seeded nemesis injects faults; checkers judge the invariants afterwards.
+//! One master seed drives everything: [`runner::run_seed`] replays it.
 #![forbid(unsafe_code)]
+
+pub mod checker;
+pub mod client;
+pub mod hosts;
+pub mod mem;
+pub mod monitor;
+pub mod nemesis;
+pub mod net;
+pub mod panics;
+pub mod record;
+pub mod runner;
+pub mod world;

@@ -219,6 +219,7 @@ impl<N: Net> Connector<N> {
             let wake = Instant::now() + backoff;
             loop {
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep_until(wake) => break,
                     cmd = self.rx.recv() => {
                         if self.while_down(cmd) {
@@ -265,6 +266,7 @@ impl<N: Net> Connector<N> {
             tokio::pin!(connect);
             loop {
                 tokio::select! {
+                    biased;
                     r = &mut connect => match r {
                         Ok(s) => break s,
                         Err(e) => return End::Lost { reason: e.to_string(), was_up: false },
@@ -300,6 +302,7 @@ impl<N: Net> Connector<N> {
         let ended = loop {
             buf.reserve(READ_CHUNK);
             let step: Result<(), Option<String>> = tokio::select! {
+                biased;
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) => Err(Some("the server closed the connection".to_string())),
                     Ok(_) => client.handle_bytes(&buf.split()).map_err(|e| Some(format!("protocol error: {e}"))),

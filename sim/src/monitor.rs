@@ -1,0 +1,88 @@
+//! The monitor (a client host): looks at the RAID's admin `details` every [`EVERY`], traces
+//! every backend state change, checks that at most one recovery runs at a time, sends the
+//! admin requests the nemesis queues, and in the calm phase recovers every backend that is not
+//! optimal, one at a time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use zeoraid_server::admin::{AdminReply, AdminRequest};
+
+use crate::hosts::AdminSlot;
+use crate::record::{now, Shared};
+use crate::world::AdminQueue;
+
+/// How often the monitor looks.
+pub const EVERY: Duration = Duration::from_millis(50);
+/// After healing, how long before the monitor starts recovering backends.
+pub const RECOVER_AFTER: Duration = Duration::from_secs(1);
+
+fn describe(r: &AdminRequest) -> String {
+    match r {
+        AdminRequest::Status => "status".into(),
+        AdminRequest::Details => "details".into(),
+        AdminRequest::Disable { name, .. } => format!("disable {name}"),
+        AdminRequest::Recover { backend, .. } => format!("recover {backend}"),
+        AdminRequest::Reload { .. } => "reload".into(),
+    }
+}
+
+fn answer(r: &Option<AdminReply>) -> String {
+    match r {
+        None => "no answer (the RAID host is down)".into(),
+        Some(a) if a.ok => format!("ok {}", a.notes.join("; ")),
+        Some(a) => format!("refused: {}", a.error.clone().unwrap_or_default()),
+    }
+}
+
+/// Runs until `end`.
+pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, _names: Vec<String>, heal: Duration, end: Duration) {
+    let mut prev: BTreeMap<String, String> = BTreeMap::new();
+    let mut last_recover = Duration::ZERO;
+    while now() < end {
+        tokio::time::sleep(EVERY).await;
+        let Some(sender) = admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else { continue };
+        loop {
+            let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+            let Some(req) = next else { break };
+            let what = describe(&req);
+            let r = tokio::time::timeout(Duration::from_secs(2), sender.ask(req)).await.ok().flatten();
+            log.trace(format!("admin {what}: {}", answer(&r)));
+        }
+        let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(1), sender.ask(AdminRequest::Details)).await else {
+            continue;
+        };
+        let Some(s) = reply.storages.first() else { continue };
+        for b in &s.backends {
+            let old = prev.insert(b.name.clone(), b.state.clone());
+            if old.as_deref() != Some(b.state.as_str()) {
+                let from = old.unwrap_or_else(|| "start".into());
+                let reason = b.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                log.trace(format!("backend {}: {} -> {}{}", b.name, from, b.state, reason));
+                if from != "start" {
+                    *log.lock().transitions.entry(format!("{from}->{}", b.state)).or_default() += 1;
+                }
+            }
+        }
+        let recovering: Vec<&str> = s.backends.iter().filter(|b| b.state == "recovering").map(|b| b.name.as_str()).collect();
+        if recovering.len() > 1 {
+            let v = format!("invariant 5: {} recoveries at once: {}", recovering.len(), recovering.join(", "));
+            log.trace(&v);
+            log.lock().violations.push(v);
+        }
+        {
+            let mut g = log.lock();
+            g.last_states = s.backends.iter().map(|b| (b.name.clone(), b.state.clone())).collect();
+        }
+        let t = now();
+        if t >= heal + RECOVER_AFTER && s.recovery.is_none() && t >= last_recover + Duration::from_secs(1) {
+            let target = s.backends.iter().find(|b| (b.state == "degraded" || b.state == "disabled") && b.connected);
+            if let Some(b) = target {
+                let req = AdminRequest::Recover { storage: None, backend: b.name.clone(), rate_bytes: None, rate_txns: None };
+                let r = tokio::time::timeout(Duration::from_secs(2), sender.ask(req)).await.ok().flatten();
+                log.trace(format!("monitor: recover {}: {}", b.name, answer(&r)));
+                last_recover = t;
+            }
+        }
+    }
+}

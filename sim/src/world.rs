@@ -1,0 +1,178 @@
+//! One simulated world from a seed: options derived from the seed, the hosts, the monitor, the
+//! nemesis, and the run to its end.
+//!
+//! Timeline: set-up (no faults) until [`Options::chaos_from`], faults until
+//! [`Options::chaos_until`] (every fault is healed then: links repaired and released, latency
+//! restored, crashed hosts restarted), then a calm phase of [`Options::calm`] where the monitor
+//! recovers every backend that is not optimal, one at a time; liveness is judged in it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use zeoraid_server::admin::AdminRequest;
+
+use crate::client::{self, ClientPlan};
+use crate::hosts::{self, AdminSlot, Timeouts, RAID_PORT};
+use crate::mem::MemStore;
+use crate::nemesis::{Fault, Nemesis};
+use crate::record::Shared;
+
+/// Everything a world is made of; derived from the seed by [`Options::from_seed`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The master seed.
+    pub seed: u64,
+    /// Backend hosts (2..=4).
+    pub backends: usize,
+    /// Workload clients (2..=4).
+    pub clients: usize,
+    /// Objects in the key space.
+    pub keys: usize,
+    /// Faults start.
+    pub chaos_from: Duration,
+    /// Faults stop (and are healed).
+    pub chaos_until: Duration,
+    /// The calm phase after healing.
+    pub calm: Duration,
+    /// Mean pause between two nemesis actions.
+    pub fault_every: Duration,
+    /// The fault kinds this world draws from.
+    pub faults: Vec<Fault>,
+    /// The RAID's timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Options {
+    /// The options of `seed`.
+    pub fn from_seed(seed: u64) -> Options {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_0071);
+        let backends = rng.random_range(2..=4);
+        let clients = rng.random_range(2..=4);
+        let keys = rng.random_range(3..=8);
+        let chaos = Duration::from_millis(rng.random_range(8_000..=20_000));
+        let mut faults: Vec<Fault> = Fault::ALL.iter().copied().filter(|_| rng.random_bool(0.6)).collect();
+        if faults.is_empty() {
+            faults.push(Fault::ALL[rng.random_range(0..Fault::ALL.len())]);
+        }
+        Options {
+            seed,
+            backends,
+            clients,
+            keys,
+            chaos_from: Duration::from_secs(2),
+            chaos_until: Duration::from_secs(2) + chaos,
+            calm: Duration::from_secs(40),
+            fault_every: Duration::from_millis(rng.random_range(300..=2_000)),
+            faults,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The end of the run.
+    pub fn end(&self) -> Duration {
+        self.chaos_until + self.calm
+    }
+
+    /// One line for reports.
+    pub fn show(&self) -> String {
+        let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        format!(
+            "seed {} backends {} clients {} keys {} chaos {:.1}s..{:.1}s calm {:.0}s fault every ~{:.1}s faults [{}]",
+            self.seed,
+            self.backends,
+            self.clients,
+            self.keys,
+            self.chaos_from.as_secs_f64(),
+            self.chaos_until.as_secs_f64(),
+            self.calm.as_secs_f64(),
+            self.fault_every.as_secs_f64(),
+            faults.join(",")
+        )
+    }
+}
+
+/// What a finished run leaves for the checkers.
+#[derive(Debug)]
+pub struct Finished {
+    /// The options.
+    pub options: Options,
+    /// The log.
+    pub log: Shared,
+    /// The backends' stores, by name.
+    pub stores: Vec<(String, MemStore)>,
+    /// When every fault was healed.
+    pub healed_at: Duration,
+    /// A turmoil error (a host's software failed), if any.
+    pub sim_error: Option<String>,
+}
+
+/// Admin requests the nemesis queues for the monitor to send.
+pub type AdminQueue = Arc<Mutex<VecDeque<AdminRequest>>>;
+
+/// Runs the world of `options`.
+pub fn run(options: &Options) -> Finished {
+    let log = Shared::default();
+    crate::panics::install();
+    crate::panics::reset();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(options.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(crate::net::EPOCH_SECS))
+        .simulation_duration(options.end() + Duration::from_secs(120))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(10))
+        .tcp_capacity(1 << 16)
+        .build();
+    // Hosts get their addresses in creation order: backends first, then the RAID.
+    let mut stores = Vec::new();
+    for i in 1..=options.backends {
+        let name = format!("b{i}");
+        let store = MemStore::default();
+        stores.push((name.clone(), store.clone()));
+        sim.host(name.as_str(), move || hosts::backend_host(store.clone()));
+    }
+    let backends: Vec<(String, std::net::IpAddr)> = stores.iter().map(|(n, _)| (n.clone(), sim.lookup(n.as_str()))).collect();
+    let settings = hosts::raid_settings(&backends, options.timeouts);
+    let admin: AdminSlot = Arc::default();
+    {
+        let admin = admin.clone();
+        sim.host("raid", move || hosts::raid_host(settings.clone(), admin.clone()));
+    }
+    let server = SocketAddr::new(sim.lookup("raid"), RAID_PORT);
+    let mut seeds = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
+    for c in 0..options.clients {
+        let plan = ClientPlan { id: c as u32, server, keys: options.keys, until: options.end(), seed: seeds.random() };
+        let log = log.clone();
+        sim.client(format!("c{c}"), async move {
+            client::run(plan, log).await;
+            Ok(())
+        });
+    }
+    let queue: AdminQueue = Arc::default();
+    {
+        let (admin, queue, log) = (admin.clone(), queue.clone(), log.clone());
+        let names: Vec<String> = backends.iter().map(|b| b.0.clone()).collect();
+        let (heal, end) = (options.chaos_until, options.end());
+        sim.client("mon", async move {
+            crate::monitor::run(admin, queue, log, names, heal, end).await;
+            Ok(())
+        });
+    }
+    let mut nemesis = Nemesis::new(options, &backends, queue, log.clone());
+    let mut sim_error = None;
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => nemesis.tick(&mut sim),
+            Err(e) => {
+                sim_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let healed_at = nemesis.healed_at().unwrap_or(options.chaos_until);
+    Finished { options: options.clone(), log, stores, healed_at, sim_error }
+}
