@@ -195,7 +195,7 @@ pub async fn run(plan: ClientPlan, log: Shared) {
             conn = None;
             tokio::time::sleep(Duration::from_millis(rng.random_range(10..200))).await;
         } else {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(5..80))).await;
         }
     }
 }

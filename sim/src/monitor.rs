@@ -39,6 +39,7 @@ fn answer(r: &Option<AdminReply>) -> String {
 pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, _names: Vec<String>, heal: Duration, end: Duration) {
     let mut prev: BTreeMap<String, String> = BTreeMap::new();
     let mut last_recover = Duration::ZERO;
+    let mut last_restart = Duration::ZERO;
     while now() < end {
         tokio::time::sleep(EVERY).await;
         let Some(sender) = admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else { continue };
@@ -75,6 +76,11 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, _names: Vec<S
             g.last_states = s.backends.iter().map(|b| (b.name.clone(), b.state.clone())).collect();
         }
         let t = now();
+        if t >= heal + RECOVER_AFTER && s.status == "failed" && t >= last_restart + Duration::from_secs(10) {
+            log.trace("monitor: the RAID is failed after the healing; the operator restarts it");
+            log.lock().restart_raid = true;
+            last_restart = t;
+        }
         if t >= heal + RECOVER_AFTER && s.recovery.is_none() && t >= last_recover + Duration::from_secs(1) {
             let target = s.backends.iter().find(|b| (b.state == "degraded" || b.state == "disabled") && b.connected);
             if let Some(b) = target {

@@ -137,7 +137,14 @@ impl Nemesis {
     /// Called between two steps.
     pub fn tick(&mut self, sim: &mut turmoil::Sim<'_>) {
         let now = sim.elapsed();
-        if now < self.from || self.healed_at.is_some() {
+        if self.healed_at.is_some() {
+            if std::mem::take(&mut self.log.lock().restart_raid) {
+                sim.bounce("raid");
+                self.log.trace_at(now, "operator: raid restarted");
+            }
+            return;
+        }
+        if now < self.from {
             return;
         }
         if now >= self.until {

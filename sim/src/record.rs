@@ -93,6 +93,9 @@ pub struct Log {
     pub keys: Vec<Oid>,
     /// Per client: simulated times of its acknowledged commits.
     pub acks: BTreeMap<u32, Vec<Duration>>,
+    /// Set by the monitor when the RAID is failed after the healing: the operator restarts it
+    /// (the nemesis does, between two steps).
+    pub restart_raid: bool,
     /// The backends' states at the monitor's last look (name → state word).
     pub last_states: BTreeMap<String, String>,
 }

@@ -9,7 +9,7 @@ use crate::record::Outcome;
 use crate::world::{self, Options};
 
 /// After the healing, how long each client may take to get a commit acknowledged.
-pub const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(20);
 
 /// The result of one seed.
 #[derive(Debug)]

@@ -65,7 +65,7 @@ impl Options {
             keys,
             chaos_from: Duration::from_secs(2),
             chaos_until: Duration::from_secs(2) + chaos,
-            calm: Duration::from_secs(40),
+            calm: Duration::from_secs(25),
             fault_every: Duration::from_millis(rng.random_range(300..=2_000)),
             faults,
             timeouts: Timeouts::default(),
