@@ -30,7 +30,7 @@ use zeoraid_core::wire::Encoding;
 use crate::record::{data_of, now, Commit, Outcome, Read, Shared};
 
 /// The deadline of one call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// A connection after the handshake.
 struct Conn {
@@ -161,7 +161,7 @@ pub async fn run(plan: ClientPlan, log: Shared) {
     let mut conn: Option<Conn> = None;
     let mut seq: u64 = 0;
     let name = format!("c{}", plan.id);
-    while now() < plan.until {
+    while now() < plan.until && !log.lock().stop {
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match Conn::open(plan.server, "1").await {

@@ -36,12 +36,18 @@ fn answer(r: &Option<AdminReply>) -> String {
 }
 
 /// Runs until `end`.
-pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, _names: Vec<String>, heal: Duration, end: Duration) {
+///
+/// After the healing the run ends (`stop`) as soon as every backend is optimal and every one of
+/// the `clients` had a commit acknowledged since the healing, or at `end` at the latest.
+pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usize, heal: Duration, end: Duration) {
     let mut prev: BTreeMap<String, String> = BTreeMap::new();
     let mut last_recover = Duration::ZERO;
     let mut last_restart = Duration::ZERO;
     while now() < end {
         tokio::time::sleep(EVERY).await;
+        if now() >= end {
+            break;
+        }
         let Some(sender) = admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else { continue };
         loop {
             let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
@@ -76,6 +82,16 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, _names: Vec<S
             g.last_states = s.backends.iter().map(|b| (b.name.clone(), b.state.clone())).collect();
         }
         let t = now();
+        if t > heal && s.backends.iter().all(|b| b.state == "optimal") {
+            let g = log.lock();
+            let all = (0..clients as u32).all(|c| g.acks.get(&c).is_some_and(|a| a.iter().any(|x| *x > heal)));
+            drop(g);
+            if all {
+                log.trace("monitor: converged after the healing; the run ends");
+                log.lock().stop = true;
+                return;
+            }
+        }
         if t >= heal + RECOVER_AFTER && s.status == "failed" && t >= last_restart + Duration::from_secs(10) {
             log.trace("monitor: the RAID is failed after the healing; the operator restarts it");
             log.lock().restart_raid = true;
@@ -91,4 +107,6 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, _names: Vec<S
             }
         }
     }
+    log.trace("monitor: the calm phase's bound passed; the run ends");
+    log.lock().stop = true;
 }

@@ -96,6 +96,9 @@ pub struct Log {
     /// Set by the monitor when the RAID is failed after the healing: the operator restarts it
     /// (the nemesis does, between two steps).
     pub restart_raid: bool,
+    /// Set by the monitor when the run may end (everything converged after the healing, or
+    /// the calm phase's bound passed): the clients stop.
+    pub stop: bool,
     /// The backends' states at the monitor's last look (name → state word).
     pub last_states: BTreeMap<String, String>,
 }

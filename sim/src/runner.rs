@@ -89,7 +89,7 @@ pub fn run_options(options: &Options) -> Report {
         options: options.clone(),
         violations,
         trace: log.trace.clone(),
-        simulated: options.end(),
+        simulated: f.simulated,
         acked: log.commits.iter().filter(|c| matches!(c.outcome, Outcome::Acked(_))).count() as u64,
         unknown: log.commits.iter().filter(|c| c.outcome == Outcome::Unknown).count() as u64,
         reads: log.reads.len() as u64,

@@ -36,7 +36,7 @@ pub struct Options {
     pub chaos_from: Duration,
     /// Faults stop (and are healed).
     pub chaos_until: Duration,
-    /// The calm phase after healing.
+    /// The longest calm phase after healing (the run ends earlier once everything converged).
     pub calm: Duration,
     /// Mean pause between two nemesis actions.
     pub fault_every: Duration,
@@ -65,7 +65,7 @@ impl Options {
             keys,
             chaos_from: Duration::from_secs(2),
             chaos_until: Duration::from_secs(2) + chaos,
-            calm: Duration::from_secs(25),
+            calm: Duration::from_secs(120),
             fault_every: Duration::from_millis(rng.random_range(300..=2_000)),
             faults,
             timeouts: Timeouts::default(),
@@ -106,6 +106,8 @@ pub struct Finished {
     pub stores: Vec<(String, MemStore)>,
     /// When every fault was healed.
     pub healed_at: Duration,
+    /// Simulated time of the run.
+    pub simulated: Duration,
     /// A turmoil error (a host's software failed), if any.
     pub sim_error: Option<String>,
 }
@@ -154,10 +156,10 @@ pub fn run(options: &Options) -> Finished {
     let queue: AdminQueue = Arc::default();
     {
         let (admin, queue, log) = (admin.clone(), queue.clone(), log.clone());
-        let names: Vec<String> = backends.iter().map(|b| b.0.clone()).collect();
+        let clients = options.clients;
         let (heal, end) = (options.chaos_until, options.end());
         sim.client("mon", async move {
-            crate::monitor::run(admin, queue, log, names, heal, end).await;
+            crate::monitor::run(admin, queue, log, clients, heal, end).await;
             Ok(())
         });
     }
@@ -174,5 +176,6 @@ pub fn run(options: &Options) -> Finished {
         }
     }
     let healed_at = nemesis.healed_at().unwrap_or(options.chaos_until);
-    Finished { options: options.clone(), log, stores, healed_at, sim_error }
+    let simulated = sim.elapsed();
+    Finished { options: options.clone(), log, stores, healed_at, sim_error, simulated }
 }
