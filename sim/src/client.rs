@@ -142,6 +142,8 @@ pub struct ClientPlan {
     pub keys: usize,
     /// When to stop (simulated time since the start).
     pub until: Duration,
+    /// When the faults are healed: the client slows down after it (a calm phase's load).
+    pub calm_from: Duration,
     /// Its RNG seed.
     pub seed: u64,
 }
@@ -195,7 +197,8 @@ pub async fn run(plan: ClientPlan, log: Shared) {
             conn = None;
             tokio::time::sleep(Duration::from_millis(rng.random_range(10..200))).await;
         } else {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(5..80))).await;
+            let think = if now() >= plan.calm_from { rng.random_range(50..300) } else { rng.random_range(5..80) };
+            tokio::time::sleep(Duration::from_millis(think)).await;
         }
     }
 }

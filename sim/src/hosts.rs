@@ -60,12 +60,18 @@ impl Default for Timeouts {
     }
 }
 
-fn server_config(seed: StorageSeed) -> ServerConfig {
+/// The backend hosts' `transaction_timeout`. Without one, a RAID host that crashes (a machine
+/// crash: no FIN reaches the backend) while it holds a backend's commit lock leaves that lock
+/// held by a dead connection forever, and every later vote on that backend times out (seeds 212
+/// and 465 of the first batch, with `None`): a deployment must set it on its backend servers.
+pub const BACKEND_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn server_config(seed: StorageSeed, transaction_timeout: Option<Duration>) -> ServerConfig {
     ServerConfig {
         announce: Encoding::Pickle,
         max_frame: 1 << 24,
         read_only: false,
-        transaction_timeout: None,
+        transaction_timeout,
         invalidation_queue_size: 100,
         storages: vec![seed],
     }
@@ -141,7 +147,7 @@ pub async fn backend_host(store: MemStore) -> Result<(), Box<dyn std::error::Err
     backends.insert(BackendId(0), BackendSlot::new(STORAGE, "mem", Some(backend)));
     let unit = StorageUnit { raid, settings, state_file: None, backends, saved: 0, last_state: None };
     driver
-        .run(server_config(seed), vec![listener], vec![unit], NoOpener, start, std::future::pending(), Duration::from_secs(1))
+        .run(server_config(seed, Some(BACKEND_TRANSACTION_TIMEOUT)), vec![listener], vec![unit], NoOpener, start, std::future::pending(), Duration::from_secs(1))
         .await;
     Ok(())
 }
@@ -211,7 +217,7 @@ pub async fn raid_host(settings: StorageSettings, admin: AdminSlot) -> Result<()
     let unit = StorageUnit { raid, settings, state_file: None, backends: slots, saved: 0, last_state: None };
     *admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(driver.admin_sender());
     driver
-        .run(server_config(seed), vec![listener], vec![unit], SimOpener, start, std::future::pending(), Duration::from_secs(1))
+        .run(server_config(seed, None), vec![listener], vec![unit], SimOpener, start, std::future::pending(), Duration::from_secs(1))
         .await;
     Ok(())
 }

@@ -65,7 +65,7 @@ impl Options {
             keys,
             chaos_from: Duration::from_secs(2),
             chaos_until: Duration::from_secs(2) + chaos,
-            calm: Duration::from_secs(120),
+            calm: Duration::from_secs(240),
             fault_every: Duration::from_millis(rng.random_range(300..=2_000)),
             faults,
             timeouts: Timeouts::default(),
@@ -146,7 +146,7 @@ pub fn run(options: &Options) -> Finished {
     let server = SocketAddr::new(sim.lookup("raid"), RAID_PORT);
     let mut seeds = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
     for c in 0..options.clients {
-        let plan = ClientPlan { id: c as u32, server, keys: options.keys, until: options.end(), seed: seeds.random() };
+        let plan = ClientPlan { id: c as u32, server, keys: options.keys, until: options.end(), calm_from: options.chaos_until, seed: seeds.random() };
         let log = log.clone();
         sim.client(format!("c{c}"), async move {
             client::run(plan, log).await;

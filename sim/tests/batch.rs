@@ -40,7 +40,11 @@ fn run_all(seeds: Vec<u64>) -> (Summary, Vec<String>) {
                     let r = run_seed(seed);
                     summary.add(&r);
                     if !r.violations.is_empty() {
+                        eprintln!("{}", r.failure_text());
                         failures.push(r.failure_text());
+                    }
+                    if seed % 50 == 0 {
+                        eprintln!("batch: seed {seed} done");
                     }
                 }
                 (summary, failures)
