@@ -104,8 +104,10 @@ pub fn reads_serializable(reads: &[Read], commits: &[Commit], finals: &[Final]) 
     let Some(reference) = finals.iter().find(|f| f.optimal) else { return Vec::new() };
     let revs = revisions(&reference.history);
     let by_name: BTreeMap<(u32, u64), &Commit> = commits.iter().map(|c| ((c.client, c.seq), c)).collect();
-    let acked_at: BTreeMap<Tid, Duration> =
-        commits.iter().filter_map(|c| if let Outcome::Acked(t) = c.outcome { Some((t, c.ended)) } else { None }).collect();
+    let acked_at: BTreeMap<Tid, Duration> = commits
+        .iter()
+        .filter_map(|c| if let Outcome::Acked(t) = c.outcome { Some((t, c.ended)) } else { None })
+        .collect();
     // Whether revision `tid` was surely committed when a read with bound `before` was sent.
     let committed_before = |tid: Tid, before: Tid, sent: Duration| {
         if before != Tid::MAX {
@@ -120,20 +122,28 @@ pub fn reads_serializable(reads: &[Read], commits: &[Commit], finals: &[Final]) 
         let what = format!("c{} loadBefore({}, {}) sent at {:?}", r.client, r.oid, r.before, r.sent);
         match &r.answer {
             None => {
-                if let Some((t, _)) = rs.iter().find(|(t, _)| *t < r.before && committed_before(*t, r.before, r.sent)) {
+                if let Some((t, _)) =
+                    rs.iter().find(|(t, _)| *t < r.before && committed_before(*t, r.before, r.sent))
+                {
                     v.push(format!("invariant 3: {what} answered nothing, but revision {t} was committed"));
                 }
             }
             Some((data, start, end)) => {
                 let Some(i) = rs.iter().position(|(t, _)| t == start) else {
-                    v.push(format!("invariant 3: {what} answered revision {start}, which {} does not have", reference.name));
+                    v.push(format!(
+                        "invariant 3: {what} answered revision {start}, which {} does not have",
+                        reference.name
+                    ));
                     continue;
                 };
                 if *start >= r.before {
                     v.push(format!("invariant 3: {what} answered revision {start}, not below the bound"));
                 }
                 if rs[i].1.as_ref() != Some(data) {
-                    v.push(format!("invariant 3: {what} answered {start} {data:?}, {} has {:?}", reference.name, rs[i].1));
+                    v.push(format!(
+                        "invariant 3: {what} answered {start} {data:?}, {} has {:?}",
+                        reference.name, rs[i].1
+                    ));
                 }
                 let next = rs.get(i + 1).map(|n| n.0);
                 if let Some(n) = next {
@@ -143,14 +153,16 @@ pub fn reads_serializable(reads: &[Read], commits: &[Commit], finals: &[Final]) 
                 }
                 if let Some(e) = end {
                     if next != Some(*e) {
-                        v.push(format!("invariant 3: {what} answered end {e}; the serial order gives {next:?}"));
+                        v.push(format!(
+                            "invariant 3: {what} answered end {e}; the serial order gives {next:?}"
+                        ));
                     }
                 }
                 if let Some(name) = parse_data(data) {
                     match by_name.get(&name).map(|c| &c.outcome) {
-                        Some(Outcome::Acked(t)) if t != start => {
-                            v.push(format!("invariant 3: {what} read {data:?} as {start}, its client was told {t}"))
-                        }
+                        Some(Outcome::Acked(t)) if t != start => v.push(format!(
+                            "invariant 3: {what} read {data:?} as {start}, its client was told {t}"
+                        )),
                         Some(Outcome::Failed(why)) => {
                             v.push(format!("invariant 3: {what} read {data:?}, whose commit failed ({why})"))
                         }
@@ -168,12 +180,17 @@ pub fn reads_serializable(reads: &[Read], commits: &[Commit], finals: &[Final]) 
 /// every backend's history is in strictly increasing tid order.
 pub fn tids_increase(commits: &[Commit], finals: &[Final]) -> Vec<String> {
     let mut v = Vec::new();
-    let mut acked: Vec<(&Commit, Tid)> =
-        commits.iter().filter_map(|c| if let Outcome::Acked(t) = c.outcome { Some((c, t)) } else { None }).collect();
+    let mut acked: Vec<(&Commit, Tid)> = commits
+        .iter()
+        .filter_map(|c| if let Outcome::Acked(t) = c.outcome { Some((c, t)) } else { None })
+        .collect();
     let mut seen: BTreeMap<Tid, &Commit> = BTreeMap::new();
     for (c, t) in &acked {
         if let Some(o) = seen.insert(*t, c) {
-            v.push(format!("invariant 4: tid {t} acknowledged twice: c{} txn {} and c{} txn {}", o.client, o.seq, c.client, c.seq));
+            v.push(format!(
+                "invariant 4: tid {t} acknowledged twice: c{} txn {} and c{} txn {}",
+                o.client, o.seq, c.client, c.seq
+            ));
         }
     }
     // Sweep by begin time: the largest tid acknowledged before each begin.
@@ -202,7 +219,10 @@ pub fn tids_increase(commits: &[Commit], finals: &[Final]) -> Vec<String> {
     for f in finals {
         for w in f.history.windows(2) {
             if w[1].header.tid <= w[0].header.tid {
-                v.push(format!("invariant 4: {} holds {} after {}", f.name, w[1].header.tid, w[0].header.tid));
+                v.push(format!(
+                    "invariant 4: {} holds {} after {}",
+                    f.name, w[1].header.tid, w[0].header.tid
+                ));
             }
         }
     }
@@ -211,10 +231,17 @@ pub fn tids_increase(commits: &[Commit], finals: &[Final]) -> Vec<String> {
 
 /// (6) Liveness: every client gets a commit acknowledged within `bound` after the healing,
 /// and every backend is optimal at the end.
-pub fn liveness(log: &Log, clients: usize, healed_at: Duration, bound: Duration, finals: &[Final]) -> Vec<String> {
+pub fn liveness(
+    log: &Log,
+    clients: usize,
+    healed_at: Duration,
+    bound: Duration,
+    finals: &[Final],
+) -> Vec<String> {
     let mut v = Vec::new();
     for c in 0..clients as u32 {
-        let ok = log.acks.get(&c).is_some_and(|a| a.iter().any(|t| *t > healed_at && *t <= healed_at + bound));
+        let ok =
+            log.acks.get(&c).is_some_and(|a| a.iter().any(|t| *t > healed_at && *t <= healed_at + bound));
         if !ok {
             v.push(format!("invariant 6: c{c} had no commit acknowledged within {bound:?} after the healing at {healed_at:?}"));
         }

@@ -46,11 +46,14 @@ type CallResult = Result<Result<Value, ZeoError>, String>;
 
 impl Conn {
     async fn open(addr: SocketAddr, storage: &str) -> Result<Conn, String> {
-        let io = match tokio::time::timeout(crate::net::CONNECT_TIMEOUT, turmoil::net::TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("connect: {e}")),
-            Err(_) => return Err("connect: timed out".into()),
-        };
+        let io =
+            match tokio::time::timeout(crate::net::CONNECT_TIMEOUT, turmoil::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(format!("connect: {e}")),
+                Err(_) => return Err("connect: timed out".into()),
+            };
         let mut c = Conn {
             io,
             codec: Codec::new(Encoding::Pickle),
@@ -59,7 +62,9 @@ impl Conn {
             out: Vec::new(),
             next_id: 1,
         };
-        let hello = tokio::time::timeout(CALL_TIMEOUT, c.next_frame()).await.map_err(|_| "handshake: timed out")??;
+        let hello = tokio::time::timeout(CALL_TIMEOUT, c.next_frame())
+            .await
+            .map_err(|_| "handshake: timed out")??;
         let enc = parse_server_announcement(&hello).map_err(|e| format!("handshake: {e}"))?;
         c.codec = Codec::new(enc);
         let reply = client_reply(enc);
@@ -118,8 +123,12 @@ impl Conn {
                 let f = self.next_frame().await?;
                 match self.codec.decode_server(&f).map_err(|e| format!("decode: {e}"))? {
                     ServerMessage::Push(_) => {}
-                    ServerMessage::Reply { msgid, result } if msgid == MsgId::int(id) => return Ok(Ok(result)),
-                    ServerMessage::Error { msgid, error } if msgid == MsgId::int(id) => return Ok(Err(error)),
+                    ServerMessage::Reply { msgid, result } if msgid == MsgId::int(id) => {
+                        return Ok(Ok(result))
+                    }
+                    ServerMessage::Error { msgid, error } if msgid == MsgId::int(id) => {
+                        return Ok(Err(error))
+                    }
                     other => return Err(format!("a reply to no call: {other:?}")),
                 }
             }
@@ -197,7 +206,8 @@ pub async fn run(plan: ClientPlan, log: Shared) {
             conn = None;
             tokio::time::sleep(Duration::from_millis(rng.random_range(10..200))).await;
         } else {
-            let think = if now() >= plan.calm_from { rng.random_range(50..300) } else { rng.random_range(5..80) };
+            let think =
+                if now() >= plan.calm_from { rng.random_range(50..300) } else { rng.random_range(5..80) };
             tokio::time::sleep(Duration::from_millis(think)).await;
         }
     }
@@ -215,7 +225,13 @@ fn record(log: &Shared, client: u32, seq: u64, oids: Vec<Oid>, began: Duration, 
 
 /// Begins, stores `oids` (each with its read serial), votes and finishes; records the outcome.
 /// The error ends the connection.
-async fn commit(c: &mut Conn, log: &Shared, client: u32, seq: u64, stores: &[(Oid, Tid)]) -> Result<(), String> {
+async fn commit(
+    c: &mut Conn,
+    log: &Shared,
+    client: u32,
+    seq: u64,
+    stores: &[(Oid, Tid)],
+) -> Result<(), String> {
     let txn = txn_id(seq);
     let oids: Vec<Oid> = stores.iter().map(|s| s.0).collect();
     let began = now();
@@ -310,7 +326,13 @@ async fn create_keys(c: &mut Conn, log: &Shared, client: u32, seq: u64, n: usize
 }
 
 /// `loadBefore(oid, before)`, recorded.
-async fn load_before(c: &mut Conn, log: &Shared, client: u32, oid: Oid, before: Tid) -> Result<Option<Option<(Bytes, Tid, Option<Tid>)>>, String> {
+async fn load_before(
+    c: &mut Conn,
+    log: &Shared,
+    client: u32,
+    oid: Oid,
+    before: Tid,
+) -> Result<Option<Option<(Bytes, Tid, Option<Tid>)>>, String> {
     let sent = now();
     match c.call(Request::LoadBefore { oid, before }).await? {
         Ok(v) => match Reply::from_value(Method::LoadBefore, &v) {
@@ -329,7 +351,14 @@ async fn load_before(c: &mut Conn, log: &Shared, client: u32, oid: Oid, before: 
 }
 
 /// One read-modify-write transaction over 1 to 3 keys.
-async fn rmw(c: &mut Conn, log: &Shared, client: u32, seq: u64, keys: &[Oid], rng: &mut ChaCha8Rng) -> Result<(), String> {
+async fn rmw(
+    c: &mut Conn,
+    log: &Shared,
+    client: u32,
+    seq: u64,
+    keys: &[Oid],
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
     let n = rng.random_range(1..=3.min(keys.len()));
     let mut picked: Vec<Oid> = Vec::new();
     while picked.len() < n {
@@ -349,10 +378,22 @@ async fn rmw(c: &mut Conn, log: &Shared, client: u32, seq: u64, keys: &[Oid], rn
 }
 
 /// A `loadBefore` of an old revision: before a tid some read of this client saw.
-async fn old_read(c: &mut Conn, log: &Shared, client: u32, keys: &[Oid], rng: &mut ChaCha8Rng) -> Result<(), String> {
+async fn old_read(
+    c: &mut Conn,
+    log: &Shared,
+    client: u32,
+    keys: &[Oid],
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
     let seen: Vec<Tid> = {
         let g = log.lock();
-        g.reads.iter().rev().filter(|r| r.client == client).filter_map(|r| r.answer.as_ref().map(|a| a.1)).take(50).collect()
+        g.reads
+            .iter()
+            .rev()
+            .filter(|r| r.client == client)
+            .filter_map(|r| r.answer.as_ref().map(|a| a.1))
+            .take(50)
+            .collect()
     };
     if seen.is_empty() {
         return Ok(());

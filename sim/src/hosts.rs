@@ -16,7 +16,9 @@ use zeoraid_core::zeo::backend::{BackendEvent, BackendInfo};
 use zeoraid_core::zeo::events::{Now, ServerConfig, StorageIdx, StorageSeed};
 use zeoraid_server::backend::remote::{RemoteAddr, RemoteBackend, RemoteConfig};
 use zeoraid_server::backend::Sink;
-use zeoraid_server::config::{BackendKind, BackendSettings, Config, ListenAddr, StorageSettings, ZeoSettings};
+use zeoraid_server::config::{
+    BackendKind, BackendSettings, Config, ListenAddr, StorageSettings, ZeoSettings,
+};
 use zeoraid_server::driver::{AdminSender, BackendSlot, Driver, EventSink, Opened, Opener, StorageUnit};
 
 use crate::mem::{MemHostBackend, MemStore};
@@ -28,7 +30,11 @@ use zeoraid_server::net::Net;
 pub struct Remote(RemoteBackend);
 
 impl zeoraid_server::driver::Backend for Remote {
-    fn submit(&self, id: zeoraid_core::zeo::backend::BackendReqId, request: zeoraid_core::zeo::backend::BackendRequest) {
+    fn submit(
+        &self,
+        id: zeoraid_core::zeo::backend::BackendReqId,
+        request: zeoraid_core::zeo::backend::BackendRequest,
+    ) {
         self.0.submit(id, request);
     }
     fn disconnect(&self) {
@@ -56,7 +62,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { call: Duration::from_secs(5), write: Duration::from_secs(8), connect: Duration::from_secs(3) }
+        Timeouts {
+            call: Duration::from_secs(5),
+            write: Duration::from_secs(8),
+            connect: Duration::from_secs(3),
+        }
     }
 }
 
@@ -114,7 +124,13 @@ pub fn raid_settings(backends: &[(String, IpAddr)], t: Timeouts) -> StorageSetti
 struct NoOpener;
 
 impl Opener<MemHostBackend> for NoOpener {
-    fn open(&mut self, _: &StorageSettings, b: &BackendSettings, _: Sink, _: EventSink) -> Result<Opened<MemHostBackend>, String> {
+    fn open(
+        &mut self,
+        _: &StorageSettings,
+        b: &BackendSettings,
+        _: Sink,
+        _: EventSink,
+    ) -> Result<Opened<MemHostBackend>, String> {
         Err(format!("cannot open {} in a backend host", b.name))
     }
     fn close(&mut self, _: &str, _: &str, _: MemHostBackend) {}
@@ -147,7 +163,15 @@ pub async fn backend_host(store: MemStore) -> Result<(), Box<dyn std::error::Err
     backends.insert(BackendId(0), BackendSlot::new(STORAGE, "mem", Some(backend)));
     let unit = StorageUnit { raid, settings, state_file: None, backends, saved: 0, last_state: None };
     driver
-        .run(server_config(seed, Some(BACKEND_TRANSACTION_TIMEOUT)), vec![listener], vec![unit], NoOpener, start, std::future::pending(), Duration::from_secs(1))
+        .run(
+            server_config(seed, Some(BACKEND_TRANSACTION_TIMEOUT)),
+            vec![listener],
+            vec![unit],
+            NoOpener,
+            start,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
         .await;
     Ok(())
 }
@@ -155,8 +179,15 @@ pub async fn backend_host(store: MemStore) -> Result<(), Box<dyn std::error::Err
 /// Opens remote backends on [`SimNet`] (for `reload`).
 struct SimOpener;
 
-fn spawn_remote(storage: &StorageSettings, b: &BackendSettings, sink: Sink, events: EventSink) -> Result<Remote, String> {
-    let BackendKind::Zeo(z) = &b.kind else { return Err(format!("{}: only ZEO backends in the simulation", b.name)) };
+fn spawn_remote(
+    storage: &StorageSettings,
+    b: &BackendSettings,
+    sink: Sink,
+    events: EventSink,
+) -> Result<Remote, String> {
+    let BackendKind::Zeo(z) = &b.kind else {
+        return Err(format!("{}: only ZEO backends in the simulation", b.name));
+    };
     let cfg = RemoteConfig {
         name: format!("{}/{}", storage.name, b.name),
         address: z.address.clone(),
@@ -169,7 +200,13 @@ fn spawn_remote(storage: &StorageSettings, b: &BackendSettings, sink: Sink, even
 }
 
 impl Opener<Remote> for SimOpener {
-    fn open(&mut self, storage: &StorageSettings, b: &BackendSettings, sink: Sink, events: EventSink) -> Result<Opened<Remote>, String> {
+    fn open(
+        &mut self,
+        storage: &StorageSettings,
+        b: &BackendSettings,
+        sink: Sink,
+        events: EventSink,
+    ) -> Result<Opened<Remote>, String> {
         Ok(Opened { backend: spawn_remote(storage, b, sink, events)?, info: None })
     }
     fn close(&mut self, _: &str, _: &str, backend: Remote) {
@@ -182,7 +219,10 @@ pub type AdminSlot = Arc<Mutex<Option<AdminSender>>>;
 
 /// The RAID host's software: connects to the backends (each has until the connect timeout to
 /// come up, else starts degraded), then serves until the host crashes.
-pub async fn raid_host(settings: StorageSettings, admin: AdminSlot) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn raid_host(
+    settings: StorageSettings,
+    admin: AdminSlot,
+) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let driver = Driver::new(SimNet);
     let listener = driver.net().bind(&any_addr(RAID_PORT)).await?;
@@ -217,7 +257,15 @@ pub async fn raid_host(settings: StorageSettings, admin: AdminSlot) -> Result<()
     let unit = StorageUnit { raid, settings, state_file: None, backends: slots, saved: 0, last_state: None };
     *admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(driver.admin_sender());
     driver
-        .run(server_config(seed, None), vec![listener], vec![unit], SimOpener, start, std::future::pending(), Duration::from_secs(1))
+        .run(
+            server_config(seed, None),
+            vec![listener],
+            vec![unit],
+            SimOpener,
+            start,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
         .await;
     Ok(())
 }

@@ -31,7 +31,10 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(filter) = &args.log {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).without_time().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .without_time()
+            .init();
     }
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],

@@ -79,11 +79,10 @@ impl MemStore {
         let iter = BackendIterId(u64::MAX);
         let _ = g.mem.handle(BackendRequest::IterStart { iter, start: None, stop: None });
         let mut all = Vec::new();
-        loop {
-            match g.mem.handle(BackendRequest::IterNextWhole { iter }).pop() {
-                Some(BackendOutcome::WholeTxn(Some(t))) => all.push(*t),
-                _ => break,
-            }
+        while let Some(BackendOutcome::WholeTxn(Some(t))) =
+            g.mem.handle(BackendRequest::IterNextWhole { iter }).pop()
+        {
+            all.push(*t);
         }
         all
     }
@@ -93,7 +92,6 @@ impl MemStore {
         self.lock().mem.size()
     }
 }
-
 
 /// The driver's backend over a [`MemStore`]: answers at once, through the sink.
 pub struct MemHostBackend {

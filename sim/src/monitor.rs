@@ -39,7 +39,14 @@ fn answer(r: &Option<AdminReply>) -> String {
 ///
 /// After the healing the run ends (`stop`) as soon as every backend is optimal and every one of
 /// the `clients` had a commit acknowledged since the healing, or at `end` at the latest.
-pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usize, heal: Duration, end: Duration) {
+pub async fn run(
+    admin: AdminSlot,
+    queue: AdminQueue,
+    log: Shared,
+    clients: usize,
+    heal: Duration,
+    end: Duration,
+) {
     let mut prev: BTreeMap<String, String> = BTreeMap::new();
     let mut last_recover = Duration::ZERO;
     let mut last_restart = Duration::ZERO;
@@ -48,7 +55,9 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usiz
         if now() >= end {
             break;
         }
-        let Some(sender) = admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else { continue };
+        let Some(sender) = admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+            continue;
+        };
         loop {
             let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
             let Some(req) = next else { break };
@@ -56,7 +65,9 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usiz
             let r = tokio::time::timeout(Duration::from_secs(2), sender.ask(req)).await.ok().flatten();
             log.trace(format!("admin {what}: {}", answer(&r)));
         }
-        let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(1), sender.ask(AdminRequest::Details)).await else {
+        let Ok(Some(reply)) =
+            tokio::time::timeout(Duration::from_secs(1), sender.ask(AdminRequest::Details)).await
+        else {
             continue;
         };
         let Some(s) = reply.storages.first() else { continue };
@@ -71,9 +82,11 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usiz
                 }
             }
         }
-        let recovering: Vec<&str> = s.backends.iter().filter(|b| b.state == "recovering").map(|b| b.name.as_str()).collect();
+        let recovering: Vec<&str> =
+            s.backends.iter().filter(|b| b.state == "recovering").map(|b| b.name.as_str()).collect();
         if recovering.len() > 1 {
-            let v = format!("invariant 5: {} recoveries at once: {}", recovering.len(), recovering.join(", "));
+            let v =
+                format!("invariant 5: {} recoveries at once: {}", recovering.len(), recovering.join(", "));
             log.trace(&v);
             log.lock().violations.push(v);
         }
@@ -84,7 +97,8 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usiz
         let t = now();
         if t > heal && s.backends.iter().all(|b| b.state == "optimal") {
             let g = log.lock();
-            let all = (0..clients as u32).all(|c| g.acks.get(&c).is_some_and(|a| a.iter().any(|x| *x > heal)));
+            let all =
+                (0..clients as u32).all(|c| g.acks.get(&c).is_some_and(|a| a.iter().any(|x| *x > heal)));
             drop(g);
             if all {
                 log.trace("monitor: converged after the healing; the run ends");
@@ -98,9 +112,15 @@ pub async fn run(admin: AdminSlot, queue: AdminQueue, log: Shared, clients: usiz
             last_restart = t;
         }
         if t >= heal + RECOVER_AFTER && s.recovery.is_none() && t >= last_recover + Duration::from_secs(1) {
-            let target = s.backends.iter().find(|b| (b.state == "degraded" || b.state == "disabled") && b.connected);
+            let target =
+                s.backends.iter().find(|b| (b.state == "degraded" || b.state == "disabled") && b.connected);
             if let Some(b) = target {
-                let req = AdminRequest::Recover { storage: None, backend: b.name.clone(), rate_bytes: None, rate_txns: None };
+                let req = AdminRequest::Recover {
+                    storage: None,
+                    backend: b.name.clone(),
+                    rate_bytes: None,
+                    rate_txns: None,
+                };
                 let r = tokio::time::timeout(Duration::from_secs(2), sender.ask(req)).await.ok().flatten();
                 log.trace(format!("monitor: recover {}: {}", b.name, answer(&r)));
                 last_recover = t;

@@ -156,7 +156,8 @@ impl Nemesis {
             return;
         }
         let due: Vec<Heal> = {
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|(at, _)| *at <= now);
+            let (due, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.pending).into_iter().partition(|(at, _)| *at <= now);
             self.pending = later;
             due.into_iter().map(|d| d.1).collect()
         };
@@ -201,7 +202,8 @@ impl Nemesis {
             }
             Fault::PartitionOneWay => {
                 let p = self.pick_peer();
-                let (a, b) = if self.rng.random_bool(0.5) { ("raid".to_string(), p) } else { (p, "raid".to_string()) };
+                let (a, b) =
+                    if self.rng.random_bool(0.5) { ("raid".to_string(), p) } else { (p, "raid".to_string()) };
                 sim.partition_oneway(a.as_str(), b.as_str());
                 log.fault(now, kind.name(), format!("{a} -/-> {b}"));
                 self.later(now, 200, 6_000, Heal::RepairOneWay(a, b));
@@ -261,7 +263,12 @@ impl Nemesis {
             Fault::AdminRecover => {
                 let b = self.pick_backend();
                 log.fault(now, kind.name(), format!("recover {b}"));
-                self.push(AdminRequest::Recover { storage: None, backend: b, rate_bytes: None, rate_txns: None });
+                self.push(AdminRequest::Recover {
+                    storage: None,
+                    backend: b,
+                    rate_bytes: None,
+                    rate_txns: None,
+                });
             }
             Fault::AdminReload => {
                 log.fault(now, kind.name(), "reload (unchanged configuration)");

@@ -53,10 +53,15 @@ impl Net for SimNet {
 
     async fn connect(&self, addr: &RemoteAddr) -> io::Result<turmoil::net::TcpStream> {
         match addr {
-            RemoteAddr::Tcp(a) => match tokio::time::timeout(CONNECT_TIMEOUT, turmoil::net::TcpStream::connect(*a)).await {
-                Ok(r) => r.map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {a}: {e}"))),
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("cannot connect to {a}: timed out"))),
-            },
+            RemoteAddr::Tcp(a) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, turmoil::net::TcpStream::connect(*a)).await {
+                    Ok(r) => r.map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {a}: {e}"))),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("cannot connect to {a}: timed out"),
+                    )),
+                }
+            }
             RemoteAddr::Unix(p) => Err(unsupported(format!("unix:{}", p.display()))),
         }
     }

@@ -48,7 +48,10 @@ impl Report {
         for t in &self.trace {
             s.push_str(&format!("    {t}\n"));
         }
-        s.push_str(&format!("  replay: cargo run -p zeoraid-sim --release -- --seed {} --trace\n", self.options.seed));
+        s.push_str(&format!(
+            "  replay: cargo run -p zeoraid-sim --release -- --seed {} --trace\n",
+            self.options.seed
+        ));
         s
     }
 }
@@ -157,7 +160,9 @@ impl Summary {
 
     /// The summary text.
     pub fn text(&self) -> String {
-        let kv = |m: &BTreeMap<String, u64>| m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        let kv = |m: &BTreeMap<String, u64>| {
+            m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        };
         format!(
             "seeds {} (failed {}: {:?})\nsimulated {:.2} h\ncommits checked {} acknowledged, {} unknown; reads checked {}\nfaults: {}\ntransitions: {}",
             self.seeds,

@@ -49,7 +49,7 @@ pub struct Options {
 impl Options {
     /// The options of `seed`.
     pub fn from_seed(seed: u64) -> Options {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_0071);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_0071);
         let backends = rng.random_range(2..=4);
         let clients = rng.random_range(2..=4);
         let keys = rng.random_range(3..=8);
@@ -136,7 +136,8 @@ pub fn run(options: &Options) -> Finished {
         stores.push((name.clone(), store.clone()));
         sim.host(name.as_str(), move || hosts::backend_host(store.clone()));
     }
-    let backends: Vec<(String, std::net::IpAddr)> = stores.iter().map(|(n, _)| (n.clone(), sim.lookup(n.as_str()))).collect();
+    let backends: Vec<(String, std::net::IpAddr)> =
+        stores.iter().map(|(n, _)| (n.clone(), sim.lookup(n.as_str()))).collect();
     let settings = hosts::raid_settings(&backends, options.timeouts);
     let admin: AdminSlot = Arc::default();
     {
@@ -146,7 +147,14 @@ pub fn run(options: &Options) -> Finished {
     let server = SocketAddr::new(sim.lookup("raid"), RAID_PORT);
     let mut seeds = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
     for c in 0..options.clients {
-        let plan = ClientPlan { id: c as u32, server, keys: options.keys, until: options.end(), calm_from: options.chaos_until, seed: seeds.random() };
+        let plan = ClientPlan {
+            id: c as u32,
+            server,
+            keys: options.keys,
+            until: options.end(),
+            calm_from: options.chaos_until,
+            seed: seeds.random(),
+        };
         let log = log.clone();
         sim.client(format!("c{c}"), async move {
             client::run(plan, log).await;
