@@ -247,7 +247,13 @@ impl Down<'_> {
     fn record(&self, kind: FaultKind, method: &str, detail: String) {
         let at = turmoil::sim_elapsed().unwrap_or_default();
         tracing::info!(%kind, method, %detail, "proxy: fault injected");
-        self.ctx.log.record(InjectedFault { kind, conn: self.ctx.conn, method: method.to_owned(), at, detail });
+        self.ctx.log.record(InjectedFault {
+            kind,
+            conn: self.ctx.conn,
+            method: method.to_owned(),
+            at,
+            detail,
+        });
     }
 
     async fn on_frame(&mut self, frame: Bytes) -> Next {

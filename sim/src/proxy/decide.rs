@@ -116,10 +116,11 @@ pub fn decide(
             }
         }
         (Some(Method::LastTransaction), Some(v)) => {
-            if roll(rng, faults.wrong_answer) {
-                if let Ok(Reply::LastTransaction(from)) = Reply::from_value(Method::LastTransaction, v) {
-                    action = ReplyAction::WrongTid { from, to: other_tid(rng, from) };
-                }
+            let fires = roll(rng, faults.wrong_answer);
+            if let (true, Ok(Reply::LastTransaction(from))) =
+                (fires, Reply::from_value(Method::LastTransaction, v))
+            {
+                action = ReplyAction::WrongTid { from, to: other_tid(rng, from) };
             }
         }
         _ => {}
@@ -142,7 +143,11 @@ fn millis(d: Duration) -> u64 {
 
 /// A backend-side exception, as a stock server would send it for a failing storage.
 fn injected_error(rng: &mut impl Rng, at: &str) -> ZeoError {
-    let message = |class: &str| Value::tuple(vec![Value::Str(Text::from(format!("{class} at {at} (injected by the zeoraid-sim proxy)")))]);
+    let message = |class: &str| {
+        Value::tuple(vec![Value::Str(Text::from(format!(
+            "{class} at {at} (injected by the zeoraid-sim proxy)"
+        )))])
+    };
     match rng.random_range(0..3u8) {
         0 => ZeoError::Other {
             class_path: Text::from_static("ZODB.POSException.StorageError"),
@@ -257,7 +262,9 @@ mod tests {
             assert!(d.delay.is_some());
             let mut only_cut = ProxyFaults::only(FaultKind::CutAfterVote, 1.0);
             only_cut.swallow = 1.0;
-            if let ReplyAction::Cut(p) = decide(&mut rng, &only_cut, Some(Method::Vote), Some(&Value::list(vec![]))).action {
+            if let ReplyAction::Cut(p) =
+                decide(&mut rng, &only_cut, Some(Method::Vote), Some(&Value::list(vec![]))).action
+            {
                 cut_points.push(p);
             }
             let d = decide(&mut rng, &all(1.0), None, Some(&tid));
