@@ -30,6 +30,20 @@
 //! then the client's remaining bytes are drained for at most [`DRAIN`] so that no RST can
 //! overtake the last reply on the simulated link.
 
+//! Wiring it into a world (one proxy host per misbehaving backend; point the RAID's backend
+//! address at the proxy host; one [`FaultLog`] per proxy, or one shared by all):
+//!
+//! ```text
+//! let log = FaultLog::new();
+//! let (l, faults) = (log.clone(), ProxyFaults::buggify(&mut options_rng));
+//! sim.host("b2-proxy", move || {
+//!     let l = l.clone();
+//!     async move { Ok(serve(8200, "b2:8100".to_owned(), faults, proxy_seed, l).await?) }
+//! });
+//! // after the run: log.faults() (each line Displays as a trace line), log.count(kind),
+//! // log.undecodable(), log.connections()
+//! ```
+
 mod conn;
 mod decide;
 

@@ -536,3 +536,63 @@ fn the_same_seeds_give_the_same_fault_sequence() {
     assert_eq!(a, mixed_run(8, 42));
     assert_ne!(a, mixed_run(8, 43), "another proxy seed, other faults");
 }
+
+#[test]
+fn garbage_from_the_server_reaches_the_client_unchanged() {
+    use rand::{Rng, SeedableRng};
+    // A bad announcement, then random frames (some decodable by chance, most not), with every
+    // fault at probability 1: nothing answers a call the proxy saw, so nothing is broken; the
+    // proxy neither panics nor drops the stream.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let mut frames: Vec<Vec<u8>> = vec![b"X9".to_vec()];
+    for _ in 0..200 {
+        let len = rng.random_range(0..64);
+        frames.push((0..len).map(|_| rng.random()).collect());
+    }
+    let sent = frames.clone();
+    let got = Arc::new(Mutex::new(vec![]));
+    let g = got.clone();
+    let log = FaultLog::new();
+    let mut faults = ProxyFaults::none();
+    for kind in FaultKind::ALL {
+        faults.set(kind, 1.0);
+    }
+    let mut sim = turmoil::Builder::new().rng_seed(12).build();
+    sim.host("server", move || {
+        let frames = frames.clone();
+        async move {
+            let listener = TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
+            let (s, _) = listener.accept().await?;
+            let (_r, mut w) = s.into_split();
+            for f in &frames {
+                write_payload(&mut w, f).await?;
+            }
+            // Keep the connection open until the client has read everything.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        }
+    });
+    let l = log.clone();
+    sim.host("proxy", move || {
+        let l = l.clone();
+        async move {
+            serve(PROXY_PORT, format!("server:{SERVER_PORT}"), faults, 1, l).await?;
+            Ok(())
+        }
+    });
+    sim.client("client", async move {
+        let (mut r, mut w) = TcpStream::connect(PROXIED).await?.into_split();
+        let mut dec = FrameDecoder::default();
+        write_payload(&mut w, b"M5").await?;
+        while let Ok(Ok(Some(f))) =
+            tokio::time::timeout(Duration::from_secs(5), read_frame(&mut r, &mut dec)).await
+        {
+            g.lock().expect("test lock").push(f.to_vec());
+        }
+        Ok(())
+    });
+    sim.run().expect("runs");
+    assert_eq!(*got.lock().expect("test lock"), sent);
+    assert_eq!(log.faults(), vec![]);
+    assert!(log.undecodable() >= 150, "{}", log.undecodable());
+}

@@ -278,16 +278,12 @@ impl Down<'_> {
                 return self.forward(&frame).await;
             }
         };
-        let (method, name) = {
+        let call = {
             let mut s = lock(self.shared);
-            match s.pending.iter().position(|(id, _, _)| *id == msgid) {
-                Some(i) => {
-                    let (_, m, n) = s.pending.remove(i);
-                    (m, n)
-                }
-                None => (None, "?".to_owned()),
-            }
+            s.pending.iter().position(|(id, _, _)| *id == msgid).map(|i| s.pending.remove(i))
         };
+        // A reply to no call the proxy saw is not ours to break.
+        let Some((_, method, name)) = call else { return self.forward(&frame).await };
         if self.cut_at_finish && matches!(method, Some(Method::TpcFinish | Method::TpcAbort)) {
             tracing::info!(method = %name, "proxy: cutting the connection instead of answering");
             return Next::Stop(End::Cut);

@@ -88,8 +88,8 @@ fn roll(rng: &mut impl Rng, p: f64) -> bool {
     x < p
 }
 
-/// Decides the fate of a reply to `method` (`None`: a call the proxy did not see, or an
-/// unknown method). `result` is the successful result, `None` for an error reply.
+/// Decides the fate of a reply to `method` (`None`: a method this model does not know).
+/// `result` is the successful result, `None` for an error reply.
 pub fn decide(
     rng: &mut impl Rng,
     faults: &ProxyFaults,
