@@ -290,9 +290,9 @@ impl<N: Net> Driver<N> {
         // The front's recent commits, for the next start's getInvalidations (crate::recent).
         for (i, unit) in state.storages.iter().enumerate() {
             if let Some(file) = &unit.state_file {
-                let path = crate::recent::path_for(file);
-                if let Err(e) = crate::recent::save(&path, &state.server.recent_commits(StorageIdx(i))) {
-                    warn!("cannot save the recent commits to {}: {e}", path.display());
+                let recent = crate::recent::file_for(file);
+                if let Err(e) = crate::recent::save(&recent, &state.server.recent_commits(StorageIdx(i))) {
+                    warn!("cannot save the recent commits to {}: {e}", recent.display());
                 }
             }
         }
