@@ -200,6 +200,10 @@ struct Shared<D: StorageDir = RealDir> {
     iters: Mutex<BTreeMap<BackendIterId, Arc<Mutex<IterState>>>>,
     /// Pack threads started (joined at close).
     packs: Mutex<Vec<JoinHandle<()>>>,
+    /// [`Exec::Inline`]: packs submitted while a transaction was voted, counted in
+    /// `packs_running`, run once it ends (the engine's pack waits for the transaction in
+    /// progress; inline, only a later request can end it).
+    waiting_packs: Mutex<Vec<(BackendReqId, f64, Arc<St<D>>)>>,
 }
 
 enum IterState {
@@ -344,6 +348,7 @@ impl<D: StorageDir + 'static> LocalBackend<D> {
             uploads: Mutex::new(BTreeMap::new()),
             iters: Mutex::new(BTreeMap::new()),
             packs: Mutex::new(Vec::new()),
+            waiting_packs: Mutex::new(Vec::new()),
         });
         let mut backend = LocalBackend { shared, exec, write_tx: None, read_tx: None, threads: Vec::new() };
         if exec == Exec::Inline {
@@ -452,6 +457,12 @@ impl<D: StorageDir + 'static> LocalBackend<D> {
                         sync_batch(vec![job], &s.sink);
                     }
                 }
+                if lock(&s.voted).is_none() {
+                    let waiting = std::mem::take(&mut *lock(&s.waiting_packs));
+                    for (id, time, storage) in waiting {
+                        run_pack(s, storage, id, time);
+                    }
+                }
             } else {
                 (s.sink)(id, read_step(s, id, request));
             }
@@ -464,8 +475,9 @@ impl<D: StorageDir + 'static> LocalBackend<D> {
         }
     }
 
-    /// Runs a pack (on its own thread, or inline); refused while a rebuild is open (the storage
-    /// being rebuilt must not be packed, nor the one it replaces).
+    /// Runs a pack (on its own thread, or inline: at once, or after the voted transaction ends);
+    /// refused while a rebuild is open (the storage being rebuilt must not be packed, nor the one
+    /// it replaces).
     fn start_pack(&self, id: BackendReqId, time: f64) {
         let storage = match &*self.shared.serving() {
             Serving::Normal(s) => {
@@ -484,7 +496,11 @@ impl<D: StorageDir + 'static> LocalBackend<D> {
             }
         };
         if self.exec == Exec::Inline {
-            run_pack(&self.shared, storage, id, time);
+            if lock(&self.shared.voted).is_some() {
+                lock(&self.shared.waiting_packs).push((id, time, storage));
+            } else {
+                run_pack(&self.shared, storage, id, time);
+            }
             return;
         }
         let s = Arc::clone(&self.shared);
@@ -505,6 +521,12 @@ impl<D: StorageDir + 'static> LocalBackend<D> {
     pub fn close(self) -> Result<(), LocalBackendError> {
         let LocalBackend { shared, write_tx, read_tx, threads, exec: _ } = self;
         drop((write_tx, read_tx));
+        let waiting = std::mem::take(&mut *lock(&shared.waiting_packs));
+        for (id, _, storage) in waiting {
+            drop(storage);
+            shared.packs_running.fetch_sub(1, Ordering::SeqCst);
+            (shared.sink)(id, backend_fault("the storage is closing".to_owned()));
+        }
         let mut panicked = false;
         for h in threads {
             panicked |= h.join().is_err();

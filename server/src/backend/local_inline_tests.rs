@@ -298,3 +298,48 @@ fn close_then_reopen_keeps_everything_and_the_config_names_the_files() {
     assert_eq!(report.dropped_tail, None);
     assert_eq!(c.load(0), Some((Bytes::from_static(b"one"), t1)));
 }
+
+#[test]
+fn a_pack_submitted_while_a_transaction_is_voted_runs_once_it_ends() {
+    let (mut b, _) = Inline::open(MemDir::new(), Tid::ZERO);
+    let t1 = b.commit(vec![store(0, Tid::ZERO, b"one")]);
+    let t2 = b.commit(vec![store(0, t1, b"two")]);
+    for (end_with_finish, oid) in [(true, 1), (false, 5)] {
+        let (t, out) = b.vote(vec![store(oid, Tid::ZERO, b"x")], false);
+        assert!(matches!(out, BackendOutcome::Voted { .. }), "{out:?}");
+        // The engine's pack would wait for the voted transaction: inline, it waits its turn.
+        assert_eq!(b.call_all(BackendRequest::Pack { time: 4_000_000_000.0 }), vec![]);
+        let pack_id = BackendReqId(b.next);
+        b.next += 1;
+        let id = BackendReqId(b.next);
+        let end = if end_with_finish {
+            BackendRequest::Finish { tid: t }
+        } else {
+            BackendRequest::Abort { tid: t }
+        };
+        b.backend.submit(id, end);
+        let got: Vec<(BackendReqId, BackendOutcome)> =
+            b.delivered.lock().expect("delivered").drain(..).map(|(i, o, _)| (i, o)).collect();
+        let (pack, first) = got.split_last().expect("outcomes");
+        assert_eq!(pack.0, pack_id, "the pack answers last: {got:?}");
+        assert!(matches!(pack.1, BackendOutcome::Packed { .. }), "{got:?}");
+        assert!(first.iter().all(|(i, _)| *i == id), "{got:?}");
+        if !end_with_finish {
+            assert_eq!(first, [(id, BackendOutcome::Nil)]);
+        }
+    }
+    assert_eq!(b.load(0), Some((Bytes::from_static(b"two"), t2)));
+    assert!(b.load(1).is_some(), "the finished one is there");
+    assert_eq!(b.load(5), None, "the aborted one is not");
+    // A pack still waiting at close is answered.
+    let (_, out) = b.vote(vec![store(2, Tid::ZERO, b"y")], false);
+    assert!(matches!(out, BackendOutcome::Voted { .. }), "{out:?}");
+    assert_eq!(b.call_all(BackendRequest::Pack { time: 4_000_000_000.0 }), vec![]);
+    let delivered = Arc::clone(&b.delivered);
+    b.backend.close().expect("close");
+    let got = delivered.lock().expect("delivered").drain(..).map(|(_, o, _)| o).collect::<Vec<_>>();
+    assert!(
+        matches!(got.as_slice(), [BackendOutcome::Failed(e)] if e.culprit == Culprit::Backend),
+        "{got:?}"
+    );
+}
