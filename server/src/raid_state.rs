@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
 use zeoraid_core::ids::{Oid, Tid};
+use zeoraid_core::mutation::{self, Mutation};
 use zeoraid_core::raid::{BackendState, PersistedBackend, PersistedRaid, PersistedRecovery, RateLimit};
 
 use crate::storage::{MemDir, OpenMode, RealDir, StorageDir, StorageFile};
@@ -410,10 +411,15 @@ pub fn save_in<D: StorageDir>(
     let bytes = encode(state);
     let f = dir.open(&tmp, OpenMode::Truncate).map_err(io("create its temporary file"))?;
     f.write_at(&bytes, 0).map_err(io("write its temporary file"))?;
-    f.sync().map_err(io("fsync its temporary file"))?;
+    let fsync = !mutation::active(Mutation::SkipStateFsync);
+    if fsync {
+        f.sync().map_err(io("fsync its temporary file"))?;
+    }
     drop(f);
     dir.rename(&tmp, name).map_err(io("rename its temporary file over it"))?;
-    dir.sync().map_err(io("fsync its directory"))?;
+    if fsync {
+        dir.sync().map_err(io("fsync its directory"))?;
+    }
     Ok(())
 }
 
@@ -614,6 +620,19 @@ mod tests {
                     assert_eq!(got, Some(new.clone()), "a completed save is durable");
                 }
             }
+        }
+    }
+
+    /// The mutation `SkipStateFsync` really loses a saved state at a crash.
+    #[cfg(feature = "mutations")]
+    #[test]
+    fn mutation_skip_state_fsync_loses_the_state_at_a_crash() {
+        for on in [false, true] {
+            let _g = on.then(|| mutation::Scoped::new(Mutation::SkipStateFsync));
+            let dir = MemDir::new();
+            mem(&dir).save(&sample()).expect("save");
+            let after = mem(&dir.crash(crate::storage::CrashMode::DropUnsynced)).load().expect("load");
+            assert_eq!(after.is_none(), on, "mutation {on}: {after:?}");
         }
     }
 

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{BackendId, Oid, Tid};
+use crate::mutation::{self, Mutation};
 use crate::zeo::backend::{
     BackendError, BackendOutcome, BackendReqId, BackendRequest, Culprit, TxnOp, UploadId,
 };
@@ -179,11 +180,23 @@ impl Raid {
         if !job.waiting.contains_key(&b) {
             return;
         }
+        let first_ends = match (job.kind, &outcome) {
+            (FanKind::Vote { .. }, BackendOutcome::Voted { .. }) => {
+                mutation::active(Mutation::VoteBeforeAllVoted)
+            }
+            (FanKind::Finish { .. }, BackendOutcome::Finished { .. }) => {
+                mutation::active(Mutation::FinishBeforeAllFinished)
+            }
+            _ => false,
+        };
         if let BackendOutcome::Committed { .. } = outcome {
             job.committed.insert(b);
         } else {
             job.waiting.remove(&b);
             job.results.insert(b, outcome);
+        }
+        if first_ends {
+            job.waiting.clear(); // mutation: settled on this leg alone, the others are ignored
         }
         if job.waiting.is_empty() {
             if let Some(job) = self.fans.remove(&front) {
