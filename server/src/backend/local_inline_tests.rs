@@ -200,6 +200,9 @@ fn an_inline_backend_commits_reads_iterates_and_packs_on_the_callers_thread() {
         o => panic!("{o:?}"),
     }
     assert_eq!(b.load(0), Some((Bytes::from_static(b"three"), t3)));
+    // The driver holds backends in tasks: `Backend: Send + 'static`.
+    fn sendable<T: Send + Sync + 'static>(_: &T) {}
+    sendable(&b.backend);
     let info = b.backend.info();
     assert_eq!((info.last_tid, info.blobs, info.rebuildable, info.read_only), (t3, true, false, false));
     let seed = b.backend.seed(10).expect("seed");
