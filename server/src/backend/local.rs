@@ -203,8 +203,11 @@ struct Shared<D: StorageDir = RealDir> {
     /// [`Exec::Inline`]: packs submitted while a transaction was voted, counted in
     /// `packs_running`, run once it ends (the engine's pack waits for the transaction in
     /// progress; inline, only a later request can end it).
-    waiting_packs: Mutex<Vec<(BackendReqId, f64, Arc<St<D>>)>>,
+    waiting_packs: Mutex<Vec<WaitingPack<D>>>,
 }
+
+/// A pack waiting for the voted transaction to end: its request, pack time and storage.
+type WaitingPack<D> = (BackendReqId, f64, Arc<St<D>>);
 
 enum IterState {
     /// A transaction iterator and the transaction it returned last.

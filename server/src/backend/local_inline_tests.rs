@@ -14,32 +14,45 @@ use zeoraid_core::zeo::backend::{
 
 use super::local::{Exec, LocalBackend, LocalConfig};
 use super::local_tests::store;
-use crate::storage::{CrashMode, MemDir, OpenReport};
+use crate::storage::{CrashMode, MemDir, OpenReport, RealDir, StorageDir};
 
 type Delivered = Arc<Mutex<Vec<(BackendReqId, BackendOutcome, ThreadId)>>>;
 
-struct Inline {
-    dir: MemDir,
+struct Inline<D: StorageDir + 'static = MemDir> {
+    dir: D,
     cfg: LocalConfig,
-    backend: LocalBackend<MemDir>,
+    backend: LocalBackend<D>,
     delivered: Delivered,
     next: u64,
     last: Tid,
 }
 
+fn recording_sink() -> (Delivered, super::Sink) {
+    let delivered: Delivered = Arc::default();
+    let d = Arc::clone(&delivered);
+    let sink: super::Sink = Arc::new(move |id, o| {
+        d.lock().expect("delivered").push((id, o, std::thread::current().id()));
+    });
+    (delivered, sink)
+}
+
 impl Inline {
     fn open(dir: MemDir, last: Tid) -> (Inline, OpenReport) {
         let cfg = LocalConfig::in_dir(true, true);
-        let delivered: Delivered = Arc::default();
-        let d = Arc::clone(&delivered);
-        let sink: super::Sink = Arc::new(move |id, o| {
-            d.lock().expect("delivered").push((id, o, std::thread::current().id()));
-        });
+        let (delivered, sink) = recording_sink();
         let (backend, report) =
             LocalBackend::open_in("m", dir.clone(), &cfg, sink, Exec::Inline).expect("open in a MemDir");
         (Inline { dir, cfg, backend, delivered, next: 0, last }, report)
     }
 
+    /// Opens what `mode` leaves of the directory after a power cut (the backend is left as is:
+    /// the crashed process).
+    fn crash(&self, mode: CrashMode) -> (Inline, OpenReport) {
+        Inline::open(self.dir.crash(mode), self.last)
+    }
+}
+
+impl<D: StorageDir + 'static> Inline<D> {
     /// Runs one request: every outcome of it, delivered before `submit` returned, on this thread.
     fn call_all(&mut self, req: BackendRequest) -> Vec<BackendOutcome> {
         self.next += 1;
@@ -145,12 +158,6 @@ impl Inline {
         assert_eq!(self.call(BackendRequest::BlobUploadChunk { upload, chunk }), BackendOutcome::Nil);
         upload
     }
-
-    /// Opens what `mode` leaves of the directory after a power cut (the backend is left as is:
-    /// the crashed process).
-    fn crash(&self, mode: CrashMode) -> (Inline, OpenReport) {
-        Inline::open(self.dir.crash(mode), self.last)
-    }
 }
 
 fn blob_store(oid: u64, serial: Tid, upload: UploadId) -> TxnOp {
@@ -193,6 +200,9 @@ fn an_inline_backend_commits_reads_iterates_and_packs_on_the_callers_thread() {
         o => panic!("{o:?}"),
     }
     assert_eq!(b.load(0), Some((Bytes::from_static(b"three"), t3)));
+    // The driver holds backends in tasks: `Backend: Send + 'static`.
+    fn sendable<T: Send + Sync + 'static>(_: &T) {}
+    sendable(&b.backend);
     let info = b.backend.info();
     assert_eq!((info.last_tid, info.blobs, info.rebuildable, info.read_only), (t3, true, false, false));
     let seed = b.backend.seed(10).expect("seed");
@@ -342,4 +352,31 @@ fn a_pack_submitted_while_a_transaction_is_voted_runs_once_it_ends() {
         matches!(got.as_slice(), [BackendOutcome::Failed(e)] if e.culprit == Culprit::Backend),
         "{got:?}"
     );
+}
+
+#[test]
+fn an_inline_backend_on_real_files_rebuilds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = LocalConfig {
+        path: tmp.path().join("Data.fs"),
+        blob_dir: Some(tmp.path().join("blobs")),
+        read_only: false,
+        fsync: true,
+        read_threads: 1,
+    };
+    let (delivered, sink) = recording_sink();
+    let (backend, _) = LocalBackend::open_exec("r", &cfg, sink, Exec::Inline).expect("open");
+    assert!(backend.info().rebuildable);
+    let mut b = Inline { dir: RealDir::new(tmp.path()), cfg, backend, delivered, next: 0, last: Tid::ZERO };
+    b.commit(vec![store(0, Tid::ZERO, b"old")]);
+    assert_eq!(b.call(BackendRequest::RebuildBegin), BackendOutcome::Nil);
+    assert_eq!(b.load(0), None, "the empty rebuild serves");
+    let t2 = b.commit(vec![store(7, Tid::ZERO, b"new")]);
+    assert_eq!(b.call(BackendRequest::RebuildCommit), BackendOutcome::Nil);
+    assert_eq!((b.load(0), b.load(7)), (None, Some((Bytes::from_static(b"new"), t2))));
+    b.backend.close().expect("close");
+    let (_, sink) = recording_sink();
+    let (reopened, _) = LocalBackend::open("r", &b.cfg, sink).expect("reopen");
+    assert_eq!(reopened.info().last_tid, t2);
+    reopened.close().expect("close");
 }
