@@ -50,6 +50,7 @@ use crate::admin::{AdminReply, AdminRequest};
 use crate::backend::local::LocalBackend;
 use crate::backend::Sink;
 use crate::net::Net;
+use crate::storage::StorageDir;
 use conn::{ConnHandle, Out};
 pub use raids::{BackendSlot, Opened, Opener, StorageUnit};
 
@@ -69,7 +70,7 @@ pub trait Backend: Send + 'static {
     fn disconnect(&self) {}
 }
 
-impl Backend for LocalBackend {
+impl<D: StorageDir + 'static> Backend for LocalBackend<D> {
     fn submit(&self, id: BackendReqId, request: BackendRequest) {
         LocalBackend::submit(self, id, request);
     }
