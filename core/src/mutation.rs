@@ -18,6 +18,11 @@
 //! | [`Mutation::InvalidateBeforeFinish`] | `zeo/server/outcomes.rs` (vote answered) | the front sends a transaction's invalidations to the other clients when it is voted, before the backends finished it (and not again at finish) |
 //! | [`Mutation::ReuseLastTid`] | `zeo/server/commit.rs` `start_vote` | the tid of a transaction comes from the clock alone, ignoring the last (persisted) tid: with the clock behind, a tid is reused or goes back |
 //! | [`Mutation::SkipStateFsync`] | server `raid_state.rs` `save_in` | the RAID state file is written and renamed without any fsync (file or directory): a crash can lose or tear it |
+//! | [`Mutation::FinishBeforeStateSaved`] | `raid/writes.rs` `settle` | the finish is answered without waiting for the RAID state that degrades a backend which missed it to be durable: a RAID crash then brings that backend back as optimal without the commit |
+//! | [`Mutation::PackDuringRecovery`] | `raid/writes.rs` `start_fan` | a pack is fanned out while a recovery runs (the refusal is skipped) |
+//!
+//! The switch is thread-local: a hook reached on another thread (a real state file is saved in
+//! `spawn_blocking`) does not see it. The simulation saves its state inline, on its one thread.
 //!
 //! Add a mutation here (variant, row, hook) with a unit test showing the bug with the switch
 //! on and the right behaviour with it off.
@@ -39,11 +44,15 @@ pub enum Mutation {
     ReuseLastTid,
     /// A backend failing a vote is not degraded.
     NoDegradeOnError,
+    /// The finish is answered before the state recording a failed leg is durable.
+    FinishBeforeStateSaved,
+    /// A pack may run during a recovery.
+    PackDuringRecovery,
 }
 
 impl Mutation {
     /// Every mutation, in declaration order.
-    pub const ALL: [Mutation; 7] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::VoteBeforeAllVoted,
         Mutation::InvalidateBeforeFinish,
         Mutation::SkipStateFsync,
@@ -51,6 +60,8 @@ impl Mutation {
         Mutation::FinishBeforeAllFinished,
         Mutation::ReuseLastTid,
         Mutation::NoDegradeOnError,
+        Mutation::FinishBeforeStateSaved,
+        Mutation::PackDuringRecovery,
     ];
 
     /// Its name as written in the source (for command lines and reports).
@@ -63,6 +74,8 @@ impl Mutation {
             Mutation::FinishBeforeAllFinished => "FinishBeforeAllFinished",
             Mutation::ReuseLastTid => "ReuseLastTid",
             Mutation::NoDegradeOnError => "NoDegradeOnError",
+            Mutation::FinishBeforeStateSaved => "FinishBeforeStateSaved",
+            Mutation::PackDuringRecovery => "PackDuringRecovery",
         }
     }
 

@@ -100,3 +100,57 @@ fn second_recovery_starts_while_one_runs() {
         }
     }
 }
+
+#[test]
+fn finish_before_state_saved_acknowledges_before_the_degradation_is_durable() {
+    for on in [false, true] {
+        let _g = switch(on, Mutation::FinishBeforeStateSaved);
+        let mut h = Harness::new(2);
+        h.auto_save = false;
+        h.fault(1, "finish", Fault::Fail);
+        let v = h.vote_request(&[(1, Tid::ZERO, "one")]);
+        let BackendRequest::Vote(req) = &v else { unreachable!() };
+        let tid = req.tid;
+        assert!(matches!(h.one(v), BackendOutcome::Voted { .. }));
+        let got = h.request(BackendRequest::Finish { tid });
+        assert_eq!(h.state_word(1), "degraded");
+        // The state saying b1 missed the commit is not durable yet (a crash now brings b1 back
+        // optimal without it): the finish must wait for it.
+        assert!(!h.pending_saves.is_empty());
+        let answered = got.iter().any(|o| matches!(o, BackendOutcome::Finished { .. }));
+        assert_eq!(answered, on, "mutation {on}: {got:?}");
+    }
+}
+
+#[test]
+fn pack_during_recovery_runs_a_pack_while_a_backend_recovers() {
+    for on in [false, true] {
+        let _g = switch(on, Mutation::PackDuringRecovery);
+        let mut h = Harness::new(2);
+        h.commit(&[(1, Tid::ZERO, "a")]);
+        h.raid.disable(h.now, "b1").expect("disable");
+        for i in 0..20u64 {
+            h.commit(&[(10 + i, Tid::ZERO, "x")]);
+        }
+        let slow = RateLimit { bytes_per_sec: None, txns_per_sec: Some(5) };
+        h.raid.recover(h.now, "b1", Some(slow)).expect("recover");
+        h.run();
+        assert!(h.raid.recovery().is_some());
+        if on {
+            let id = crate::zeo::backend::BackendReqId(9_000);
+            h.raid.handle_request(h.now, id, BackendRequest::Pack { time: 1.0 });
+            let mut sent = false;
+            while let Some(a) = h.raid.poll_action() {
+                sent |=
+                    matches!(a, crate::raid::RaidAction::Submit { request: BackendRequest::Pack { .. }, .. });
+            }
+            assert!(sent, "the pack went to the backends");
+            let broken = h.raid.check().expect_err("the RAID's own check sees it");
+            assert!(broken.contains("a pack runs during a recovery"), "{broken}");
+        } else {
+            let packed = h.one(BackendRequest::Pack { time: 1.0 });
+            assert!(matches!(packed, BackendOutcome::Failed(_)), "{packed:?}");
+            assert!(!h.received.iter().any(|(_, r)| matches!(r, BackendRequest::Pack { .. })));
+        }
+    }
+}

@@ -101,7 +101,9 @@ impl Raid {
                 (FanKind::Vote { tid: v.tid, max_oid }, optimal)
             }
             BackendRequest::Pack { .. } => {
-                if let Some(r) = &self.recovery {
+                if let Some(r) =
+                    self.recovery.as_ref().filter(|_| !mutation::active(Mutation::PackDuringRecovery))
+                {
                     let msg = format!(
                         "zeoraid: a recovery of backend {} is running; pack refused until it is done",
                         self.member_name(r.target)
@@ -285,7 +287,7 @@ impl Raid {
                 self.size = *size;
                 finished = Some((tid, job.bytes));
                 // Acknowledged only once the state that excludes any backend that missed it is durable.
-                self.answer(front, answer, true);
+                self.answer(front, answer, !mutation::active(Mutation::FinishBeforeStateSaved));
             }
             (FanKind::Pack, BackendOutcome::Packed { size }) => {
                 self.size = *size;
