@@ -7,10 +7,12 @@
 //! * [`wire`]: the ZEO 5/6 wire protocol — framing, handshake, both encodings and the
 //!   typed messages of both directions.
 //! * [`zeo`]: the ZEO server semantics as pure state machines (commit lock, invalidation queue).
+//! * [`mutation`]: test-only switches that put known bugs in (feature `mutations`; no-ops without).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod ids;
+pub mod mutation;
 pub mod raid;
 pub mod wire;
 pub mod zeo;

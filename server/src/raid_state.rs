@@ -21,14 +21,20 @@
 //! version, checksum mismatch, undecodable body) is an error naming the file: the server
 //! refuses to start rather than guess which backends are in sync. A `.tmp` left by a crash is
 //! never read (the next save overwrites it).
+//!
+//! The file lives behind a [`StorageDir`]: [`StateFile::Real`] on the file system (the server),
+//! [`StateFile::Mem`] in a crashable [`MemDir`] (the simulation, where a crash keeps only what
+//! was synced). [`load`] and [`save`] take a real path; [`load_in`] and [`save_in`] any
+//! directory.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
 use zeoraid_core::ids::{Oid, Tid};
+use zeoraid_core::mutation::{self, Mutation};
 use zeoraid_core::raid::{BackendState, PersistedBackend, PersistedRaid, PersistedRecovery, RateLimit};
+
+use crate::storage::{MemDir, OpenMode, RealDir, StorageDir, StorageFile};
 
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"ZRRAIDST";
@@ -253,15 +259,120 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedRaid, String> {
     Ok(disk.into())
 }
 
+/// Where a RAID's state is kept: a real file, or a file of an in-memory directory that can
+/// crash (the simulation: a crash keeps only what was synced).
+#[derive(Debug, Clone)]
+pub enum StateFile {
+    /// A file of the real file system.
+    Real(PathBuf),
+    /// The file `name` of the in-memory directory `dir`.
+    Mem {
+        /// The directory.
+        dir: MemDir,
+        /// The file name inside it.
+        name: String,
+    },
+}
+
+impl StateFile {
+    /// Reads the state: `Ok(None)` when there is none yet (first start). What a restart (of the
+    /// server or of a simulated one) builds its [`zeoraid_core::raid::Raid`] from.
+    pub fn load(&self) -> Result<Option<PersistedRaid>, StateFileError> {
+        match self {
+            StateFile::Real(path) => load(path),
+            StateFile::Mem { dir, name } => load_in(dir, name, dir.display(name)),
+        }
+    }
+
+    /// Writes `state` durably (see the module doc). Blocking on a real file: call it off the
+    /// async tasks (the saver uses `spawn_blocking`); immediate in memory.
+    pub fn save(&self, state: &PersistedRaid) -> Result<(), StateFileError> {
+        match self {
+            StateFile::Real(path) => save(path, state),
+            StateFile::Mem { dir, name } => save_in(dir, name, dir.display(name), state),
+        }
+    }
+
+    /// Whether writing it blocks the thread (a real file).
+    pub fn blocks(&self) -> bool {
+        matches!(self, StateFile::Real(_))
+    }
+
+    /// A printable name for logs and errors.
+    pub fn display(&self) -> String {
+        match self {
+            StateFile::Real(path) => path.display().to_string(),
+            StateFile::Mem { dir, name } => dir.display(name),
+        }
+    }
+
+    /// The file next to it with `suffix` appended to its name (`.recent`).
+    pub fn sibling(&self, suffix: &str) -> StateFile {
+        match self {
+            StateFile::Real(path) => {
+                let mut s = path.as_os_str().to_owned();
+                s.push(suffix);
+                StateFile::Real(PathBuf::from(s))
+            }
+            StateFile::Mem { dir, name } => {
+                StateFile::Mem { dir: dir.clone(), name: format!("{name}{suffix}") }
+            }
+        }
+    }
+
+    /// Its directory and file name, for [`StorageDir`] calls.
+    pub(crate) fn with_dir<T>(
+        &self,
+        real: impl FnOnce(&RealDir, &str) -> T,
+        mem: impl FnOnce(&MemDir, &str) -> T,
+        unsplittable: impl FnOnce() -> T,
+    ) -> T {
+        match self {
+            StateFile::Real(path) => match RealDir::split(path) {
+                Some((dir, name)) => real(&dir, &name),
+                None => unsplittable(),
+            },
+            StateFile::Mem { dir, name } => mem(dir, name),
+        }
+    }
+}
+
 /// Reads the state file: `Ok(None)` when it does not exist (first start).
 pub fn load(path: &Path) -> Result<Option<PersistedRaid>, StateFileError> {
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
+    match RealDir::split(path) {
+        Some((dir, name)) => load_in(&dir, &name, shown),
+        None => Err(StateFileError::Io {
+            path: shown,
+            op: "read it",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        }),
+    }
+}
+
+/// Reads `name` in `dir` (`shown` in errors): `Ok(None)` when it does not exist.
+pub fn load_in<D: StorageDir>(
+    dir: &D,
+    name: &str,
+    shown: String,
+) -> Result<Option<PersistedRaid>, StateFileError> {
+    let bytes = match read_all(dir, name) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateFileError::Io { path: shown, op: "read it", source }),
     };
     decode(&bytes).map(Some).map_err(|what| StateFileError::Corrupt { path: shown, what })
+}
+
+/// The whole content of `name` in `dir` (bounded: a state is small; a huge file is read only
+/// far enough to be refused as corrupt).
+pub(crate) fn read_all<D: StorageDir>(dir: &D, name: &str) -> std::io::Result<Vec<u8>> {
+    let f = dir.open(name, OpenMode::Read)?;
+    let len = f.len()?;
+    let cap = (HEADER as u64 + MAX_BODY + 8 + 1).min(len);
+    let mut bytes = vec![0; usize::try_from(cap).map_err(|_| std::io::Error::other("file too large"))?];
+    f.read_at(&mut bytes, 0)?;
+    Ok(bytes)
 }
 
 /// The temporary file a save writes before renaming it over `path`.
@@ -274,27 +385,41 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `state` durably: `<path>.tmp`, fsync, rename over `path`, fsync the directory.
 pub fn save(path: &Path, state: &PersistedRaid) -> Result<(), StateFileError> {
     let shown = path.display().to_string();
+    match RealDir::split(path) {
+        Some((dir, name)) => save_in(&dir, &name, shown, state),
+        None => Err(StateFileError::Io {
+            path: shown,
+            op: "create its temporary file",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        }),
+    }
+}
+
+/// Writes `state` durably as `name` in `dir` (`shown` in errors): `<name>.tmp`, fsync,
+/// rename over `name`, fsync the directory.
+pub fn save_in<D: StorageDir>(
+    dir: &D,
+    name: &str,
+    shown: String,
+    state: &PersistedRaid,
+) -> Result<(), StateFileError> {
     let io = |op: &'static str| {
         let path = shown.clone();
         move |source| StateFileError::Io { path, op, source }
     };
-    let tmp = tmp_path(path);
+    let tmp = format!("{name}.tmp");
     let bytes = encode(state);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io("create its temporary file"))?;
-    f.write_all(&bytes).map_err(io("write its temporary file"))?;
-    f.sync_all().map_err(io("fsync its temporary file"))?;
+    let f = dir.open(&tmp, OpenMode::Truncate).map_err(io("create its temporary file"))?;
+    f.write_at(&bytes, 0).map_err(io("write its temporary file"))?;
+    let fsync = !mutation::active(Mutation::SkipStateFsync);
+    if fsync {
+        f.sync().map_err(io("fsync its temporary file"))?;
+    }
     drop(f);
-    std::fs::rename(&tmp, path).map_err(io("rename its temporary file over it"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io("fsync its directory"))?;
+    dir.rename(&tmp, name).map_err(io("rename its temporary file over it"))?;
+    if fsync {
+        dir.sync().map_err(io("fsync its directory"))?;
+    }
     Ok(())
 }
 
@@ -435,6 +560,80 @@ mod tests {
         std::fs::write(&path, b"").expect("write");
         let err = load(&path).expect_err("empty").to_string();
         assert!(err.contains("s.raid-state") && err.contains("refusing to start"), "{err}");
+    }
+
+    fn mem(dir: &MemDir) -> StateFile {
+        StateFile::Mem { dir: dir.clone(), name: "1.raid-state".into() }
+    }
+
+    #[test]
+    fn in_memory_a_saved_state_survives_a_crash_and_a_missing_one_is_a_first_start() {
+        let dir = MemDir::new();
+        assert_eq!(mem(&dir).load().expect("missing is fine"), None);
+        mem(&dir).save(&sample()).expect("save");
+        assert_eq!(mem(&dir).display(), "mem:1.raid-state");
+        let after = dir.crash(crate::storage::CrashMode::DropUnsynced);
+        assert_eq!(mem(&after).load().expect("load"), Some(sample()));
+        assert_eq!(after.names(), ["1.raid-state"], "the temporary file was renamed");
+        // Corrupt in memory: the same error as on disk, naming the file.
+        let mut bytes = encode(&sample());
+        bytes.truncate(bytes.len() - 1);
+        after.put("1.raid-state", bytes);
+        let err = mem(&after).load().expect_err("corrupt").to_string();
+        assert!(err.contains("mem:1.raid-state") && err.contains("refusing to start"), "{err}");
+    }
+
+    /// A crash at every step of a save, in every crash mode, leaves the old state or the new
+    /// one, never a file that does not load.
+    #[test]
+    fn a_crash_at_any_step_of_a_save_leaves_the_old_or_the_new_state() {
+        use crate::storage::CrashMode;
+        let old = PersistedRaid { recovery: None, ..sample() };
+        let new = sample();
+        let probe = MemDir::new();
+        mem(&probe).save(&old).expect("save");
+        let before = probe.ops();
+        mem(&probe).save(&new).expect("save");
+        let steps = probe.ops() - before;
+        assert!(steps >= 4, "create, write, fsync, rename, dir fsync: {steps}");
+        for fail_at in 1..=steps + 1 {
+            let dir = MemDir::new();
+            mem(&dir).save(&old).expect("save");
+            dir.fail_after(Some(fail_at));
+            let r = mem(&dir).save(&new);
+            assert_eq!(r.is_ok(), fail_at > steps, "step {fail_at} of {steps}");
+            let len = dir.last_pending_len().unwrap_or(0);
+            let mut modes = vec![
+                CrashMode::DropUnsynced,
+                CrashMode::Reorder { mask: 0 },
+                CrashMode::Reorder { mask: u64::MAX },
+            ];
+            modes.extend((0..=len).map(|keep| CrashMode::TearLast { keep }));
+            for mode in modes {
+                let got = mem(&dir.crash(mode)).load();
+                let got = got.unwrap_or_else(|e| panic!("step {fail_at}, {mode:?}: {e}"));
+                assert!(
+                    got == Some(old.clone()) || got == Some(new.clone()),
+                    "step {fail_at}, {mode:?}: {got:?}"
+                );
+                if r.is_ok() && mode == CrashMode::DropUnsynced {
+                    assert_eq!(got, Some(new.clone()), "a completed save is durable");
+                }
+            }
+        }
+    }
+
+    /// The mutation `SkipStateFsync` really loses a saved state at a crash.
+    #[cfg(feature = "mutations")]
+    #[test]
+    fn mutation_skip_state_fsync_loses_the_state_at_a_crash() {
+        for on in [false, true] {
+            let _g = on.then(|| mutation::Scoped::new(Mutation::SkipStateFsync));
+            let dir = MemDir::new();
+            mem(&dir).save(&sample()).expect("save");
+            let after = mem(&dir.crash(crate::storage::CrashMode::DropUnsynced)).load().expect("load");
+            assert_eq!(after.is_none(), on, "mutation {on}: {after:?}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::backend::Sink;
 use crate::config::{BackendKind, BackendSettings, Config, StorageSettings};
 use crate::driver::{Backend, BackendSlot, Driver, EventSink, Opened, Opener, StorageUnit};
 use crate::net::{Net, TokioNet};
-use crate::raid_state;
+use crate::raid_state::{self, StateFile};
 use crate::storage::OpenError;
 
 /// A backend of any kind.
@@ -364,7 +364,7 @@ pub async fn open_storages<N: Net>(
         let unit = StorageUnit {
             raid,
             settings: s.clone(),
-            state_file: Some(s.state_file.clone()),
+            state_file: Some(StateFile::Real(s.state_file.clone())),
             backends: slots,
             saved: 0,
             last_state: None,
@@ -408,8 +408,8 @@ fn seed(unit: &StorageUnit<AnyBackend>, s: &StorageSettings, queue: usize) -> St
             // shutdown, if nothing was committed since (crate::recent).
             let saved = unit
                 .state_file
-                .as_deref()
-                .and_then(|f| crate::recent::load(&crate::recent::path_for(f), unit.raid.last_tid()));
+                .as_ref()
+                .and_then(|f| crate::recent::load(&crate::recent::file_for(f), unit.raid.last_tid()));
             (
                 saved.unwrap_or_default(),
                 s.backends.first().map_or_else(|| s.name.clone(), BackendSettings::label),
@@ -445,8 +445,8 @@ pub async fn close_storages(units: Vec<StorageUnit<AnyBackend>>) -> Vec<String> 
                 }
             }
         }
-        if let (Some(path), Some((version, state))) = (&u.state_file, &u.last_state) {
-            match raid_state::save(path, state) {
+        if let (Some(file), Some((version, state))) = (&u.state_file, &u.last_state) {
+            match file.save(state) {
                 Ok(()) => info!("storage {name}: state version {version} saved"),
                 Err(e) => failed.push(format!("storage {name}: {e}")),
             }

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod nemesis;
 pub mod net;
 pub mod panics;
+pub mod proxy;
 pub mod record;
 pub mod runner;
 pub mod world;

@@ -43,6 +43,8 @@ mod writes;
 
 #[cfg(test)]
 pub(crate) mod harness;
+#[cfg(all(test, feature = "mutations"))]
+mod mutation_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
@@ -54,6 +56,7 @@ use std::time::Duration;
 pub use types::*;
 
 use crate::ids::{BackendId, Oid, Tid};
+use crate::mutation::{self, Mutation};
 use crate::zeo::backend::{
     BackendError, BackendEvent, BackendInfo, BackendIterId, BackendOutcome, BackendReqId, BackendRequest,
     Culprit, StorageSize,
@@ -598,7 +601,7 @@ impl Raid {
         }
         // A backend's own fault degrades it (a client's error does not).
         if let BackendOutcome::Failed(BackendError { culprit: Culprit::Backend, error }) = &outcome {
-            if self.is_optimal(b) {
+            if self.is_optimal(b) && !(what == "vote" && mutation::active(Mutation::NoDegradeOnError)) {
                 let reason = format!("{what} failed: {}", error_text(error));
                 self.degrade(b, reason);
             }

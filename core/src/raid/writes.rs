@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{BackendId, Oid, Tid};
+use crate::mutation::{self, Mutation};
 use crate::zeo::backend::{
     BackendError, BackendOutcome, BackendReqId, BackendRequest, Culprit, TxnOp, UploadId,
 };
@@ -100,7 +101,9 @@ impl Raid {
                 (FanKind::Vote { tid: v.tid, max_oid }, optimal)
             }
             BackendRequest::Pack { .. } => {
-                if let Some(r) = &self.recovery {
+                if let Some(r) =
+                    self.recovery.as_ref().filter(|_| !mutation::active(Mutation::PackDuringRecovery))
+                {
                     let msg = format!(
                         "zeoraid: a recovery of backend {} is running; pack refused until it is done",
                         self.member_name(r.target)
@@ -179,11 +182,23 @@ impl Raid {
         if !job.waiting.contains_key(&b) {
             return;
         }
+        let first_ends = match (job.kind, &outcome) {
+            (FanKind::Vote { .. }, BackendOutcome::Voted { .. }) => {
+                mutation::active(Mutation::VoteBeforeAllVoted)
+            }
+            (FanKind::Finish { .. }, BackendOutcome::Finished { .. }) => {
+                mutation::active(Mutation::FinishBeforeAllFinished)
+            }
+            _ => false,
+        };
         if let BackendOutcome::Committed { .. } = outcome {
             job.committed.insert(b);
         } else {
             job.waiting.remove(&b);
             job.results.insert(b, outcome);
+        }
+        if first_ends {
+            job.waiting.clear(); // mutation: settled on this leg alone, the others are ignored
         }
         if job.waiting.is_empty() {
             if let Some(job) = self.fans.remove(&front) {
@@ -272,7 +287,7 @@ impl Raid {
                 self.size = *size;
                 finished = Some((tid, job.bytes));
                 // Acknowledged only once the state that excludes any backend that missed it is durable.
-                self.answer(front, answer, true);
+                self.answer(front, answer, !mutation::active(Mutation::FinishBeforeStateSaved));
             }
             (FanKind::Pack, BackendOutcome::Packed { size }) => {
                 self.size = *size;

@@ -1,4 +1,5 @@
-//! A local FileStorage served by dedicated threads.
+//! A local FileStorage, served by dedicated threads ([`Exec::Threads`], production) or on the
+//! caller's thread ([`Exec::Inline`], the deterministic simulation), over any [`StorageDir`].
 //!
 //! ```text
 //!   submit(id, request) ──▶ write queue ──▶ writer thread   Vote, Finish, Abort, BlobUpload*
@@ -31,10 +32,25 @@
 //! `RebuildBegin`/`RebuildCommit`/`RebuildAbort` (on the write queue) switch the storage that
 //! serves every request: see [`Serving`] and `rebuild.rs` for the files and the crash safety.
 //!
+//! With [`Exec::Inline`] there is no thread: `submit` carries the request out at once (the
+//! write sequence, then for a `Finish` its own group-commit round; reads; pack; `SendBlob`) and
+//! delivers every outcome through the sink before it returns, in the order the threads keep
+//! (`Committed` then `Finished`; a deferred-sync `Finished` at once; `Sync` a round). Both
+//! executors call the same per-request functions (`write_step`, `read`, `sync_batch`, `run_pack`);
+//! the write sequence's state (the voted transaction) is in [`Shared`], under a lock only the
+//! writer takes.
+//!
+//! The storage is a `Storage<D>` for any [`StorageDir`] `D` (`RealDir` in production, the
+//! crashable `MemDir` in the simulation, see [`LocalBackend::open_in`]). Only a backend opened by
+//! [`LocalBackend::open`]/[`LocalBackend::open_exec`] (a `RealDir` at the configured path) can be
+//! rebuilt (`rebuild.rs` works on real files); any other reports `rebuildable: false` and fails
+//! the rebuild requests with a backend error.
+//!
 //! Invariants: every submitted request gets exactly one final outcome, also when the engine
 //! fails (its error is mapped to a [`BackendError`] by [`map_error`]); after [`LocalBackend::close`]
 //! no thread is left and the storage is closed (index cache saved).
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,8 +72,8 @@ use zeoraid_core::zeo::events::StorageSeed;
 use super::rebuild::{RebuildFiles, Settled};
 use super::Sink;
 use crate::storage::{
-    BeginTid, OpenError, OpenReport, Options, RealDir, RecordCursor, Storage, StorageError, TxnCursor,
-    TxnMeta, TxnRecord, UploadId as EngineUpload, BLOB_CHUNK,
+    BeginTid, OpenError, OpenReport, Options, RealDir, RecordCursor, Storage, StorageDir, StorageError,
+    TxnCursor, TxnMeta, TxnRecord, UploadId as EngineUpload, BLOB_CHUNK,
 };
 
 /// How to open a local storage.
@@ -73,6 +89,31 @@ pub struct LocalConfig {
     pub fsync: bool,
     /// Threads serving reads.
     pub read_threads: usize,
+}
+
+impl LocalConfig {
+    /// A storage `Data.fs` inside a directory given to [`LocalBackend::open_in`] (e.g. a
+    /// `MemDir`), with its blob directory `blobs` there too when `blobs`.
+    pub fn in_dir(fsync: bool, blobs: bool) -> LocalConfig {
+        LocalConfig {
+            path: PathBuf::from("Data.fs"),
+            blob_dir: blobs.then(|| PathBuf::from("blobs")),
+            read_only: false,
+            fsync,
+            read_threads: 1,
+        }
+    }
+}
+
+/// How a local backend carries out its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Exec {
+    /// Dedicated OS threads: a writer, a sync thread (group commit), readers, one per pack.
+    #[default]
+    Threads,
+    /// On the caller's thread, inside [`LocalBackend::submit`], every outcome delivered before
+    /// it returns: no thread, no blocking hand-off (for a single-threaded simulation).
+    Inline,
 }
 
 /// A local backend failed to start or stop.
@@ -98,13 +139,18 @@ type Job = (BackendReqId, BackendRequest);
 mod commit;
 #[path = "local_reads.rs"]
 mod reads;
+#[path = "local_steps.rs"]
+mod steps;
 #[path = "local_rebuild.rs"]
 mod transitions;
 use commit::{abort, finish, vote};
 use reads::{pack, read};
+use steps::{
+    read_step, reader_loop, run_pack, sync_batch, sync_loop, write_step, writer_loop, Step, SyncJob, Voted,
+};
 use transitions::{rebuild_abort, rebuild_begin, rebuild_commit};
 
-type St = Storage<RealDir>;
+type St<D = RealDir> = Storage<D>;
 
 /// Which storage serves the requests.
 ///
@@ -119,14 +165,14 @@ type St = Storage<RealDir>;
 /// written (its files stay as they are on disk); `Broken` fails every request (the backend is
 /// reopened by restarting it). Transitions run on the writer thread under the write lock of
 /// [`Shared::serving`]; a request takes the storage it is served by once, at its start.
-enum Serving {
-    Normal(Arc<St>),
-    Rebuild { old: Arc<St>, new: Arc<St> },
+enum Serving<D: StorageDir = RealDir> {
+    Normal(Arc<St<D>>),
+    Rebuild { old: Arc<St<D>>, new: Arc<St<D>> },
     Broken(String),
 }
 
-impl Serving {
-    fn active(&self) -> Option<&Arc<St>> {
+impl<D: StorageDir> Serving<D> {
+    fn active(&self) -> Option<&Arc<St<D>>> {
         match self {
             Serving::Normal(s) | Serving::Rebuild { new: s, .. } => Some(s),
             Serving::Broken(_) => None,
@@ -135,22 +181,33 @@ impl Serving {
 }
 
 /// What the threads share.
-struct Shared {
+struct Shared<D: StorageDir = RealDir> {
     name: String,
     cfg: LocalConfig,
-    serving: RwLock<Serving>,
+    /// Opened at `cfg.path` on the real file system: `rebuild.rs` can rebuild it.
+    rebuildable: bool,
+    serving: RwLock<Serving<D>>,
+    /// The transaction voted and not yet finished or aborted; only the writer (the writer thread,
+    /// or `submit` inline) takes this lock, for a whole write request.
+    voted: Mutex<Option<Voted>>,
     /// Packs running (a rebuild does not begin while one runs; counted under `serving`'s lock).
     packs_running: AtomicUsize,
     sink: Sink,
     /// Core upload handle → engine upload.
     uploads: Mutex<BTreeMap<UploadId, EngineUpload>>,
-    /// Open iterators.
     /// Open iterators; each has its own lock, held while it reads (an `IterDrop` meanwhile just
     /// forgets it).
     iters: Mutex<BTreeMap<BackendIterId, Arc<Mutex<IterState>>>>,
     /// Pack threads started (joined at close).
     packs: Mutex<Vec<JoinHandle<()>>>,
+    /// [`Exec::Inline`]: packs submitted while a transaction was voted, counted in
+    /// `packs_running`, run once it ends (the engine's pack waits for the transaction in
+    /// progress; inline, only a later request can end it).
+    waiting_packs: Mutex<Vec<WaitingPack<D>>>,
 }
+
+/// A pack waiting for the voted transaction to end: its request, pack time and storage.
+type WaitingPack<D> = (BackendReqId, f64, Arc<St<D>>);
 
 enum IterState {
     /// A transaction iterator and the transaction it returned last.
@@ -164,17 +221,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Shared {
-    fn serving(&self) -> RwLockReadGuard<'_, Serving> {
+impl<D: StorageDir> Shared<D> {
+    fn serving(&self) -> RwLockReadGuard<'_, Serving<D>> {
         self.serving.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn serving_mut(&self) -> RwLockWriteGuard<'_, Serving> {
+    fn serving_mut(&self) -> RwLockWriteGuard<'_, Serving<D>> {
         self.serving.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The storage serving requests now.
-    fn current(&self) -> Result<Arc<St>, StorageError> {
+    fn current(&self) -> Result<Arc<St<D>>, StorageError> {
         match &*self.serving() {
             Serving::Broken(why) => Err(StorageError::Broken(why.clone())),
             other => other.active().cloned().ok_or_else(|| StorageError::Broken("no storage".to_owned())),
@@ -212,44 +269,100 @@ fn open_storage(cfg: &LocalConfig) -> Result<(St, OpenReport), OpenError> {
     Storage::open_path(&cfg.path, options(cfg))
 }
 
-/// A local storage and the threads that serve it.
-pub struct LocalBackend {
-    shared: Arc<Shared>,
+/// A local storage and what serves it (its threads, or nothing with [`Exec::Inline`]).
+pub struct LocalBackend<D: StorageDir + 'static = RealDir> {
+    shared: Arc<Shared<D>>,
+    exec: Exec,
+    /// `None` with [`Exec::Inline`] (and once closing).
     write_tx: Option<Sender<Job>>,
     read_tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for LocalBackend {
+impl<D: StorageDir + 'static> std::fmt::Debug for LocalBackend<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalBackend").field("name", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("LocalBackend")
+            .field("name", &self.shared.name)
+            .field("exec", &self.exec)
+            .finish_non_exhaustive()
     }
 }
 
-impl LocalBackend {
-    /// Opens the storage `name` and starts its threads; outcomes go to `sink`.
+impl LocalBackend<RealDir> {
+    /// Opens the storage `name` at the configured path and starts its threads; outcomes go to
+    /// `sink`.
     pub fn open(
         name: &str,
         cfg: &LocalConfig,
         sink: Sink,
     ) -> Result<(LocalBackend, OpenReport), LocalBackendError> {
+        LocalBackend::open_exec(name, cfg, sink, Exec::Threads)
+    }
+
+    /// [`LocalBackend::open`] with the executor `exec`. The backend can be rebuilt.
+    pub fn open_exec(
+        name: &str,
+        cfg: &LocalConfig,
+        sink: Sink,
+        exec: Exec,
+    ) -> Result<(LocalBackend, OpenReport), LocalBackendError> {
         let (storage, report) = open_storage(cfg)?;
+        Ok((LocalBackend::start(name, cfg, storage, true, sink, exec)?, report))
+    }
+}
+
+impl<D: StorageDir + 'static> LocalBackend<D> {
+    /// Opens the storage `name` inside `dir`: the file named by the last component of
+    /// `cfg.path` (`Data.fs` with [`LocalConfig::in_dir`]), its blob directory at `cfg.blob_dir`
+    /// relative to `dir`. With fsync on it runs in group commit as [`LocalBackend::open`] does:
+    /// a transaction answered `Finished` is durable in `dir`. Such a backend is not rebuildable.
+    pub fn open_in(
+        name: &str,
+        dir: D,
+        cfg: &LocalConfig,
+        sink: Sink,
+        exec: Exec,
+    ) -> Result<(LocalBackend<D>, OpenReport), LocalBackendError> {
+        let file = cfg
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| OpenError::Missing { path: cfg.path.display().to_string() })?;
+        let (storage, report) = Storage::open(dir, file, options(cfg))?;
+        Ok((LocalBackend::start(name, cfg, storage, false, sink, exec)?, report))
+    }
+
+    fn start(
+        name: &str,
+        cfg: &LocalConfig,
+        storage: St<D>,
+        rebuildable: bool,
+        sink: Sink,
+        exec: Exec,
+    ) -> Result<LocalBackend<D>, LocalBackendError> {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             cfg: cfg.clone(),
+            rebuildable: rebuildable && !cfg.read_only,
             serving: RwLock::new(Serving::Normal(Arc::new(storage))),
+            voted: Mutex::new(None),
             packs_running: AtomicUsize::new(0),
             sink,
             uploads: Mutex::new(BTreeMap::new()),
             iters: Mutex::new(BTreeMap::new()),
             packs: Mutex::new(Vec::new()),
+            waiting_packs: Mutex::new(Vec::new()),
         });
+        let mut backend = LocalBackend { shared, exec, write_tx: None, read_tx: None, threads: Vec::new() };
+        if exec == Exec::Inline {
+            return Ok(backend);
+        }
         let (write_tx, write_rx) = channel::<Job>();
         let (read_tx, read_rx) = channel::<Job>();
-        let (sync_tx, sync_rx) = channel::<SyncJob>();
+        let (sync_tx, sync_rx) = channel::<SyncJob<D>>();
         let read_rx = Arc::new(Mutex::new(read_rx));
-        let mut backend =
-            LocalBackend { shared, write_tx: Some(write_tx), read_tx: Some(read_tx), threads: Vec::new() };
+        backend.write_tx = Some(write_tx);
+        backend.read_tx = Some(read_tx);
         let s = Arc::clone(&backend.shared);
         backend.spawn(format!("zr-{name}-write"), move || writer_loop(&s, write_rx, &sync_tx))?;
         let s = Arc::clone(&backend.shared);
@@ -259,13 +372,18 @@ impl LocalBackend {
             let rx = Arc::clone(&read_rx);
             backend.spawn(format!("zr-{name}-read{i}"), move || reader_loop(&s, &rx))?;
         }
-        Ok((backend, report))
+        Ok(backend)
     }
 
     fn spawn(&mut self, name: String, f: impl FnOnce() + Send + 'static) -> Result<(), LocalBackendError> {
         let h = std::thread::Builder::new().name(name).spawn(f).map_err(LocalBackendError::Thread)?;
         self.threads.push(h);
         Ok(())
+    }
+
+    /// How this backend carries out its requests.
+    pub fn exec(&self) -> Exec {
+        self.exec
     }
 
     /// What the ZEO front needs to start (last tid, the newest `queue` commits, size, …).
@@ -285,6 +403,7 @@ impl LocalBackend {
     /// What the RAID needs to know about it (last tid, size, blobs, …). A backend broken by a
     /// failed rebuild reports itself empty and read-only.
     pub fn info(&self) -> BackendInfo {
+        let rebuildable = self.shared.rebuildable;
         let Ok(s) = self.shared.current() else {
             return BackendInfo {
                 last_tid: Tid::ZERO,
@@ -293,7 +412,7 @@ impl LocalBackend {
                 supports_undo: true,
                 info_name: self.shared.cfg.path.display().to_string(),
                 read_only: true,
-                rebuildable: true,
+                rebuildable,
             };
         };
         BackendInfo {
@@ -303,11 +422,12 @@ impl LocalBackend {
             supports_undo: true,
             info_name: s.path().to_owned(),
             read_only: s.is_read_only(),
-            rebuildable: true,
+            rebuildable,
         }
     }
 
-    /// Queues a request; its outcome goes to the sink.
+    /// Queues a request; its outcome goes to the sink (with [`Exec::Inline`]: carries it out
+    /// and delivers its outcomes before returning).
     ///
     /// A `loadBefore` of a current revision whose bytes are in memory (the page cache) is
     /// answered at once, on the caller's thread: it cannot wait for the disk
@@ -325,31 +445,42 @@ impl LocalBackend {
                 return;
             }
         }
-        let queue = match &request {
-            BackendRequest::Pack { time } => {
-                self.start_pack(id, *time);
-                return;
+        if let BackendRequest::Pack { time } = &request {
+            self.start_pack(id, *time);
+            return;
+        }
+        let writes = is_write(&request);
+        if self.exec == Exec::Inline {
+            let s = &*self.shared;
+            if writes {
+                match write_step(s, id, request) {
+                    Step::Done(out) => (s.sink)(id, out),
+                    Step::Committed(out, job) => {
+                        (s.sink)(id, out);
+                        sync_batch(vec![job], &s.sink);
+                    }
+                }
+                if lock(&s.voted).is_none() {
+                    let waiting = std::mem::take(&mut *lock(&s.waiting_packs));
+                    for (id, time, storage) in waiting {
+                        run_pack(s, storage, id, time);
+                    }
+                }
+            } else {
+                (s.sink)(id, read_step(s, id, request));
             }
-            BackendRequest::Vote(_)
-            | BackendRequest::Finish { .. }
-            | BackendRequest::Abort { .. }
-            | BackendRequest::Sync
-            | BackendRequest::RebuildBegin
-            | BackendRequest::RebuildCommit
-            | BackendRequest::RebuildAbort
-            | BackendRequest::BlobUploadStart { .. }
-            | BackendRequest::BlobUploadChunk { .. }
-            | BackendRequest::BlobUploadDrop { .. } => &self.write_tx,
-            _ => &self.read_tx,
-        };
+            return;
+        }
+        let queue = if writes { &self.write_tx } else { &self.read_tx };
         let sent = queue.as_ref().map(|q| q.send((id, request)));
         if !matches!(sent, Some(Ok(()))) {
             (self.shared.sink)(id, backend_fault("the storage is closing".to_owned()));
         }
     }
 
-    /// Runs a pack on its own thread; refused while a rebuild is open (the storage being
-    /// rebuilt must not be packed, nor the one it replaces).
+    /// Runs a pack (on its own thread, or inline: at once, or after the voted transaction ends);
+    /// refused while a rebuild is open (the storage being rebuilt must not be packed, nor the one
+    /// it replaces).
     fn start_pack(&self, id: BackendReqId, time: f64) {
         let storage = match &*self.shared.serving() {
             Serving::Normal(s) => {
@@ -367,14 +498,18 @@ impl LocalBackend {
                 return;
             }
         };
+        if self.exec == Exec::Inline {
+            if lock(&self.shared.voted).is_some() {
+                lock(&self.shared.waiting_packs).push((id, time, storage));
+            } else {
+                run_pack(&self.shared, storage, id, time);
+            }
+            return;
+        }
         let s = Arc::clone(&self.shared);
-        let spawned =
-            std::thread::Builder::new().name(format!("zr-{}-pack", self.shared.name)).spawn(move || {
-                let out = pack(&s, &storage, time);
-                drop(storage);
-                s.packs_running.fetch_sub(1, Ordering::SeqCst);
-                (s.sink)(id, out);
-            });
+        let spawned = std::thread::Builder::new()
+            .name(format!("zr-{}-pack", self.shared.name))
+            .spawn(move || run_pack(&s, storage, id, time));
         match spawned {
             Ok(h) => lock(&self.shared.packs).push(h),
             Err(e) => {
@@ -387,8 +522,14 @@ impl LocalBackend {
     /// Stops the threads (after the requests already queued), saves the index cache and
     /// closes the storage. An open rebuild is left on disk for the next open to discard.
     pub fn close(self) -> Result<(), LocalBackendError> {
-        let LocalBackend { shared, write_tx, read_tx, threads } = self;
+        let LocalBackend { shared, write_tx, read_tx, threads, exec: _ } = self;
         drop((write_tx, read_tx));
+        let waiting = std::mem::take(&mut *lock(&shared.waiting_packs));
+        for (id, _, storage) in waiting {
+            drop(storage);
+            shared.packs_running.fetch_sub(1, Ordering::SeqCst);
+            (shared.sink)(id, backend_fault("the storage is closing".to_owned()));
+        }
         let mut panicked = false;
         for h in threads {
             panicked |= h.join().is_err();
@@ -400,6 +541,12 @@ impl LocalBackend {
         let name = shared.name.clone();
         if panicked {
             return Err(LocalBackendError::Panicked(name));
+        }
+        // The core never leaves a voted transaction behind at shutdown; if it did, abort it.
+        if lock(&shared.voted).take().is_some() {
+            if let Ok(st) = shared.current() {
+                let _ = st.abort();
+            }
         }
         let serving = match Arc::try_unwrap(shared) {
             Ok(shared) => shared.serving.into_inner().unwrap_or_else(PoisonError::into_inner),
@@ -421,147 +568,25 @@ impl LocalBackend {
     }
 }
 
-fn size_of(s: &Storage<RealDir>) -> StorageSize {
+fn size_of<D: StorageDir>(s: &Storage<D>) -> StorageSize {
     StorageSize { length: s.len() as u64, size: s.size() }
 }
 
-// ---- the threads -------------------------------------------------------------------------------
-
-/// A finished transaction waiting for its round: the request, its tid, and the storage it was
-/// committed in (a rebuild may switch storages meanwhile).
-type SyncJob = (BackendReqId, Tid, Arc<St>);
-
-/// The transaction voted and not yet finished or aborted, on the writer thread.
-#[derive(Debug, Clone, Copy)]
-struct Voted {
-    tid: Tid,
-    /// `VoteRequest::deferred_sync`: answer `Finished` without waiting for the disk.
-    deferred: bool,
-}
-
-fn writer_loop(s: &Shared, rx: Receiver<Job>, sync: &Sender<SyncJob>) {
-    let mut voted: Option<Voted> = None;
-    while let Ok((id, req)) = rx.recv() {
-        let out = match req {
-            BackendRequest::RebuildBegin => rebuild_begin(s, &mut voted),
-            BackendRequest::RebuildCommit => rebuild_commit(s, &mut voted),
-            BackendRequest::RebuildAbort => rebuild_abort(s, &mut voted),
-            req => match s.current() {
-                Ok(st) => match write(s, &st, &mut voted, id, req, sync) {
-                    Some(out) => out,
-                    None => continue,
-                },
-                Err(e) => failed(e),
-            },
-        };
-        (s.sink)(id, out);
-    }
-    // The core never leaves a voted transaction behind at shutdown; if it did, abort it.
-    if voted.is_some() {
-        if let Ok(st) = s.current() {
-            let _ = st.abort();
-        }
-    }
-}
-
-/// One request of the write queue (not a rebuild transition); `None` when its final outcome is
-/// left to the sync thread.
-fn write(
-    s: &Shared,
-    st: &Arc<St>,
-    voted: &mut Option<Voted>,
-    id: BackendReqId,
-    req: BackendRequest,
-    sync: &Sender<SyncJob>,
-) -> Option<BackendOutcome> {
-    Some(match req {
-        BackendRequest::Vote(v) => vote(s, st, voted, *v),
-        BackendRequest::Finish { tid } => match finish(s, st, voted, tid) {
-            // Durable later: the sync thread answers `Finished`.
-            out @ BackendOutcome::Committed { .. } => {
-                (s.sink)(id, out);
-                if sync.send((id, tid, Arc::clone(st))).is_err() {
-                    backend_fault("the storage's sync thread is gone".to_owned())
-                } else {
-                    return None;
-                }
-            }
-            out => out,
-        },
-        BackendRequest::Abort { tid } => abort(st, voted, tid),
-        BackendRequest::Sync => st.sync_pending().map_or_else(failed, |_| BackendOutcome::Nil),
-        BackendRequest::BlobUploadStart { upload } => match st.begin_upload() {
-            Ok(u) => {
-                lock(&s.uploads).insert(upload, u);
-                BackendOutcome::Nil
-            }
-            Err(e) => failed(e),
-        },
-        BackendRequest::BlobUploadChunk { upload, chunk } => engine_upload(s, upload)
-            .and_then(|u| st.append_upload(u, &chunk))
-            .map_or_else(failed, |()| BackendOutcome::Nil),
-        BackendRequest::BlobUploadDrop { upload } => {
-            if let Some(u) = lock(&s.uploads).remove(&upload) {
-                let _ = st.abandon_upload(u);
-            }
-            BackendOutcome::Nil
-        }
-        other => read(s, st, id, other),
-    })
-}
-
-/// Makes the transactions the writer finished durable, a batch per round.
-fn sync_loop(rx: &Receiver<SyncJob>, sink: &Sink) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        // One round per storage of the batch (two only around a rebuild's transitions).
-        let mut round: Option<(Arc<St>, Result<Tid, BackendError>)> = None;
-        for (id, tid, st) in batch {
-            let r = match &round {
-                Some((done, r)) if Arc::ptr_eq(done, &st) => r.clone(),
-                _ => {
-                    let r = st.sync_pending().map_err(|e| map_error_ref(&e));
-                    round = Some((Arc::clone(&st), r.clone()));
-                    r
-                }
-            };
-            let out = match r {
-                Ok(durable) if durable >= tid => BackendOutcome::Finished { tid, size: size_of(&st) },
-                Ok(durable) => {
-                    backend_fault(format!("transaction {tid} not durable after a round (durable: {durable})"))
-                }
-                Err(e) => BackendOutcome::Failed(e),
-            };
-            sink(id, out);
-        }
-    }
-}
-
-/// Most jobs a reader takes at once: under load, one wake-up serves several requests.
-const READ_BATCH: usize = 16;
-
-fn reader_loop(s: &Shared, rx: &Mutex<Receiver<Job>>) {
-    let mut jobs = Vec::with_capacity(READ_BATCH);
-    loop {
-        {
-            let rx = lock(rx);
-            let Ok(first) = rx.recv() else { return };
-            jobs.push(first);
-            jobs.extend(rx.try_iter().take(READ_BATCH - 1));
-        }
-        for (id, req) in jobs.drain(..) {
-            let out = match s.current() {
-                Ok(st) => read(s, &st, id, req),
-                Err(e) => failed(e),
-            };
-            (s.sink)(id, out);
-        }
-    }
-}
-
-fn engine_upload(s: &Shared, upload: UploadId) -> Result<EngineUpload, StorageError> {
-    lock(&s.uploads).get(&upload).copied().ok_or(StorageError::UnknownUpload(upload.0))
+/// Whether `request` belongs to the write sequence (the writer carries it out, in order).
+fn is_write(request: &BackendRequest) -> bool {
+    matches!(
+        request,
+        BackendRequest::Vote(_)
+            | BackendRequest::Finish { .. }
+            | BackendRequest::Abort { .. }
+            | BackendRequest::Sync
+            | BackendRequest::RebuildBegin
+            | BackendRequest::RebuildCommit
+            | BackendRequest::RebuildAbort
+            | BackendRequest::BlobUploadStart { .. }
+            | BackendRequest::BlobUploadChunk { .. }
+            | BackendRequest::BlobUploadDrop { .. }
+    )
 }
 
 // ---- errors ------------------------------------------------------------------------------------

@@ -3,7 +3,12 @@
 
 use super::*;
 
-pub(super) fn vote(s: &Shared, st: &St, voted: &mut Option<Voted>, v: VoteRequest) -> BackendOutcome {
+pub(super) fn vote<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
+    voted: &mut Option<Voted>,
+    v: VoteRequest,
+) -> BackendOutcome {
     if let Some(Voted { tid: t, .. }) = voted.take() {
         // The core never votes over an open transaction; recover by aborting it.
         tracing::warn!(storage = %s.name, tid = %t, "vote while {t} was still open: aborting it");
@@ -59,7 +64,7 @@ pub(super) fn vote(s: &Shared, st: &St, voted: &mut Option<Voted>, v: VoteReques
 
 /// The stores that conflict with the committed state, after later stores of the same object
 /// in the transaction are taken into account (a re-store with the committed serial resolves).
-pub(super) fn precheck_conflicts(st: &Storage<RealDir>, ops: &[TxnOp]) -> Vec<VoteItem> {
+pub(super) fn precheck_conflicts<D: StorageDir>(st: &St<D>, ops: &[TxnOp]) -> Vec<VoteItem> {
     let mut pending: BTreeMap<Oid, VoteItem> = BTreeMap::new();
     for op in ops {
         let (oid, serial, data) = match op {
@@ -88,7 +93,11 @@ pub(super) enum Replayed {
     Conflicts(Vec<VoteItem>),
 }
 
-pub(super) fn replay(s: &Shared, st: &St, ops: &[TxnOp]) -> Result<Replayed, StorageError> {
+pub(super) fn replay<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
+    ops: &[TxnOp],
+) -> Result<Replayed, StorageError> {
     let mut conflicts: BTreeMap<Oid, VoteItem> = BTreeMap::new();
     let mut changed: Vec<Oid> = Vec::new();
     let mut invalidated: Vec<Oid> = Vec::new();
@@ -162,7 +171,7 @@ pub(super) fn replay(s: &Shared, st: &St, ops: &[TxnOp]) -> Result<Replayed, Sto
 /// Discards the uploads a failed vote named, blob stores' and blob restores' (the core forgets
 /// the transaction). Uploads the replay already consumed are no longer in the map: the engine's
 /// abort removed their staged files.
-pub(super) fn drop_uploads(s: &Shared, st: &St, ops: &[TxnOp]) {
+pub(super) fn drop_uploads<D: StorageDir>(s: &Shared<D>, st: &St<D>, ops: &[TxnOp]) {
     let mut m = lock(&s.uploads);
     for op in ops {
         if let TxnOp::StoreBlob { upload, .. } | TxnOp::RestoreBlob { upload, .. } = op {
@@ -175,7 +184,12 @@ pub(super) fn drop_uploads(s: &Shared, st: &St, ops: &[TxnOp]) {
 
 /// `Finish`: `Finished` when durable (or when the vote asked for a deferred sync), else
 /// `Committed` (the sync thread answers `Finished`).
-pub(super) fn finish(s: &Shared, st: &St, voted: &mut Option<Voted>, tid: Tid) -> BackendOutcome {
+pub(super) fn finish<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
+    voted: &mut Option<Voted>,
+    tid: Tid,
+) -> BackendOutcome {
     let deferred = match *voted {
         Some(v) if v.tid == tid => v.deferred,
         _ => {
@@ -195,7 +209,7 @@ pub(super) fn finish(s: &Shared, st: &St, voted: &mut Option<Voted>, tid: Tid) -
     }
 }
 
-pub(super) fn abort(st: &St, voted: &mut Option<Voted>, tid: Tid) -> BackendOutcome {
+pub(super) fn abort<D: StorageDir>(st: &St<D>, voted: &mut Option<Voted>, tid: Tid) -> BackendOutcome {
     if voted.is_some_and(|v| v.tid == tid) {
         *voted = None;
         if let Err(e) = st.abort() {

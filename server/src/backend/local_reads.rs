@@ -4,7 +4,12 @@
 use super::*;
 
 /// Answers a read (or any request routed to the readers); `SendBlob` streams its chunks here.
-pub(super) fn read(s: &Shared, st: &St, id: BackendReqId, req: BackendRequest) -> BackendOutcome {
+pub(super) fn read<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
+    id: BackendReqId,
+    req: BackendRequest,
+) -> BackendOutcome {
     let r = match req {
         BackendRequest::LoadBefore { oid, before, snapshot } => load_before(st, oid, before, snapshot),
         BackendRequest::LoadSerial { oid, serial } => st.load_serial(oid, serial).map(BackendOutcome::Data),
@@ -51,8 +56,8 @@ pub(super) fn read(s: &Shared, st: &St, id: BackendReqId, req: BackendRequest) -
 
 /// `loadBefore` as of `snapshot`: the newest revision with `start < min(before, snapshot + 1)`,
 /// its `end` hidden when it is after the snapshot.
-pub(super) fn load_before(
-    st: &Storage<RealDir>,
+pub(super) fn load_before<D: StorageDir>(
+    st: &St<D>,
     oid: Oid,
     before: Tid,
     snapshot: Tid,
@@ -76,11 +81,15 @@ pub(super) fn spec_matches(spec: Option<&Value>, e: &zeoraid_core::wire::reply::
     items.iter().all(|(k, want)| have.iter().any(|(hk, hv)| hk == k && hv == want))
 }
 
-pub(super) fn iter_state(s: &Shared, iter: BackendIterId) -> Option<Arc<Mutex<IterState>>> {
+pub(super) fn iter_state<D: StorageDir>(s: &Shared<D>, iter: BackendIterId) -> Option<Arc<Mutex<IterState>>> {
     lock(&s.iters).get(&iter).cloned()
 }
 
-pub(super) fn iter_next(s: &Shared, st: &St, iter: BackendIterId) -> Result<BackendOutcome, StorageError> {
+pub(super) fn iter_next<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
+    iter: BackendIterId,
+) -> Result<BackendOutcome, StorageError> {
     let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::Txn(None)) };
     let mut state = lock(&state);
     let IterState::Txns { cursor, last } = &mut *state else { return Ok(BackendOutcome::Txn(None)) };
@@ -100,9 +109,9 @@ pub(super) fn iter_next(s: &Shared, st: &St, iter: BackendIterId) -> Result<Back
 
 /// `IterNextWhole`: the next transaction and all its records, read in one job with the
 /// engine's cursors; an unknown iterator is at its end, as for `IterNext`.
-pub(super) fn iter_next_whole(
-    s: &Shared,
-    st: &St,
+pub(super) fn iter_next_whole<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
     iter: BackendIterId,
 ) -> Result<BackendOutcome, StorageError> {
     let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::WholeTxn(None)) };
@@ -127,8 +136,8 @@ pub(super) fn iter_next_whole(
     }
 }
 
-pub(super) fn iter_record_start(
-    s: &Shared,
+pub(super) fn iter_record_start<D: StorageDir>(
+    s: &Shared<D>,
     iter: BackendIterId,
     txn_iter: BackendIterId,
     tid: Tid,
@@ -146,9 +155,9 @@ pub(super) fn iter_record_start(
     Ok(BackendOutcome::Nil)
 }
 
-pub(super) fn iter_record_next(
-    s: &Shared,
-    st: &St,
+pub(super) fn iter_record_next<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
     iter: BackendIterId,
 ) -> Result<BackendOutcome, StorageError> {
     let Some(state) = iter_state(s, iter) else { return Ok(BackendOutcome::Record(None)) };
@@ -164,9 +173,9 @@ pub(super) fn iter_record_next(
     }
 }
 
-pub(super) fn send_blob(
-    s: &Shared,
-    st: &St,
+pub(super) fn send_blob<D: StorageDir>(
+    s: &Shared<D>,
+    st: &St<D>,
     id: BackendReqId,
     oid: Oid,
     serial: Tid,
@@ -178,7 +187,7 @@ pub(super) fn send_blob(
     Ok(BackendOutcome::Nil)
 }
 
-pub(super) fn pack(s: &Shared, st: &St, time: f64) -> BackendOutcome {
+pub(super) fn pack<D: StorageDir>(s: &Shared<D>, st: &St<D>, time: f64) -> BackendOutcome {
     if !time.is_finite() || time < 0.0 {
         return client_error(ZeoError::ValueError(Text::from(format!("invalid pack time {time}"))));
     }

@@ -50,6 +50,7 @@ use crate::admin::{AdminReply, AdminRequest};
 use crate::backend::local::LocalBackend;
 use crate::backend::Sink;
 use crate::net::Net;
+use crate::storage::StorageDir;
 use conn::{ConnHandle, Out};
 pub use raids::{BackendSlot, Opened, Opener, StorageUnit};
 
@@ -69,7 +70,7 @@ pub trait Backend: Send + 'static {
     fn disconnect(&self) {}
 }
 
-impl Backend for LocalBackend {
+impl<D: StorageDir + 'static> Backend for LocalBackend<D> {
     fn submit(&self, id: BackendReqId, request: BackendRequest) {
         LocalBackend::submit(self, id, request);
     }
@@ -290,9 +291,9 @@ impl<N: Net> Driver<N> {
         // The front's recent commits, for the next start's getInvalidations (crate::recent).
         for (i, unit) in state.storages.iter().enumerate() {
             if let Some(file) = &unit.state_file {
-                let path = crate::recent::path_for(file);
-                if let Err(e) = crate::recent::save(&path, &state.server.recent_commits(StorageIdx(i))) {
-                    warn!("cannot save the recent commits to {}: {e}", path.display());
+                let recent = crate::recent::file_for(file);
+                if let Err(e) = crate::recent::save(&recent, &state.server.recent_commits(StorageIdx(i))) {
+                    warn!("cannot save the recent commits to {}: {e}", recent.display());
                 }
             }
         }

@@ -2,7 +2,6 @@
 //! the RAID's actions, and the admin requests (status, details, disable, reload).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use tracing::{info, warn};
 use zeoraid_core::ids::BackendId;
@@ -70,7 +69,7 @@ pub struct StorageUnit<B> {
     /// Its settings as last applied (reload compares against them).
     pub settings: StorageSettings,
     /// Where its state is saved (`None`: not persisted, for tests).
-    pub state_file: Option<PathBuf>,
+    pub state_file: Option<crate::raid_state::StateFile>,
     /// Its backends by the RAID's ids.
     pub backends: BTreeMap<BackendId, BackendSlot<B>>,
     /// The newest state version known durable.

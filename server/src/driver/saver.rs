@@ -5,8 +5,10 @@
 //! `StateSaved { version }` back to the driver. A failed write is logged at error and retried
 //! every [`RETRY`] (with the newest state by then) until it succeeds or the driver stops. The
 //! task ends when the driver drops its sender, after finishing the write in progress.
+//!
+//! A real file is written in `spawn_blocking`; an in-memory one ([`StateFile::Mem`], the
+//! simulation) is written inline on the task, so that nothing escapes the simulated world.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -15,7 +17,7 @@ use zeoraid_core::raid::PersistedRaid;
 use zeoraid_core::zeo::events::StorageIdx;
 
 use super::Event;
-use crate::raid_state;
+use crate::raid_state::StateFile;
 
 /// Pause between attempts after a failed write.
 pub(crate) const RETRY: Duration = Duration::from_secs(1);
@@ -36,7 +38,7 @@ impl SaverTx {
 pub(crate) fn spawn(
     storage: StorageIdx,
     name: &str,
-    file: Option<PathBuf>,
+    file: Option<StateFile>,
     tx: mpsc::UnboundedSender<Event>,
 ) -> (SaverTx, tokio::task::JoinHandle<()>) {
     let (stx, rx) = watch::channel(None);
@@ -47,15 +49,19 @@ pub(crate) fn spawn(
 
 async fn run(
     storage: StorageIdx,
-    file: Option<PathBuf>,
+    file: Option<StateFile>,
     mut rx: watch::Receiver<Pending>,
     tx: mpsc::UnboundedSender<Event>,
 ) {
     while rx.changed().await.is_ok() {
         let Some((mut version, mut state)) = rx.borrow_and_update().clone() else { continue };
-        while let Some(path) = file.clone() {
-            let st = state.clone();
-            let r = tokio::task::spawn_blocking(move || raid_state::save(&path, &st)).await;
+        while let Some(f) = file.clone() {
+            let r = if f.blocks() {
+                let st = state.clone();
+                tokio::task::spawn_blocking(move || f.save(&st)).await
+            } else {
+                Ok(f.save(&state))
+            };
             match r {
                 Ok(Ok(())) => {
                     debug!("state version {version} saved");
@@ -79,5 +85,43 @@ async fn run(
             }
         }
         let _ = tx.send(Event::StateSaved { storage, version });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{CrashMode, MemDir};
+    use zeoraid_core::ids::{Oid, Tid};
+    use zeoraid_core::raid::{BackendState, PersistedBackend};
+
+    fn state(last: u64) -> PersistedRaid {
+        PersistedRaid {
+            backends: vec![PersistedBackend { name: "a".into(), state: BackendState::Optimal }],
+            last_tid: Tid::new(last),
+            oid_hwm: Oid::new(10),
+            recovery: None,
+        }
+    }
+
+    /// In memory the saver writes on its own task, and what it acknowledged survives a crash.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_in_memory_state_is_saved_inline_and_acknowledged_once_durable() {
+        let dir = MemDir::new();
+        let file = StateFile::Mem { dir: dir.clone(), name: "1.raid-state".into() };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (saver, task) = spawn(StorageIdx(0), "1", Some(file), tx);
+        saver.save(1, state(5));
+        let ev = rx.recv().await.expect("acknowledged");
+        assert!(matches!(ev, Event::StateSaved { storage: StorageIdx(0), version: 1 }));
+        let crashed = StateFile::Mem { dir: dir.crash(CrashMode::DropUnsynced), name: "1.raid-state".into() };
+        assert_eq!(crashed.load().expect("loads"), Some(state(5)));
+        saver.save(2, state(6));
+        let ev = rx.recv().await.expect("acknowledged");
+        assert!(matches!(ev, Event::StateSaved { version: 2, .. }));
+        drop(saver);
+        task.await.expect("ends");
+        let crashed = StateFile::Mem { dir: dir.crash(CrashMode::DropUnsynced), name: "1.raid-state".into() };
+        assert_eq!(crashed.load().expect("loads"), Some(state(6)));
     }
 }

@@ -49,7 +49,7 @@ fn info() -> zeoraid_core::zeo::backend::BackendInfo {
 fn unit(
     names: &[&str],
     recorders: &[Recorder],
-    state_file: Option<std::path::PathBuf>,
+    state_file: Option<crate::raid_state::StateFile>,
 ) -> StorageUnit<Recorder> {
     use crate::config::{BackendKind, BackendSettings, LocalSettings, StorageSettings};
     let mut settings = crate::config::Config::defaults(std::path::Path::new("unused")).storages.remove(0);
@@ -182,7 +182,7 @@ async fn admin_requests_are_answered_and_the_state_is_saved() {
     let run = tokio::spawn(driver.run(
         config(),
         Vec::new(),
-        vec![unit(&["a", "b"], &recorders, Some(state.clone()))],
+        vec![unit(&["a", "b"], &recorders, Some(crate::raid_state::StateFile::Real(state.clone())))],
         NoOpener,
         Instant::now(),
         async move {

@@ -52,6 +52,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::ids::{BackendId, Oid, Tid};
+use crate::mutation::{self, Mutation};
 use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendReqId, BackendRequest, UploadId};
 use crate::zeo::events::Now;
 
@@ -185,7 +186,7 @@ impl Raid {
     pub fn recover(&mut self, now: Now, name: &str, limit: Option<RateLimit>) -> Result<(), AdminError> {
         self.now = now;
         let target = self.backend_id(name).ok_or_else(|| AdminError::UnknownBackend(name.to_string()))?;
-        if let Some(r) = &self.recovery {
+        if let Some(r) = self.recovery.as_ref().filter(|_| !mutation::active(Mutation::SecondRecovery)) {
             return Err(AdminError::RecoveryRunning(self.member_name(r.target)));
         }
         if self.fans.values().any(|j| j.kind == crate::raid::writes::FanKind::Pack) {

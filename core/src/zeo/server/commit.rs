@@ -2,6 +2,7 @@
 //! a closed connection.
 
 use crate::ids::{ConnId, Tid};
+use crate::mutation::{self, Mutation};
 use crate::wire::error::{StorageTxnDetails, ZeoError};
 use crate::wire::message::MsgId;
 use crate::wire::reply::Reply;
@@ -66,6 +67,7 @@ impl Server {
         let mut conn = conn;
         loop {
             let last = self.fronts[s.0].last_tid.max(self.fronts[s.0].committed_tid);
+            let last = if mutation::active(Mutation::ReuseLastTid) { Tid::ZERO } else { last };
             let Some(t) = self.reg_mut(conn).and_then(|r| r.txn.as_mut()) else {
                 // A holder without a transaction cannot happen (waiters always have one).
                 match self.release(now, s, conn) {
@@ -303,20 +305,8 @@ impl Server {
         f.commits += 1;
         let info = f.size_info();
         tracing::debug!(conn = conn.0, storage = %f.seed.name, tid = %tid, "committed");
-        for other in self.conns_of(s) {
-            if other == conn {
-                continue;
-            }
-            let push =
-                crate::wire::message::ServerMessage::Push(crate::wire::push::Push::InvalidateTransaction {
-                    tid,
-                    oids: invalidated.clone(),
-                });
-            let bytes = self.encode(other, &push);
-            if let Some(c) = self.conns.get_mut(&other) {
-                c.outbox.push_invalidation(bytes);
-                self.dirty.insert(other);
-            }
+        if !mutation::active(Mutation::InvalidateBeforeFinish) {
+            self.invalidate_others(s, conn, tid, &invalidated);
         }
         if self.conns.contains_key(&conn) {
             if let Some(r) = self.reg_mut(conn) {
@@ -327,6 +317,31 @@ impl Server {
         }
         if !released {
             self.release_and_next(now, s, conn);
+        }
+    }
+
+    /// Sends `conn`'s commit `tid` of `invalidated` to every other client of `s`.
+    pub(super) fn invalidate_others(
+        &mut self,
+        s: StorageIdx,
+        conn: ConnId,
+        tid: Tid,
+        invalidated: &[crate::ids::Oid],
+    ) {
+        for other in self.conns_of(s) {
+            if other == conn {
+                continue;
+            }
+            let push =
+                crate::wire::message::ServerMessage::Push(crate::wire::push::Push::InvalidateTransaction {
+                    tid,
+                    oids: invalidated.to_vec(),
+                });
+            let bytes = self.encode(other, &push);
+            if let Some(c) = self.conns.get_mut(&other) {
+                c.outbox.push_invalidation(bytes);
+                self.dirty.insert(other);
+            }
         }
     }
 

@@ -34,6 +34,8 @@ mod failure_tests;
 pub(crate) mod front;
 #[cfg(test)]
 mod harness;
+#[cfg(all(test, feature = "mutations"))]
+mod mutation_tests;
 mod outbox;
 mod outcomes;
 #[cfg(test)]

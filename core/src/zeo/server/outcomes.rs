@@ -257,6 +257,9 @@ impl Server {
         }
         match outcome {
             BackendOutcome::Voted { changed, invalidated } => {
+                if crate::mutation::active(crate::mutation::Mutation::InvalidateBeforeFinish) {
+                    self.invalidate_others(s, conn, tid, &invalidated);
+                }
                 if let Some(t) = self.reg_mut(conn).and_then(|r| r.txn.as_mut()) {
                     t.phase = Phase::Voted { tid, invalidated };
                 }
