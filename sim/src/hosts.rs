@@ -1,5 +1,6 @@
 //! The world's servers, each the production [`Driver`] on [`SimNet`]: backend hosts (`b1..bN`,
-//! a RAID of one [`MemHostBackend`] each, on port [`BACKEND_PORT`]) and the RAID host (`raid`,
+//! a RAID of one production [`LocalBackend`] each over the host's [`Disk`], on port
+//! [`BACKEND_PORT`]) and the RAID host (`raid`,
 //! a RAID over one [`RemoteBackend`] per backend host, on port [`RAID_PORT`]). The storage
 //! units are built the way `startup::open_storages` builds them (its shape, not its code).
 
@@ -21,7 +22,10 @@ use zeoraid_server::config::{
 };
 use zeoraid_server::driver::{AdminSender, BackendSlot, Driver, EventSink, Opened, Opener, StorageUnit};
 
-use crate::mem::{MemHostBackend, MemStore};
+use crate::disk::{open_backend, Disk};
+use zeoraid_server::backend::local::LocalBackend;
+use zeoraid_server::raid_state::StateFile;
+use zeoraid_server::storage::MemDir;
 use crate::net::SimNet;
 use zeoraid_server::net::Net;
 
@@ -46,6 +50,8 @@ impl zeoraid_server::driver::Backend for Remote {
 pub const BACKEND_PORT: u16 = 9000;
 /// Where the RAID host serves.
 pub const RAID_PORT: u16 = 8100;
+/// The RAID host's state file, in its [`Disk`].
+pub const RAID_STATE: &str = "1.raid-state";
 /// The storage name everywhere.
 pub const STORAGE: &str = "1";
 
@@ -123,30 +129,30 @@ pub fn raid_settings(backends: &[(String, IpAddr)], t: Timeouts) -> StorageSetti
 /// Opens nothing: a backend host's RAID is never reloaded.
 struct NoOpener;
 
-impl Opener<MemHostBackend> for NoOpener {
+impl Opener<LocalBackend<MemDir>> for NoOpener {
     fn open(
         &mut self,
         _: &StorageSettings,
         b: &BackendSettings,
         _: Sink,
         _: EventSink,
-    ) -> Result<Opened<MemHostBackend>, String> {
+    ) -> Result<Opened<LocalBackend<MemDir>>, String> {
         Err(format!("cannot open {} in a backend host", b.name))
     }
-    fn close(&mut self, _: &str, _: &str, _: MemHostBackend) {}
+    fn close(&mut self, _: &str, _: &str, _: LocalBackend<MemDir>) {}
 }
 
 fn any_addr(port: u16) -> ListenAddr {
     ListenAddr::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
 }
 
-/// A backend host's software: serves `store` until the host crashes.
-pub async fn backend_host(store: MemStore) -> Result<(), Box<dyn std::error::Error>> {
+/// A backend host's software: serves the storage on `disk` until the host crashes.
+pub async fn backend_host(name: String, disk: Disk) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let driver = Driver::new(SimNet);
     let listener = driver.net().bind(&any_addr(BACKEND_PORT)).await?;
-    let backend = MemHostBackend::new(store.clone(), driver.sink(StorageIdx(0), BackendId(0)));
-    let info = store.reopen();
+    let backend = open_backend(&name, &disk, driver.sink(StorageIdx(0), BackendId(0)))?;
+    let info = backend.info();
     let mut settings = raid_settings(&[], Timeouts::default());
     settings.backends = vec![BackendSettings {
         name: "mem".into(),
@@ -222,6 +228,7 @@ pub type AdminSlot = Arc<Mutex<Option<AdminSender>>>;
 pub async fn raid_host(
     settings: StorageSettings,
     admin: AdminSlot,
+    disk: Disk,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let driver = Driver::new(SimNet);
@@ -252,9 +259,11 @@ pub async fn raid_host(
         });
     }
     let now = Now { mono: start.elapsed(), wall: crate::net::wall_clock() };
-    let raid = Raid::new(settings.raid_config(), settings.specs(), None, infos, now);
+    let state = StateFile::Mem { dir: disk.current(), name: RAID_STATE.to_string() };
+    let persisted = state.load()?;
+    let raid = Raid::new(settings.raid_config(), settings.specs(), persisted, infos, now);
     let seed = seed_of(&raid, "raid");
-    let unit = StorageUnit { raid, settings, state_file: None, backends: slots, saved: 0, last_state: None };
+    let unit = StorageUnit { raid, settings, state_file: Some(state), backends: slots, saved: 0, last_state: None };
     *admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(driver.admin_sender());
     driver
         .run(

@@ -6,8 +6,8 @@
 
 pub mod checker;
 pub mod client;
+pub mod disk;
 pub mod hosts;
-pub mod mem;
 pub mod monitor;
 pub mod nemesis;
 pub mod net;

@@ -10,16 +10,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zeoraid_server::admin::AdminRequest;
 
+use crate::disk::Disk;
 use crate::record::Shared;
 use crate::world::{AdminQueue, Options};
-
-/// Whether the RAID host's state survives its crash. Not yet: until the RAID state lives in a
-/// `StateFile` over the host's crashable `MemDir` (the STATE helper's work), a restarted RAID
-/// host starts as on its very first start and may take a backend that missed acknowledged
-/// commits for optimal (seed 78: b1 unreachable at the restart, b2 behind it made optimal, 60
-/// acknowledged commits lost), so the nemesis does not crash it. Set to `true` once the state
-/// is wired in (`hosts::raid_host`).
-pub const RAID_STATE_SURVIVES_CRASH: bool = false;
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,6 +83,8 @@ enum Heal {
 
 /// The nemesis of one world.
 pub struct Nemesis {
+    /// Every host's disk by host name (backends and `raid`): a crash cuts its power.
+    disks: Vec<(String, Disk)>,
     rng: ChaCha8Rng,
     from: Duration,
     until: Duration,
@@ -114,8 +109,15 @@ impl std::fmt::Debug for Nemesis {
 
 impl Nemesis {
     /// The nemesis of `options`' world.
-    pub fn new(options: &Options, backends: &[(String, IpAddr)], queue: AdminQueue, log: Shared) -> Nemesis {
+    pub fn new(
+        options: &Options,
+        backends: &[(String, IpAddr)],
+        disks: Vec<(String, Disk)>,
+        queue: AdminQueue,
+        log: Shared,
+    ) -> Nemesis {
         Nemesis {
+            disks,
             rng: ChaCha8Rng::seed_from_u64(options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(7)),
             from: options.chaos_from,
             until: options.chaos_until,
@@ -250,20 +252,18 @@ impl Nemesis {
                     return;
                 }
                 sim.crash(b.as_str());
-                log.fault(now, kind.name(), format!("{b} crashed"));
+                self.power_cut(&b);
+                log.fault(now, kind.name(), format!("{b} crashed (unsynced writes lost)"));
                 self.down.push(b.clone());
                 self.later(now, 300, 5_000, Heal::Restart(b));
             }
             Fault::CrashRaid => {
-                if !RAID_STATE_SURVIVES_CRASH {
-                    log.trace_at(now, "nemesis crash-raid: skipped (the RAID host has no state file yet)");
-                    return;
-                }
                 if self.down.iter().any(|d| d == "raid") {
                     return;
                 }
                 sim.crash("raid");
-                log.fault(now, kind.name(), "raid crashed");
+                self.power_cut("raid");
+                log.fault(now, kind.name(), "raid crashed (unsynced writes lost)");
                 self.down.push("raid".into());
                 self.later(now, 300, 3_000, Heal::Restart("raid".into()));
             }
@@ -286,6 +286,13 @@ impl Nemesis {
                 log.fault(now, kind.name(), "reload (unchanged configuration)");
                 self.push(AdminRequest::Reload { storages: vec![self.reload.clone()], notes: Vec::new() });
             }
+        }
+    }
+
+    /// The disk of `host` loses what was not synced (its software was just crashed).
+    fn power_cut(&self, host: &str) {
+        if let Some((_, d)) = self.disks.iter().find(|(n, _)| n == host) {
+            d.crash();
         }
     }
 

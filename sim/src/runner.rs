@@ -66,16 +66,21 @@ pub fn run_options(options: &Options) -> Report {
     let f = world::run(options);
     let panics = crate::panics::take();
     let log = f.log.lock();
+    let mut unreadable = Vec::new();
     let finals: Vec<Final> = f
         .stores
         .iter()
         .map(|(name, store)| Final {
             name: name.clone(),
             optimal: log.last_states.get(name).is_some_and(|s| s == "optimal"),
-            history: store.history(),
+            history: crate::disk::history(name, store).unwrap_or_else(|e| {
+                unreadable.push(format!("the storage of {name} cannot be read at the end: {e}"));
+                Vec::new()
+            }),
         })
         .collect();
     let mut violations = log.violations.clone();
+    violations.extend(unreadable);
     if let Some(e) = &f.sim_error {
         violations.push(format!("the simulation failed: {e}"));
     }

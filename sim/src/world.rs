@@ -17,7 +17,7 @@ use zeoraid_server::admin::AdminRequest;
 
 use crate::client::{self, ClientPlan};
 use crate::hosts::{self, AdminSlot, Timeouts, RAID_PORT};
-use crate::mem::MemStore;
+use crate::disk::Disk;
 use crate::nemesis::{Fault, Nemesis};
 use crate::record::Shared;
 
@@ -102,8 +102,8 @@ pub struct Finished {
     pub options: Options,
     /// The log.
     pub log: Shared,
-    /// The backends' stores, by name.
-    pub stores: Vec<(String, MemStore)>,
+    /// The backends' disks, by name.
+    pub stores: Vec<(String, Disk)>,
     /// When every fault was healed.
     pub healed_at: Duration,
     /// Simulated time of the run.
@@ -132,17 +132,20 @@ pub fn run(options: &Options) -> Finished {
     let mut stores = Vec::new();
     for i in 1..=options.backends {
         let name = format!("b{i}");
-        let store = MemStore::default();
+        let store = Disk::default();
         stores.push((name.clone(), store.clone()));
-        sim.host(name.as_str(), move || hosts::backend_host(store.clone()));
+        let host = name.clone();
+        sim.host(name.as_str(), move || hosts::backend_host(host.clone(), store.clone()));
     }
     let backends: Vec<(String, std::net::IpAddr)> =
         stores.iter().map(|(n, _)| (n.clone(), sim.lookup(n.as_str()))).collect();
     let settings = hosts::raid_settings(&backends, options.timeouts);
     let admin: AdminSlot = Arc::default();
+    let raid_disk = Disk::default();
     {
         let admin = admin.clone();
-        sim.host("raid", move || hosts::raid_host(settings.clone(), admin.clone()));
+        let disk = raid_disk.clone();
+        sim.host("raid", move || hosts::raid_host(settings.clone(), admin.clone(), disk.clone()));
     }
     let server = SocketAddr::new(sim.lookup("raid"), RAID_PORT);
     let mut seeds = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
@@ -171,7 +174,9 @@ pub fn run(options: &Options) -> Finished {
             Ok(())
         });
     }
-    let mut nemesis = Nemesis::new(options, &backends, queue, log.clone());
+    let mut disks: Vec<(String, Disk)> = stores.clone();
+    disks.push(("raid".to_string(), raid_disk));
+    let mut nemesis = Nemesis::new(options, &backends, disks, queue, log.clone());
     let mut sim_error = None;
     loop {
         match sim.step() {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use zeoraid_sim::nemesis::{Fault, RAID_STATE_SURVIVES_CRASH};
+use zeoraid_sim::nemesis::Fault;
 use zeoraid_sim::runner::{run_seed, Summary};
 
 /// The batch: seeds `0..BATCH`.
@@ -68,7 +68,6 @@ fn ci_batch_passes_and_covers_every_fault_and_transition() {
     assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
     let missing_faults: Vec<&str> = Fault::ALL
         .iter()
-        .filter(|f| **f != Fault::CrashRaid || RAID_STATE_SURVIVES_CRASH)
         .map(|f| f.name())
         .filter(|f| !summary.faults.contains_key(*f))
         .collect();
