@@ -16,7 +16,8 @@
 //! (0: no limit on that measure); a measure left out keeps the configured limit. In `status`
 //! and `details` replies each storage carries `recovery` (the running recovery's progress, see
 //! [`RecoveryReport`]) and `last_recovery` (how the last one ended, [`RecoveryEndReport`]) when
-//! there is one.
+//! there is one, and `broken_invariant` when the RAID's own invariant checker finds one broken
+//! (a zeoraid bug; the simulation suite watches it).
 //!
 //! Requests are answered by the driver task (the RAIDs live there) through
 //! [`AdminSender`]. `reload` re-reads the configuration file the server was started with (with
@@ -184,6 +185,11 @@ pub struct StorageReport {
     /// How the last recovery ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recovery: Option<RecoveryEndReport>,
+    /// The first of the RAID's internal invariants found broken when the report was made (its
+    /// state machine's own checker, `Raid::check`), `None` when they all hold: a bug of
+    /// zeoraid, to report with the server's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_invariant: Option<String>,
 }
 
 /// A running recovery in a reply (see [`RecoveryProgress`]).
@@ -652,6 +658,7 @@ mod tests {
                 })],
                 recovery: None,
                 last_recovery: None,
+                broken_invariant: None,
             }],
             ..AdminReply::ok()
         };
@@ -725,6 +732,7 @@ mod tests {
             backends: Vec::new(),
             recovery: Some(r),
             last_recovery: Some(end),
+            broken_invariant: None,
         };
         let line = serde_json::to_string(&report).expect("encode");
         assert!(line.contains("\"phase\":\"copying\"") && line.contains("\"ok\":false"), "{line}");

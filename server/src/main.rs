@@ -400,6 +400,9 @@ fn details_table(reply: &AdminReply) -> String {
             out.push_str(line.trim_end());
             out.push('\n');
         }
+        if let Some(b) = &s.broken_invariant {
+            out.push_str(&format!("  INTERNAL INVARIANT BROKEN (a zeoraid bug, please report it): {b}\n"));
+        }
         if let Some(r) = &s.recovery {
             out.push_str(&format!("  {}, started {}\n", admin::progress_line(r), admin::iso_utc(r.started)));
         }

@@ -141,6 +141,7 @@ impl<B: Backend> StorageUnit<B> {
             backends: self.raid.details().into_iter().map(BackendReport::from).collect(),
             recovery: self.raid.recovery().map(RecoveryReport::from),
             last_recovery: self.raid.last_recovery().map(RecoveryEndReport::from),
+            broken_invariant: self.raid.check().err(),
         }
     }
 }
