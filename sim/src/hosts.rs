@@ -23,11 +23,11 @@ use zeoraid_server::config::{
 use zeoraid_server::driver::{AdminSender, BackendSlot, Driver, EventSink, Opened, Opener, StorageUnit};
 
 use crate::disk::{open_backend, Disk};
+use crate::net::SimNet;
 use zeoraid_server::backend::local::LocalBackend;
+use zeoraid_server::net::Net;
 use zeoraid_server::raid_state::StateFile;
 use zeoraid_server::storage::MemDir;
-use crate::net::SimNet;
-use zeoraid_server::net::Net;
 
 /// A remote backend as the driver uses it (the production `AnyBackend` holds local ones too).
 #[derive(Debug)]
@@ -263,7 +263,8 @@ pub async fn raid_host(
     let persisted = state.load()?;
     let raid = Raid::new(settings.raid_config(), settings.specs(), persisted, infos, now);
     let seed = seed_of(&raid, "raid");
-    let unit = StorageUnit { raid, settings, state_file: Some(state), backends: slots, saved: 0, last_state: None };
+    let unit =
+        StorageUnit { raid, settings, state_file: Some(state), backends: slots, saved: 0, last_state: None };
     *admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(driver.admin_sender());
     driver
         .run(

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use zeoraid_sim::runner::{run_seed, Summary};
+use zeoraid_core::mutation::Mutation;
+use zeoraid_sim::runner::{run_many, Report};
 
 /// Deterministic simulation of zeoraid worlds.
 #[derive(Debug, Parser)]
@@ -23,9 +24,16 @@ struct Args {
     /// Print the trace of every seed run (always printed for a failure).
     #[arg(long)]
     trace: bool,
-    /// Log the servers (tracing, RUST_LOG syntax, e.g. info).
+    /// Log the servers (tracing, RUST_LOG syntax, e.g. info; best with --jobs 1).
     #[arg(long)]
     log: Option<String>,
+    /// Worlds run at once (threads; each world runs on one). Default: the cores.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Switch on a test-only mutation (a known bug) in the production code, to see the suite
+    /// catch it: one of the names `--mutation list` prints.
+    #[arg(long)]
+    mutation: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -36,27 +44,41 @@ fn main() -> ExitCode {
             .without_time()
             .init();
     }
+    let mutation = match args.mutation.as_deref() {
+        None => None,
+        Some(name) => match Mutation::from_name(name) {
+            Some(m) => Some(m),
+            None => {
+                let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                if name != "list" {
+                    eprintln!("zeoraid-sim: no mutation named {name:?}");
+                }
+                println!("mutations: {}", names.join(", "));
+                return if name == "list" { ExitCode::SUCCESS } else { ExitCode::from(2) };
+            }
+        },
+    };
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],
         None => (args.from..args.from.saturating_add(args.seeds)).collect(),
     };
-    let started = Instant::now();
-    let mut summary = Summary::default();
-    for seed in seeds {
-        let r = run_seed(seed);
-        summary.add(&r);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let trace = args.trace;
+    let show = move |r: &Report| {
         if !r.violations.is_empty() {
             println!("{}", r.failure_text());
         } else {
             println!("ok {} ({} commits, {} reads)", r.options.show(), r.acked, r.reads);
-            if args.trace {
+            if trace {
                 println!("    client errors: {:?}", r.errors);
                 for t in &r.trace {
                     println!("    {t}");
                 }
             }
         }
-    }
+    };
+    let started = Instant::now();
+    let (summary, _) = run_many(seeds, jobs, mutation, &show);
     let secs = started.elapsed().as_secs_f64();
     println!("{}", summary.text());
     println!("wall {secs:.1}s, {:.2} seeds/s", summary.seeds as f64 / secs.max(1e-9));

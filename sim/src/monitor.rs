@@ -82,6 +82,11 @@ pub async fn run(
                 }
             }
         }
+        if let Some(b) = &s.broken_invariant {
+            let v = format!("RAID invariant broken (Raid::check): {b}");
+            log.trace(&v);
+            log.lock().violations.push(v);
+        }
         let recovering: Vec<&str> =
             s.backends.iter().filter(|b| b.state == "recovering").map(|b| b.name.as_str()).collect();
         if recovering.len() > 1 {

@@ -3,6 +3,8 @@
 //! healing; at `chaos_until` everything still pending is healed at once.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -83,6 +85,10 @@ enum Heal {
 
 /// The nemesis of one world.
 pub struct Nemesis {
+    /// The misbehaving proxies, by the backend they stand for: (backend, proxy host, calm
+    /// switch). The RAID reaches such a backend only through its proxy, so link faults of that
+    /// backend hit the RAID–proxy link; at healing every proxy is restarted calm (no faults).
+    proxies: Vec<(String, String, Arc<AtomicBool>)>,
     /// Every host's disk by host name (backends and `raid`): a crash cuts its power.
     disks: Vec<(String, Disk)>,
     rng: ChaCha8Rng,
@@ -113,10 +119,12 @@ impl Nemesis {
         options: &Options,
         backends: &[(String, IpAddr)],
         disks: Vec<(String, Disk)>,
+        proxies: Vec<(String, String, Arc<AtomicBool>)>,
         queue: AdminQueue,
         log: Shared,
     ) -> Nemesis {
         Nemesis {
+            proxies,
             disks,
             rng: ChaCha8Rng::seed_from_u64(options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(7)),
             from: options.chaos_from,
@@ -161,6 +169,11 @@ impl Nemesis {
             for (_, h) in std::mem::take(&mut self.pending) {
                 self.heal(sim, h);
             }
+            for (_, host, calm) in &self.proxies {
+                calm.store(true, Ordering::Relaxed);
+                sim.bounce(host.as_str());
+                self.log.trace_at(now, format!("nemesis heal: proxy {host} restarted without faults"));
+            }
             self.healed_at = Some(now);
             self.log.trace_at(sim.elapsed(), "nemesis: every fault healed");
             return;
@@ -187,12 +200,18 @@ impl Nemesis {
         self.backends[self.rng.random_range(0..self.backends.len())].clone()
     }
 
-    /// A peer of the RAID host: mostly a backend, sometimes a client.
+    /// The host the RAID talks to for backend `b`: its proxy if it has one.
+    fn link_host(&self, b: &str) -> String {
+        self.proxies.iter().find(|p| p.0 == b).map_or_else(|| b.to_string(), |p| p.1.clone())
+    }
+
+    /// A peer of the RAID host: mostly a backend (its proxy when it has one), sometimes a client.
     fn pick_peer(&mut self) -> String {
         if self.rng.random_bool(0.2) {
             self.clients[self.rng.random_range(0..self.clients.len())].clone()
         } else {
-            self.pick_backend()
+            let b = self.pick_backend();
+            self.link_host(&b)
         }
     }
 
@@ -225,7 +244,7 @@ impl Nemesis {
                 self.later(now, 100, 4_000, Heal::Release("raid".into(), p));
             }
             Fault::SwizzleClog => {
-                let mut set = self.backends.clone();
+                let mut set: Vec<String> = self.backends.iter().map(|b| self.link_host(b)).collect();
                 set.shuffle(&mut self.rng);
                 let n = self.rng.random_range(1..=set.len());
                 set.truncate(n);

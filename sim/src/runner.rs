@@ -2,7 +2,10 @@
 //! backends' final histories and applies every checker; [`Summary`] adds runs up.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use zeoraid_core::mutation::{self, Mutation};
 
 use crate::checker::{self, Final};
 use crate::record::Outcome;
@@ -34,12 +37,17 @@ pub struct Report {
     pub transitions: BTreeMap<String, u64>,
     /// Client errors by kind.
     pub errors: BTreeMap<String, u64>,
+    /// The test-only mutation switched on for the run, if any.
+    pub mutation: Option<Mutation>,
 }
 
 impl Report {
     /// The failure text: seed, options, violations, trace and the replay command.
     pub fn failure_text(&self) -> String {
-        let mut s = format!("FAILED {}\n", self.options.show());
+        let mut s = match self.mutation {
+            Some(m) => format!("FAILED {} with mutation {}\n", self.options.show(), m.name()),
+            None => format!("FAILED {}\n", self.options.show()),
+        };
         for v in &self.violations {
             s.push_str(&format!("  violation: {v}\n"));
         }
@@ -48,8 +56,9 @@ impl Report {
         for t in &self.trace {
             s.push_str(&format!("    {t}\n"));
         }
+        let with = self.mutation.map(|m| format!(" --mutation {}", m.name())).unwrap_or_default();
         s.push_str(&format!(
-            "  replay: cargo run -p zeoraid-sim --release -- --seed {} --trace\n",
+            "  replay: cargo run -p zeoraid-sim --release -- --seed {}{with} --trace\n",
             self.options.seed
         ));
         s
@@ -59,6 +68,58 @@ impl Report {
 /// Runs and judges one seed.
 pub fn run_seed(seed: u64) -> Report {
     run_options(&Options::from_seed(seed))
+}
+
+/// Runs and judges one seed with the test-only `mutation` switched on (for this thread, which
+/// runs the whole world) — `None`: the production code as it is.
+pub fn run_seed_with(seed: u64, m: Option<Mutation>) -> Report {
+    let before = mutation::set(m);
+    let mut r = run_seed(seed);
+    mutation::set(before);
+    r.mutation = m;
+    r
+}
+
+/// Runs `seeds` on `jobs` threads (each world runs on one thread); `each` sees every report as
+/// it comes (from the worker threads). Returns the summary and the failed reports, by seed.
+pub fn run_many(
+    seeds: Vec<u64>,
+    jobs: usize,
+    m: Option<Mutation>,
+    each: &(dyn Fn(&Report) + Sync),
+) -> (Summary, Vec<Report>) {
+    let queue = Mutex::new(seeds.into_iter().rev().collect::<Vec<u64>>());
+    let total = Arc::new(Mutex::new((Summary::default(), Vec::new())));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let Some(seed) = next else { break };
+                let r = run_seed_with(seed, m);
+                each(&r);
+                let mut t = total.lock().unwrap_or_else(PoisonError::into_inner);
+                t.0.add(&r);
+                if !r.violations.is_empty() {
+                    t.1.push(r);
+                }
+            });
+        }
+    });
+    let (summary, mut failed) = std::mem::take(&mut *total.lock().unwrap_or_else(PoisonError::into_inner));
+    failed.sort_by_key(|r| r.options.seed);
+    (summary, failed)
+}
+
+/// The first seed of `seeds` (in order) that fails with `m` switched on, running `jobs` seeds
+/// at a time; `None` when every seed passes.
+pub fn first_failing(seeds: &[u64], jobs: usize, m: Mutation) -> Option<Report> {
+    for chunk in seeds.chunks(jobs.max(1)) {
+        let (_, failed) = run_many(chunk.to_vec(), jobs, Some(m), &|_| {});
+        if let Some(r) = failed.into_iter().next() {
+            return Some(r);
+        }
+    }
+    None
 }
 
 /// Runs and judges one world.
@@ -104,6 +165,7 @@ pub fn run_options(options: &Options) -> Report {
         faults: log.faults.clone(),
         transitions: log.transitions.clone(),
         errors: log.errors.clone(),
+        mutation: None,
     }
 }
 

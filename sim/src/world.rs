@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,9 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use zeoraid_server::admin::AdminRequest;
 
 use crate::client::{self, ClientPlan};
-use crate::hosts::{self, AdminSlot, Timeouts, RAID_PORT};
 use crate::disk::Disk;
+use crate::hosts::{self, AdminSlot, Timeouts, RAID_PORT};
 use crate::nemesis::{Fault, Nemesis};
+use crate::proxy::{self, FaultLog, ProxyFaults};
 use crate::record::Shared;
 
 /// Everything a world is made of; derived from the seed by [`Options::from_seed`].
@@ -44,6 +46,10 @@ pub struct Options {
     pub faults: Vec<Fault>,
     /// The RAID's timeouts.
     pub timeouts: Timeouts,
+    /// The backends (by index) that sit behind a misbehaving proxy.
+    pub proxied: Vec<usize>,
+    /// What those proxies do.
+    pub proxy_faults: ProxyFaults,
 }
 
 impl Options {
@@ -58,6 +64,9 @@ impl Options {
         if faults.is_empty() {
             faults.push(Fault::ALL[rng.random_range(0..Fault::ALL.len())]);
         }
+        // Drawn last, so that the options above stay what they were before proxies existed.
+        let proxied: Vec<usize> = (0..backends - 1).filter(|_| rng.random_bool(0.3)).collect();
+        let proxy_faults = ProxyFaults::buggify(&mut rng);
         Options {
             seed,
             backends,
@@ -69,6 +78,8 @@ impl Options {
             fault_every: Duration::from_millis(rng.random_range(300..=2_000)),
             faults,
             timeouts: Timeouts::default(),
+            proxied,
+            proxy_faults,
         }
     }
 
@@ -81,7 +92,7 @@ impl Options {
     pub fn show(&self) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
         format!(
-            "seed {} backends {} clients {} keys {} chaos {:.1}s..{:.1}s calm {:.0}s fault every ~{:.1}s faults [{}]",
+            "seed {} backends {} clients {} keys {} chaos {:.1}s..{:.1}s calm {:.0}s fault every ~{:.1}s faults [{}] proxied {:?}",
             self.seed,
             self.backends,
             self.clients,
@@ -90,7 +101,8 @@ impl Options {
             self.chaos_until.as_secs_f64(),
             self.calm.as_secs_f64(),
             self.fault_every.as_secs_f64(),
-            faults.join(",")
+            faults.join(","),
+            self.proxied.iter().map(|i| format!("b{}", i + 1)).collect::<Vec<_>>()
         )
     }
 }
@@ -118,6 +130,7 @@ pub type AdminQueue = Arc<Mutex<VecDeque<AdminRequest>>>;
 /// Runs the world of `options`.
 pub fn run(options: &Options) -> Finished {
     let log = Shared::default();
+    let proxy_log = FaultLog::new();
     crate::panics::install();
     crate::panics::reset();
     let mut sim = turmoil::Builder::new()
@@ -137,8 +150,29 @@ pub fn run(options: &Options) -> Finished {
         let host = name.clone();
         sim.host(name.as_str(), move || hosts::backend_host(host.clone(), store.clone()));
     }
-    let backends: Vec<(String, std::net::IpAddr)> =
-        stores.iter().map(|(n, _)| (n.clone(), sim.lookup(n.as_str()))).collect();
+    // A misbehaving proxy host `pI` in front of some backends (never all): the RAID reaches
+    // that backend through it. Its faults stop at the healing (the nemesis restarts it calm).
+    let mut proxies = Vec::new();
+    let mut addressed: Vec<(String, std::net::IpAddr)> = Vec::new();
+    for (i, (name, _)) in stores.iter().enumerate() {
+        let upstream = format!("{}:{}", name, hosts::BACKEND_PORT);
+        if options.proxied.contains(&i) {
+            let host = format!("p{}", i + 1);
+            let calm = Arc::new(AtomicBool::new(false));
+            let (faults, seed, plog, c) =
+                (options.proxy_faults, options.seed ^ (i as u64 + 1), proxy_log.clone(), calm.clone());
+            sim.host(host.as_str(), move || {
+                let f = if c.load(Ordering::Relaxed) { ProxyFaults::none() } else { faults };
+                let (up, l) = (upstream.clone(), plog.clone());
+                async move { Ok(proxy::serve(hosts::BACKEND_PORT, up, f, seed, l).await?) }
+            });
+            addressed.push((name.clone(), sim.lookup(host.as_str())));
+            proxies.push((name.clone(), host, calm));
+        } else {
+            addressed.push((name.clone(), sim.lookup(name.as_str())));
+        }
+    }
+    let backends = addressed;
     let settings = hosts::raid_settings(&backends, options.timeouts);
     let admin: AdminSlot = Arc::default();
     let raid_disk = Disk::default();
@@ -176,7 +210,7 @@ pub fn run(options: &Options) -> Finished {
     }
     let mut disks: Vec<(String, Disk)> = stores.clone();
     disks.push(("raid".to_string(), raid_disk));
-    let mut nemesis = Nemesis::new(options, &backends, disks, queue, log.clone());
+    let mut nemesis = Nemesis::new(options, &backends, disks, proxies, queue, log.clone());
     let mut sim_error = None;
     loop {
         match sim.step() {
@@ -189,6 +223,21 @@ pub fn run(options: &Options) -> Finished {
         }
     }
     let healed_at = nemesis.healed_at().unwrap_or(options.chaos_until);
+    {
+        let mut g = log.lock();
+        for f in proxy_log.faults() {
+            *g.faults.entry(format!("proxy-{}", f.kind.name())).or_default() += 1;
+            let at = f.at.as_secs_f64();
+            g.trace
+                .push(format!("[{at:>9.3}s] proxy: conn {} {}: {} ({})", f.conn, f.method, f.kind, f.detail));
+        }
+        // Into time order (stable: lines of the same instant keep their order).
+        let stamp = |l: &String| -> u64 {
+            let t = l.trim_start_matches('[').split('s').next().unwrap_or("").trim();
+            (t.parse::<f64>().unwrap_or(f64::MAX) * 1e6) as u64
+        };
+        g.trace.sort_by_key(stamp);
+    }
     let simulated = sim.elapsed();
     Finished { options: options.clone(), log, stores, healed_at, sim_error, simulated }
 }

@@ -5,10 +5,9 @@
 //! single-threaded), so that both cores of the CI machine work on it.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use zeoraid_sim::nemesis::Fault;
-use zeoraid_sim::runner::{run_seed, Summary};
+use zeoraid_sim::runner::{run_many, run_seed, Report, Summary};
 
 /// The batch: seeds `0..BATCH`.
 const BATCH: u64 = 500;
@@ -26,39 +25,18 @@ const TRANSITIONS: [&str; 7] = [
 
 /// Runs `seeds` on the available cores; the summary and the failure texts.
 fn run_all(seeds: Vec<u64>) -> (Summary, Vec<String>) {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-    let queue = Arc::new(Mutex::new(seeds.into_iter().rev().collect::<Vec<u64>>()));
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let queue = Arc::clone(&queue);
-            std::thread::spawn(move || {
-                let mut summary = Summary::default();
-                let mut failures = Vec::new();
-                loop {
-                    let next = queue.lock().expect("queue").pop();
-                    let Some(seed) = next else { break };
-                    let r = run_seed(seed);
-                    summary.add(&r);
-                    if !r.violations.is_empty() {
-                        eprintln!("{}", r.failure_text());
-                        failures.push(r.failure_text());
-                    }
-                    if seed % 50 == 0 {
-                        eprintln!("batch: seed {seed} done");
-                    }
-                }
-                (summary, failures)
-            })
-        })
-        .collect();
-    let mut summary = Summary::default();
-    let mut failures = Vec::new();
-    for w in workers {
-        let (s, f) = w.join().expect("a worker panicked outside a world");
-        summary.merge(s);
-        failures.extend(f);
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+    let progress = |r: &Report| {
+        if r.options.seed % 50 == 0 {
+            eprintln!("batch: seed {} done", r.options.seed);
+        }
+    };
+    let (summary, failed) = run_many(seeds, jobs, None, &progress);
+    let texts: Vec<String> = failed.iter().map(Report::failure_text).collect();
+    for t in &texts {
+        eprintln!("{t}");
     }
-    (summary, failures)
+    (summary, texts)
 }
 
 #[test]
@@ -66,11 +44,8 @@ fn ci_batch_passes_and_covers_every_fault_and_transition() {
     let (summary, failures) = run_all((0..BATCH).collect());
     println!("{}", summary.text());
     assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
-    let missing_faults: Vec<&str> = Fault::ALL
-        .iter()
-        .map(|f| f.name())
-        .filter(|f| !summary.faults.contains_key(*f))
-        .collect();
+    let missing_faults: Vec<&str> =
+        Fault::ALL.iter().map(|f| f.name()).filter(|f| !summary.faults.contains_key(*f)).collect();
     let missing_transitions: BTreeSet<&str> =
         TRANSITIONS.iter().copied().filter(|t| !summary.transitions.contains_key(*t)).collect();
     assert!(
