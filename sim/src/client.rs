@@ -402,3 +402,24 @@ async fn old_read(
     let oid = keys[rng.random_range(0..keys.len())];
     load_before(c, log, client, oid, before).await.map(|_| ())
 }
+
+/// Packs the storage once through the RAID, at the world's first instant (nothing is removed:
+/// every revision stays readable, so the read checks hold), and traces the answer. The RAID
+/// must refuse it while a recovery runs.
+pub async fn pack_once(server: SocketAddr, log: Shared, name: String) -> turmoil::Result {
+    let mut c = match Conn::open(server, "1").await {
+        Ok(c) => c,
+        Err(e) => {
+            log.trace(format!("{name}: cannot connect: {e}"));
+            return Ok(());
+        }
+    };
+    let time = crate::net::EPOCH_SECS as f64;
+    let answer = match c.call(Request::Pack { time, wait: true }).await {
+        Ok(Ok(_)) => "packed".to_string(),
+        Ok(Err(e)) => format!("refused: {}", short(&e)),
+        Err(e) => format!("no answer: {e}"),
+    };
+    log.trace(format!("{name}: {answer}"));
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! driven from outside the hosts between two turmoil steps. Each fault schedules its own
 //! healing; at `chaos_until` everything still pending is healed at once.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +39,14 @@ pub enum Fault {
     AdminRecover,
     /// `reload` with the running configuration.
     AdminReload,
+    /// A client packs the storage (at the world's first instant: nothing is removed, so the
+    /// reads stay checkable; the RAID must refuse it during a recovery).
+    Pack,
 }
 
 impl Fault {
     /// Every kind.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Partition,
         Fault::PartitionOneWay,
         Fault::Clog,
@@ -54,6 +57,7 @@ impl Fault {
         Fault::AdminDisable,
         Fault::AdminRecover,
         Fault::AdminReload,
+        Fault::Pack,
     ];
 
     /// Its name in reports and options.
@@ -69,6 +73,7 @@ impl Fault {
             Fault::AdminDisable => "admin-disable",
             Fault::AdminRecover => "admin-recover",
             Fault::AdminReload => "admin-reload",
+            Fault::Pack => "pack",
         }
     }
 }
@@ -85,6 +90,10 @@ enum Heal {
 
 /// The nemesis of one world.
 pub struct Nemesis {
+    /// The RAID's ZEO address (for packs).
+    server: SocketAddr,
+    /// Packs started so far (names their client hosts).
+    packs: u32,
     /// The misbehaving proxies, by the backend they stand for: (backend, proxy host, calm
     /// switch). The RAID reaches such a backend only through its proxy, so link faults of that
     /// backend hit the RAID–proxy link; at healing every proxy is restarted calm (no faults).
@@ -124,6 +133,11 @@ impl Nemesis {
         log: Shared,
     ) -> Nemesis {
         Nemesis {
+            server: SocketAddr::new(
+                backends.first().map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |b| b.1),
+                crate::hosts::RAID_PORT,
+            ),
+            packs: 0,
             proxies,
             disks,
             rng: ChaCha8Rng::seed_from_u64(options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(7)),
@@ -141,6 +155,12 @@ impl Nemesis {
             healed_at: None,
             reload: crate::hosts::raid_settings(backends, options.timeouts),
         }
+    }
+
+    /// Where packs go: the RAID's ZEO address.
+    pub fn pack_at(mut self, server: SocketAddr) -> Nemesis {
+        self.server = server;
+        self
     }
 
     /// When every fault was healed (`None` before).
@@ -300,6 +320,12 @@ impl Nemesis {
                     rate_bytes: None,
                     rate_txns: None,
                 });
+            }
+            Fault::Pack => {
+                self.packs += 1;
+                let name = format!("pack{}", self.packs);
+                log.fault(now, kind.name(), format!("{name} packs"));
+                sim.client(name.clone(), crate::client::pack_once(self.server, log.clone(), name));
             }
             Fault::AdminReload => {
                 log.fault(now, kind.name(), "reload (unchanged configuration)");

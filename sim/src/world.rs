@@ -210,7 +210,7 @@ pub fn run(options: &Options) -> Finished {
     }
     let mut disks: Vec<(String, Disk)> = stores.clone();
     disks.push(("raid".to_string(), raid_disk));
-    let mut nemesis = Nemesis::new(options, &backends, disks, proxies, queue, log.clone());
+    let mut nemesis = Nemesis::new(options, &backends, disks, proxies, queue, log.clone()).pack_at(server);
     let mut sim_error = None;
     loop {
         match sim.step() {
