@@ -7,6 +7,7 @@
 //! the connection, and the client reconnects. A commit whose `tpc_finish` was sent but not
 //! answered is recorded with an unknown outcome.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use zeoraid_core::wire::frame::{frame_header, FrameDecoder};
 use zeoraid_core::wire::handshake::{client_reply, parse_server_announcement};
 use zeoraid_core::wire::message::{ClientMessage, MsgId, ServerMessage};
 use zeoraid_core::wire::method::Method;
+use zeoraid_core::wire::push::Push;
 use zeoraid_core::wire::reply::{Reply, VoteItem};
 use zeoraid_core::wire::request::Request;
 use zeoraid_core::wire::types::{Extension, TxnId, TxnStatus};
@@ -40,6 +42,10 @@ struct Conn {
     rbuf: Vec<u8>,
     out: Vec<u8>,
     next_id: i64,
+    /// The newest invalidation received on this connection, per object: after it, a read of
+    /// the object's current revision must give that transaction or a newer one (zeo-protocol
+    /// §6.4: invalidations go out only once the transaction is visible).
+    invalidated: BTreeMap<Oid, Tid>,
 }
 
 type CallResult = Result<Result<Value, ZeoError>, String>;
@@ -61,6 +67,7 @@ impl Conn {
             rbuf: vec![0; 64 * 1024],
             out: Vec::new(),
             next_id: 1,
+            invalidated: BTreeMap::new(),
         };
         let hello = tokio::time::timeout(CALL_TIMEOUT, c.next_frame())
             .await
@@ -122,6 +129,12 @@ impl Conn {
             loop {
                 let f = self.next_frame().await?;
                 match self.codec.decode_server(&f).map_err(|e| format!("decode: {e}"))? {
+                    ServerMessage::Push(Push::InvalidateTransaction { tid, oids }) => {
+                        for oid in oids {
+                            let e = self.invalidated.entry(oid).or_insert(tid);
+                            *e = (*e).max(tid);
+                        }
+                    }
                     ServerMessage::Push(_) => {}
                     ServerMessage::Reply { msgid, result } if msgid == MsgId::int(id) => {
                         return Ok(Ok(result))
@@ -338,7 +351,15 @@ async fn load_before(
         Ok(v) => match Reply::from_value(Method::LoadBefore, &v) {
             Ok(Reply::LoadBefore(r)) => {
                 let answer = r.map(|r| (r.data, r.start, r.end));
-                log.lock().reads.push(Read { client, oid, before, sent, answer: answer.clone(), at: now() });
+                let mut g = log.lock();
+                if let (Some((_, start, None)), Some(&inv)) = (&answer, c.invalidated.get(&oid)) {
+                    if before == Tid::MAX && *start < inv {
+                        g.violations.push(format!(
+                            "invariant 3: c{client} was sent the invalidation of {oid} by {inv}, then read its current revision as {start}, older: the invalidation went out before the transaction was visible"
+                        ));
+                    }
+                }
+                g.reads.push(Read { client, oid, before, sent, answer: answer.clone(), at: now() });
                 Ok(Some(answer))
             }
             other => Err(format!("loadBefore answered {other:?}")),
