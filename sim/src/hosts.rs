@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,7 +150,7 @@ fn any_addr(port: u16) -> ListenAddr {
 /// A backend host's software: serves the storage on `disk` until the host crashes.
 pub async fn backend_host(name: String, disk: Disk) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let driver = Driver::new(SimNet);
+    let driver = Driver::new(SimNet::default());
     let listener = driver.net().bind(&any_addr(BACKEND_PORT)).await?;
     let backend = open_backend(&name, &disk, driver.sink(StorageIdx(0), BackendId(0)))?;
     let info = backend.info();
@@ -162,7 +163,7 @@ pub async fn backend_host(name: String, disk: Disk) -> Result<(), Box<dyn std::e
             read_only: false,
         }),
     }];
-    let now = Now { mono: start.elapsed(), wall: crate::net::wall_clock() };
+    let now = Now { mono: start.elapsed(), wall: driver.net().wall_clock() };
     let raid = Raid::new(settings.raid_config(), settings.specs(), None, vec![Some(info)], now);
     let seed = seed_of(&raid, "mem");
     let mut backends = BTreeMap::new();
@@ -202,7 +203,7 @@ fn spawn_remote(
         connect_timeout: storage.connect_timeout,
         max_frame: 1 << 24,
     };
-    Ok(Remote(RemoteBackend::spawn(SimNet, cfg, sink, events)))
+    Ok(Remote(RemoteBackend::spawn(SimNet::default(), cfg, sink, events)))
 }
 
 impl Opener<Remote> for SimOpener {
@@ -229,9 +230,10 @@ pub async fn raid_host(
     settings: StorageSettings,
     admin: AdminSlot,
     disk: Disk,
+    clock_back: Arc<AtomicU64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let driver = Driver::new(SimNet);
+    let driver = Driver::new(SimNet::with_clock(clock_back));
     let listener = driver.net().bind(&any_addr(RAID_PORT)).await?;
     let deadline = start + settings.connect_timeout;
     let mut slots = BTreeMap::new();
@@ -258,7 +260,7 @@ pub async fn raid_host(
             _ => None,
         });
     }
-    let now = Now { mono: start.elapsed(), wall: crate::net::wall_clock() };
+    let now = Now { mono: start.elapsed(), wall: driver.net().wall_clock() };
     let state = StateFile::Mem { dir: disk.current(), name: RAID_STATE.to_string() };
     let persisted = state.load()?;
     let raid = Raid::new(settings.raid_config(), settings.specs(), persisted, infos, now);

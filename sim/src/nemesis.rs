@@ -3,7 +3,7 @@
 //! healing; at `chaos_until` everything still pending is healed at once.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub enum Fault {
     AdminRecover,
     /// `reload` with the running configuration.
     AdminReload,
+    /// The RAID host's wall clock steps back (1–30 s), for good: tids must still increase.
+    ClockBack,
     /// A client packs the storage (at the world's first instant: nothing is removed, so the
     /// reads stay checkable; the RAID must refuse it during a recovery).
     Pack,
@@ -46,7 +48,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every kind.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Partition,
         Fault::PartitionOneWay,
         Fault::Clog,
@@ -58,6 +60,7 @@ impl Fault {
         Fault::AdminRecover,
         Fault::AdminReload,
         Fault::Pack,
+        Fault::ClockBack,
     ];
 
     /// Its name in reports and options.
@@ -74,6 +77,7 @@ impl Fault {
             Fault::AdminRecover => "admin-recover",
             Fault::AdminReload => "admin-reload",
             Fault::Pack => "pack",
+            Fault::ClockBack => "clock-back",
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Nemesis {
     server: SocketAddr,
     /// Packs started so far (names their client hosts).
     packs: u32,
+    /// How far the RAID host's wall clock is behind (ms).
+    clock_back: Arc<AtomicU64>,
     /// The misbehaving proxies, by the backend they stand for: (backend, proxy host, calm
     /// switch). The RAID reaches such a backend only through its proxy, so link faults of that
     /// backend hit the RAID–proxy link; at healing every proxy is restarted calm (no faults).
@@ -138,6 +144,7 @@ impl Nemesis {
                 crate::hosts::RAID_PORT,
             ),
             packs: 0,
+            clock_back: Arc::default(),
             proxies,
             disks,
             rng: ChaCha8Rng::seed_from_u64(options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(7)),
@@ -160,6 +167,12 @@ impl Nemesis {
     /// Where packs go: the RAID's ZEO address.
     pub fn pack_at(mut self, server: SocketAddr) -> Nemesis {
         self.server = server;
+        self
+    }
+
+    /// The RAID host's wall-clock offset the nemesis steps back.
+    pub fn clock(mut self, back: Arc<AtomicU64>) -> Nemesis {
+        self.clock_back = back;
         self
     }
 
@@ -320,6 +333,15 @@ impl Nemesis {
                     rate_bytes: None,
                     rate_txns: None,
                 });
+            }
+            Fault::ClockBack => {
+                let ms = self.rng.random_range(1_000..=30_000);
+                let total = self.clock_back.fetch_add(ms, Ordering::Relaxed) + ms;
+                log.fault(
+                    now,
+                    kind.name(),
+                    format!("raid's wall clock steps back {ms} ms (now {total} ms behind)"),
+                );
             }
             Fault::Pack => {
                 self.packs += 1;

@@ -6,6 +6,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeoraid_server::backend::remote::RemoteAddr;
@@ -19,9 +21,20 @@ pub const EPOCH_SECS: u64 = 1_700_000_000;
 /// is held).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// turmoil's network, for the driver.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SimNet;
+/// turmoil's network, for the driver, and the host's wall clock.
+#[derive(Debug, Clone, Default)]
+pub struct SimNet {
+    /// How far the host's wall clock was stepped back (milliseconds; `None`: never).
+    back: Option<Arc<AtomicU64>>,
+}
+
+impl SimNet {
+    /// A network whose wall clock runs `back` milliseconds behind simulated time (the nemesis
+    /// steps it back, as a wrong NTP correction or a replaced machine would).
+    pub fn with_clock(back: Arc<AtomicU64>) -> SimNet {
+        SimNet { back: Some(back) }
+    }
+}
 
 /// A bound simulated listener.
 pub struct SimListener(turmoil::net::TcpListener, SocketAddr);
@@ -67,7 +80,8 @@ impl Net for SimNet {
     }
 
     fn wall_clock(&self) -> Duration {
-        wall_clock()
+        let back = self.back.as_ref().map_or(0, |b| b.load(Ordering::Relaxed));
+        wall_clock().saturating_sub(Duration::from_millis(back))
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -176,10 +176,13 @@ pub fn run(options: &Options) -> Finished {
     let settings = hosts::raid_settings(&backends, options.timeouts);
     let admin: AdminSlot = Arc::default();
     let raid_disk = Disk::default();
+    let clock_back = Arc::new(AtomicU64::new(0));
     {
         let admin = admin.clone();
-        let disk = raid_disk.clone();
-        sim.host("raid", move || hosts::raid_host(settings.clone(), admin.clone(), disk.clone()));
+        let (disk, back) = (raid_disk.clone(), clock_back.clone());
+        sim.host("raid", move || {
+            hosts::raid_host(settings.clone(), admin.clone(), disk.clone(), back.clone())
+        });
     }
     let server = SocketAddr::new(sim.lookup("raid"), RAID_PORT);
     let mut seeds = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
@@ -210,7 +213,9 @@ pub fn run(options: &Options) -> Finished {
     }
     let mut disks: Vec<(String, Disk)> = stores.clone();
     disks.push(("raid".to_string(), raid_disk));
-    let mut nemesis = Nemesis::new(options, &backends, disks, proxies, queue, log.clone()).pack_at(server);
+    let mut nemesis = Nemesis::new(options, &backends, disks, proxies, queue, log.clone())
+        .pack_at(server)
+        .clock(clock_back);
     let mut sim_error = None;
     loop {
         match sim.step() {
