@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use zeoraid_sim::nemesis::Fault;
+use zeoraid_sim::proxy::FaultKind;
 use zeoraid_sim::runner::{run_many, run_seed, Report, Summary};
 
 /// The batch: seeds `0..BATCH`.
@@ -44,8 +45,13 @@ fn ci_batch_passes_and_covers_every_fault_and_transition() {
     let (summary, failures) = run_all((0..BATCH).collect());
     println!("{}", summary.text());
     assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
-    let missing_faults: Vec<&str> =
-        Fault::ALL.iter().map(|f| f.name()).filter(|f| !summary.faults.contains_key(*f)).collect();
+    let proxy_kinds: Vec<String> = FaultKind::ALL.iter().map(|k| format!("proxy-{}", k.name())).collect();
+    let missing_faults: Vec<&str> = Fault::ALL
+        .iter()
+        .map(|f| f.name())
+        .chain(proxy_kinds.iter().map(String::as_str))
+        .filter(|f| !summary.faults.contains_key(*f))
+        .collect();
     let missing_transitions: BTreeSet<&str> =
         TRANSITIONS.iter().copied().filter(|t| !summary.transitions.contains_key(*t)).collect();
     assert!(
