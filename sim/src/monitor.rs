@@ -49,6 +49,7 @@ pub async fn run(
 ) {
     let mut prev: BTreeMap<String, String> = BTreeMap::new();
     let mut last_recover = Duration::ZERO;
+    let mut attempts = 0usize;
     let mut last_restart = Duration::ZERO;
     while now() < end {
         tokio::time::sleep(EVERY).await;
@@ -117,8 +118,15 @@ pub async fn run(
             last_restart = t;
         }
         if t >= heal + RECOVER_AFTER && s.recovery.is_none() && t >= last_recover + Duration::from_secs(1) {
-            let target =
-                s.backends.iter().find(|b| (b.state == "degraded" || b.state == "disabled") && b.connected);
+            // Each non-optimal backend in turn, as an operator reading the refusals would: when
+            // the RAID has failed, only its last optimal backend can be recovered (promoted).
+            let targets: Vec<_> = s
+                .backends
+                .iter()
+                .filter(|b| (b.state == "degraded" || b.state == "disabled") && b.connected)
+                .collect();
+            let target = (!targets.is_empty()).then(|| targets[attempts % targets.len()]);
+            attempts += 1;
             if let Some(b) = target {
                 let req = AdminRequest::Recover {
                     storage: None,
