@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Versions: 1 (backends, last tid, oid high-water mark); 2 adds the recovery in progress
-//! (target, done tid, whether it rebuilds, rate limit, start). A version-1 file still loads
-//! (no recovery in progress) and is rewritten as version 2 at the next save; a version newer
-//! than [`FORMAT_VERSION`] is refused with a message saying that a newer zeoraid wrote it.
+//! (target, done tid, whether it rebuilds, rate limit, start); 3 adds the RAID's last optimal
+//! backend (set while no backend is optimal: the one that brings a failed RAID back). Version-1
+//! and version-2 files still load (no recovery in progress, no last optimal backend, as they
+//! apply) and are rewritten as version 3 at the next save; a version newer than
+//! [`FORMAT_VERSION`] is refused with a message saying that a newer zeoraid wrote it.
 //!
 //! Written to `<file>.tmp`, fsynced, renamed over the file, then the directory is fsynced: the
 //! file is always either the old state or the new one. A missing file is a first start
@@ -39,7 +41,7 @@ use crate::storage::{MemDir, OpenMode, RealDir, StorageDir, StorageFile};
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"ZRRAIDST";
 /// The layout version written.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest layout version read.
 pub const OLDEST_VERSION: u32 = 1;
 /// Largest body accepted (a state is a few hundred bytes).
@@ -73,9 +75,19 @@ pub enum StateFileError {
     },
 }
 
-/// Version 2.
+/// Version 3.
 #[derive(Encode, Decode)]
 struct DiskRaid {
+    backends: Vec<DiskBackend>,
+    last_tid: u64,
+    oid_hwm: u64,
+    recovery: Option<DiskRecovery>,
+    last_optimal: Option<String>,
+}
+
+/// Version 2: no last optimal backend.
+#[derive(Encode, Decode)]
+struct DiskRaidV2 {
     backends: Vec<DiskBackend>,
     last_tid: u64,
     oid_hwm: u64,
@@ -142,13 +154,32 @@ impl From<&PersistedRaid> for DiskRaid {
                 limit_txns: r.limit.txns_per_sec,
                 started: r.started,
             }),
+            last_optimal: p.last_optimal.clone(),
         }
     }
 }
 
 impl From<DiskRaidV1> for DiskRaid {
     fn from(d: DiskRaidV1) -> DiskRaid {
-        DiskRaid { backends: d.backends, last_tid: d.last_tid, oid_hwm: d.oid_hwm, recovery: None }
+        DiskRaid {
+            backends: d.backends,
+            last_tid: d.last_tid,
+            oid_hwm: d.oid_hwm,
+            recovery: None,
+            last_optimal: None,
+        }
+    }
+}
+
+impl From<DiskRaidV2> for DiskRaid {
+    fn from(d: DiskRaidV2) -> DiskRaid {
+        DiskRaid {
+            backends: d.backends,
+            last_tid: d.last_tid,
+            oid_hwm: d.oid_hwm,
+            recovery: d.recovery,
+            last_optimal: None,
+        }
     }
 }
 
@@ -177,6 +208,7 @@ impl From<DiskRaid> for PersistedRaid {
                 limit: RateLimit { bytes_per_sec: r.limit_bytes, txns_per_sec: r.limit_txns },
                 started: r.started,
             }),
+            last_optimal: d.last_optimal,
         }
     }
 }
@@ -246,12 +278,18 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedRaid, String> {
     let body = &bytes[HEADER..end];
     let undecodable =
         |e: bincode::error::DecodeError| format!("undecodable state (format version {version}): {e}");
-    let (disk, used): (DiskRaid, usize) = if version == 1 {
-        let (v1, used): (DiskRaidV1, usize) =
-            bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
-        (v1.into(), used)
-    } else {
-        bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?
+    let (disk, used): (DiskRaid, usize) = match version {
+        1 => {
+            let (v1, used): (DiskRaidV1, usize) =
+                bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
+            (v1.into(), used)
+        }
+        2 => {
+            let (v2, used): (DiskRaidV2, usize) =
+                bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
+            (v2.into(), used)
+        }
+        _ => bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?,
     };
     if used != end - HEADER {
         return Err("trailing bytes after the state".to_string());
@@ -447,7 +485,16 @@ mod tests {
                 limit: RateLimit { bytes_per_sec: Some(20_000_000), txns_per_sec: None },
                 started: 1.75e9,
             }),
+            last_optimal: None,
         }
+    }
+
+    /// A failed RAID's state: no backend optimal, the last optimal one remembered.
+    fn failed() -> PersistedRaid {
+        let mut s = PersistedRaid { recovery: None, last_optimal: Some("a".into()), ..sample() };
+        s.backends[0].state = BackendState::Degraded { reason: "disconnected: reset".into(), since: 1.8e9 };
+        s.backends.truncate(2);
+        s
     }
 
     /// A file written by the version-1 code (commit 464d7d2) for `sample()` without its
@@ -461,8 +508,15 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
     }
 
+    /// A file written by the version-2 code (commit db1401f) for `sample()`.
+    const V2_FILE: &str =
+        "5a52524149445354020000006100000000000000040161000162011174696d6564206f757420617420\
+         766f746500000040fc54d94101630200000000000004400164030000000000000a40fdbc9a78563412\
+         ff03fc71110100010163fd010000000012ff030101fc002d31010000000060b813da41d238d28075c6\
+         d992";
+
     #[test]
-    fn a_version_1_file_loads_without_a_recovery_and_is_saved_as_version_2() {
+    fn a_version_1_file_loads_without_a_recovery_and_is_saved_as_version_3() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("1.raid-state");
         std::fs::write(&path, unhex(V1_FILE)).expect("write");
@@ -470,8 +524,38 @@ mod tests {
         assert_eq!(loaded, PersistedRaid { recovery: None, ..sample() });
         save(&path, &loaded).expect("save");
         let bytes = std::fs::read(&path).expect("read");
-        assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "rewritten as version 2");
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes(), "rewritten as version 3");
         assert_eq!(load(&path).expect("load"), Some(loaded));
+    }
+
+    #[test]
+    fn a_version_2_file_loads_without_a_last_optimal_backend_and_is_saved_as_version_3() {
+        let bytes = unhex(V2_FILE);
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        let loaded = decode(&bytes).expect("a version-2 file loads");
+        assert_eq!(loaded, sample(), "recovery kept, no last optimal backend");
+        let dir = MemDir::new();
+        mem(&dir).save(&loaded).expect("save");
+        let again = read_all(&dir, "1.raid-state").expect("read");
+        assert_eq!(again[8..12], 3u32.to_le_bytes(), "rewritten as version 3");
+        assert_eq!(mem(&dir).load().expect("load"), Some(loaded));
+        // A version-3 body announced as version 2 does not decode as one (trailing bytes).
+        let body =
+            bincode::encode_to_vec(DiskRaid::from(&failed()), bincode::config::standard()).expect("enc");
+        assert!(decode(&frame(2, &body)).is_err());
+    }
+
+    #[test]
+    fn the_last_optimal_backend_round_trips_in_version_3() {
+        for s in [failed(), PersistedRaid { last_optimal: Some("é ü\u{0}".into()), ..failed() }, sample()] {
+            let bytes = encode(&s);
+            assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+            assert_eq!(decode(&bytes), Ok(s.clone()));
+            let dir = MemDir::new();
+            mem(&dir).save(&s).expect("save");
+            let after = dir.crash(crate::storage::CrashMode::DropUnsynced);
+            assert_eq!(mem(&after).load().expect("load"), Some(s));
+        }
     }
 
     #[test]
@@ -496,11 +580,11 @@ mod tests {
     fn a_newer_version_is_refused_saying_so() {
         let body =
             bincode::encode_to_vec(DiskRaid::from(&sample()), bincode::config::standard()).expect("enc");
-        let e = decode(&frame(3, &body)).expect_err("version 3");
-        assert!(e.contains("format version 3 was written by a newer zeoraid"), "{e}");
+        let e = decode(&frame(4, &body)).expect_err("version 4");
+        assert!(e.contains("format version 4 was written by a newer zeoraid"), "{e}");
         let e = decode(&frame(0, &body)).expect_err("version 0");
-        assert!(e.contains("format version 0") && e.contains("versions 1 to 2"), "{e}");
-        // A version-2 body announced as version 1 does not decode as one (trailing bytes).
+        assert!(e.contains("format version 0") && e.contains("versions 1 to 3"), "{e}");
+        // A version-3 body announced as version 1 does not decode as one (trailing bytes).
         assert!(decode(&frame(1, &body)).is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.raid-state");

@@ -85,11 +85,25 @@ impl Harness {
     }
 
     pub(crate) fn with(backends: Vec<MemBackend>, persisted: Option<PersistedRaid>) -> Harness {
+        let reachable = vec![true; backends.len()];
+        Harness::with_reachable(backends, persisted, &reachable)
+    }
+
+    /// Starts a RAID where backend `i` is reachable at start-up iff `reachable[i]`.
+    pub(crate) fn with_reachable(
+        backends: Vec<MemBackend>,
+        persisted: Option<PersistedRaid>,
+        reachable: &[bool],
+    ) -> Harness {
         let now = Now { mono: Duration::from_secs(1), wall: Duration::from_secs(1_790_000_000) };
         let mut cfg = RaidConfig::new("1");
         cfg.call_timeout = Duration::from_secs(2);
         cfg.write_timeout = Duration::from_secs(3);
-        let infos = backends.iter().map(|b| Some(info(b))).collect();
+        let infos = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| reachable.get(i).copied().unwrap_or(true).then(|| info(b)))
+            .collect();
         let raid = Raid::new(cfg.clone(), specs(backends.len()), persisted, infos, now);
         let mut h = Harness {
             raid,
@@ -216,6 +230,23 @@ impl Harness {
     pub(crate) fn one(&mut self, request: BackendRequest) -> BackendOutcome {
         let got = self.request(request);
         got.into_iter().rfind(|o| !o.is_partial()).unwrap_or_else(|| panic!("no final answer"))
+    }
+
+    /// Backend `b`'s connection drops (the driver's `Down`).
+    pub(crate) fn down(&mut self, b: u32) {
+        self.raid.handle_event(
+            self.now,
+            BackendId(b),
+            BackendEvent::Down { reason: "test: link down".into() },
+        );
+        self.run();
+    }
+
+    /// Backend `b`'s connection is up again, reporting its backend's state (the driver's `Up`).
+    pub(crate) fn up(&mut self, b: u32) {
+        let i = info(&self.backends[b as usize]);
+        self.raid.handle_event(self.now, BackendId(b), BackendEvent::Up(i));
+        self.run();
     }
 
     /// Moves time on by `d` and lets timeouts fire.

@@ -35,6 +35,7 @@
 //!   durable: a restart then never takes a backend that missed acknowledged commits for optimal.
 
 mod compare;
+mod last_optimal;
 mod reads;
 mod recovery;
 mod startup;
@@ -43,6 +44,8 @@ mod writes;
 
 #[cfg(test)]
 pub(crate) mod harness;
+#[cfg(test)]
+mod last_optimal_tests;
 #[cfg(all(test, feature = "mutations"))]
 mod mutation_tests;
 #[cfg(test)]
@@ -148,6 +151,8 @@ pub struct Raid {
     uploads: recovery::UploadTrack,
     /// Per backend, a transaction voted on it and not known to be finished or aborted.
     voted_on: BTreeMap<BackendId, Tid>,
+    /// While no backend is optimal: the one that left last (see [`last_optimal`]).
+    last_optimal: Option<BackendId>,
 }
 
 impl Raid {
@@ -217,6 +222,7 @@ impl Raid {
             last_recovery: None,
             uploads: recovery::UploadTrack::default(),
             voted_on: BTreeMap::new(),
+            last_optimal: decision.last_optimal.map(|i| BackendId(i as u32)),
         };
         raid.persist();
         if let Some(p) = persisted_recovery {
@@ -298,6 +304,7 @@ impl Raid {
                 tracing::info!(storage = %self.cfg.name, backend = %m.spec.name, last_tid = %info.last_tid, state = m.state.word(), "backend up");
                 m.connected = true;
                 m.info = Some(info);
+                self.last_optimal_up(backend);
             }
             BackendEvent::Down { reason } => {
                 m.connected = false;
@@ -442,6 +449,7 @@ impl Raid {
         }
         self.set_state(b, BackendState::Disabled { since: now.unix_f64() }, "removed from the configuration");
         self.pump();
+        self.last_optimal_removed(b);
         self.members.remove(&b);
         tracing::info!(storage = %self.cfg.name, backend = %name, "backend removed");
         self.persist();
@@ -512,6 +520,7 @@ impl Raid {
             last_tid: self.last_tid,
             oid_hwm: self.reserved,
             recovery: self.persisted_recovery(),
+            last_optimal: self.last_optimal.map(|b| self.member_name(b)),
         };
         self.actions.push_back(RaidAction::SaveState { version: self.version, state });
     }
@@ -538,8 +547,9 @@ impl Raid {
         } else {
             tracing::info!(storage = %self.cfg.name, backend = %m.spec.name, %reason, "backend {was} → {now_word}");
         }
+        self.track_last_optimal(b, was == "optimal");
         self.persist();
-        if self.optimal().is_empty() {
+        if self.optimal().is_empty() && self.last_optimal.is_none() {
             tracing::error!(storage = %self.cfg.name, "RAID failed: no optimal backend left");
         }
         let mine: Vec<BackendReqId> =
@@ -708,6 +718,7 @@ impl Raid {
                 }
             }
         }
+        self.check_last_optimal()?;
         self.check_recovery()
     }
 }

@@ -22,6 +22,15 @@
 //!
 //! The agreed last tid is then the newest candidate's, and never less than the persisted one
 //! (tids never go back, also across restarts).
+//!
+//! **A failed RAID.** When the persisted state has no optimal backend (the RAID had failed), its
+//! *last optimal* backend (`PersistedRaid::last_optimal`, the one that left last: it holds every
+//! acknowledged commit) is a candidate like an optimal one when it is persisted as degraded
+//! (rules 2–4 apply to it); a disabled one stays disabled (the operator took it out: `recover`
+//! brings it back). When the decision leaves no backend optimal, the RAID keeps a last optimal
+//! backend so that it can come back later (its `Up`, or `recover`): the persisted one if it is
+//! still configured, else the first candidate that was unreachable (a persisted optimal backend
+//! that holds every acknowledged commit); none on a first start.
 
 use crate::ids::Tid;
 use crate::zeo::backend::BackendInfo;
@@ -35,6 +44,8 @@ pub(crate) struct Decision {
     pub states: Vec<BackendState>,
     /// The tid the RAID continues from.
     pub last_tid: Tid,
+    /// When no backend is optimal: the index of the RAID's last optimal backend.
+    pub last_optimal: Option<usize>,
 }
 
 /// Applies the start-up rule (module doc).
@@ -47,12 +58,19 @@ pub(crate) fn decide(
     let degraded = |reason: String| BackendState::Degraded { reason, since };
     let agreed = persisted.map(|p| p.last_tid).unwrap_or(Tid::ZERO);
     let mut states: Vec<Option<BackendState>> = vec![None; specs.len()];
+    // The persisted last optimal backend counts only while no backend is optimal.
+    let last_optimal = persisted
+        .filter(|p| !p.backends.iter().any(|b| b.state.is_optimal()))
+        .and_then(|p| p.last_optimal.as_deref());
     let mut candidates = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let before = persisted.map(|p| p.backends.iter().find(|b| b.name == spec.name).map(|b| &b.state));
         match before {
             Some(None) => states[i] = Some(degraded("new backend, not yet recovered".to_string())),
             Some(Some(BackendState::Optimal)) | None => candidates.push(i),
+            Some(Some(BackendState::Degraded { .. })) if last_optimal == Some(spec.name.as_str()) => {
+                candidates.push(i)
+            }
             Some(Some(BackendState::Recovering { since })) => {
                 // A persisted recovery of it resumes (`Raid::new`); otherwise it stays out.
                 let resumes =
@@ -67,9 +85,13 @@ pub(crate) fn decide(
         }
     }
     let mut reachable = Vec::new();
+    let mut unreachable = Vec::new();
     for &i in &candidates {
         match infos.get(i).and_then(|x| x.as_ref()) {
-            None => states[i] = Some(degraded("unreachable at start-up".to_string())),
+            None => {
+                unreachable.push(i);
+                states[i] = Some(degraded("unreachable at start-up".to_string()))
+            }
             Some(info) if info.last_tid < agreed => {
                 states[i] = Some(degraded(format!(
                 "behind at start-up: last tid {} is before the agreed {agreed} (lost acknowledged commits)",
@@ -94,9 +116,17 @@ pub(crate) fn decide(
         }
     }
     let last_tid = newest.map_or(agreed, |n| n.max(agreed));
+    let last_optimal = if newest.is_some() {
+        None
+    } else {
+        last_optimal
+            .and_then(|name| specs.iter().position(|s| s.name == name))
+            .or_else(|| persisted.and(unreachable.first().copied()))
+    };
     Decision {
         states: states.into_iter().map(|s| s.unwrap_or_else(|| degraded("unknown".into()))).collect(),
         last_tid,
+        last_optimal,
     }
 }
 
@@ -133,6 +163,7 @@ mod tests {
             last_tid: Tid::new(last),
             oid_hwm: Oid::new(0),
             recovery: None,
+            last_optimal: None,
         }
     }
 
@@ -177,5 +208,50 @@ mod tests {
         let d = decide(&specs(3), Some(&p), &[None, info(9), info(9)], 1.0);
         assert_eq!(words(&d), ["degraded", "disabled", "degraded"]);
         assert_eq!(d.last_tid, Tid::new(5));
+        // b0 was optimal and holds every acknowledged commit: it is the one to come back.
+        assert_eq!(d.last_optimal, Some(0));
+    }
+
+    #[test]
+    fn a_first_start_with_nobody_reachable_has_no_last_optimal_backend() {
+        let d = decide(&specs(2), None, &[None, None], 1.0);
+        assert_eq!(words(&d), ["degraded", "degraded"]);
+        assert_eq!(d.last_optimal, None);
+    }
+
+    fn failed(last_optimal: &str, states: &[BackendState], last: u64) -> PersistedRaid {
+        PersistedRaid { last_optimal: Some(last_optimal.into()), ..persisted(states, last) }
+    }
+
+    fn deg() -> BackendState {
+        BackendState::Degraded { reason: "disconnected".into(), since: 0.0 }
+    }
+
+    #[test]
+    fn the_last_optimal_backend_of_a_failed_raid_is_a_candidate() {
+        let p = failed("b1", &[deg(), deg()], 5);
+        // Reachable and not behind: optimal, the agreed tid raised to its last tid.
+        let d = decide(&specs(2), Some(&p), &[info(5), info(7)], 1.0);
+        assert_eq!(words(&d), ["degraded", "optimal"]);
+        assert_eq!((d.last_tid, d.last_optimal), (Tid::new(7), None));
+        // Behind the agreed tid: lost acknowledged commits, stays out (and stays the last).
+        let d = decide(&specs(2), Some(&p), &[info(9), info(4)], 1.0);
+        assert_eq!(words(&d), ["degraded", "degraded"]);
+        assert_eq!((d.last_tid, d.last_optimal), (Tid::new(5), Some(1)));
+        // Unreachable: stays the last optimal one, to come back with its `Up`.
+        let d = decide(&specs(2), Some(&p), &[info(9), None], 1.0);
+        assert_eq!(words(&d), ["degraded", "degraded"]);
+        assert_eq!(d.last_optimal, Some(1));
+    }
+
+    #[test]
+    fn a_disabled_last_optimal_backend_stays_disabled_and_stays_the_last() {
+        let p = failed("b0", &[BackendState::Disabled { since: 0.0 }, deg()], 5);
+        let d = decide(&specs(2), Some(&p), &[info(5), info(5)], 1.0);
+        assert_eq!(words(&d), ["disabled", "degraded"]);
+        assert_eq!(d.last_optimal, Some(0));
+        // A last optimal name that is no longer configured is forgotten.
+        let d = decide(&specs(1), Some(&failed("gone", &[deg()], 5)), &[info(5)], 1.0);
+        assert_eq!((words(&d), d.last_optimal), (vec!["degraded"], None));
     }
 }

@@ -373,6 +373,7 @@ fn a_disagreement_degrades_the_backend_that_differs_from_the_first() {
             last_tid: Tid::ZERO,
             oid_hwm: Oid::new(0),
             recovery: None,
+            last_optimal: None,
         };
         let mut h = Harness::with(backends, Some(p));
         // Force both optimal (start-up would degrade the shorter one; here we test the vote rule).

@@ -14,18 +14,30 @@ use crate::zeo::backend::{BackendOutcome, BackendReqId, BackendRequest};
 ///            │                                    ▼
 ///  Optimal ──┴─ fault/timeout/disconnect ──▶ Degraded ──disable──▶ Disabled
 ///     ▲       /disagreement (not the last)       │                    │
-///     │                                          │ recover (issue 6)  │ recover
+///     │                                          │ recover            │ recover
 ///     └─────────────── copy done ─── Recovering ◀┴────────────────────┘
 ///                                        │ fault
 ///                                        ▼
 ///                                     Degraded
+///
+///  The RAID's last optimal backend, while no backend is optimal (the RAID has failed):
+///  Degraded ──Up with last tid ≥ agreed──────────────────────────▶ Optimal
+///  Degraded / Disabled ──recover (connected, last tid ≥ agreed)──▶ Optimal  (no copy)
 /// ```
+///
+/// When a change leaves no backend optimal (the RAID fails), the backend that left last is
+/// remembered as the RAID's *last optimal* backend (`Raid::last_optimal`, persisted): it holds
+/// every acknowledged commit, so when it is reachable again, not behind the agreed last tid, it
+/// becomes optimal again at once (no copy), on its `Up` while degraded, or by `recover` while
+/// degraded or disabled, and at start-up it is a candidate like an optimal one.
 ///
 /// Invariants (checked by `Raid::check`):
 /// * only `Optimal` backends receive writes (votes, finishes, uploads, pack) and reads;
 /// * a backend leaves `Optimal` only with a reason, and the change is persisted before any
 ///   commit that it did not take part in is acknowledged to a client;
-/// * a disagreement never degrades the last optimal backend.
+/// * a disagreement never degrades the last optimal backend;
+/// * the RAID's last optimal backend is set only while no backend is optimal, and names a
+///   backend of the RAID.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendState {
     /// In sync with the RAID: takes every write and serves reads.
@@ -294,6 +306,10 @@ pub struct PersistedRaid {
     pub oid_hwm: Oid,
     /// The recovery in progress, if any.
     pub recovery: Option<PersistedRecovery>,
+    /// While no backend is optimal (the RAID has failed): the backend that was optimal last.
+    /// It holds every acknowledged commit; it becomes optimal again when it is back (see
+    /// [`BackendState`]). `None` while a backend is optimal.
+    pub last_optimal: Option<String>,
 }
 
 /// One row of `zeoraid details`.
@@ -331,9 +347,12 @@ pub enum AdminError {
     /// A pack runs (recovery and pack exclude each other).
     #[error("a pack is running; start the recovery when it is done")]
     PackRunning,
-    /// No optimal backend to copy from.
-    #[error("no optimal backend to copy from")]
-    NoSource,
+    /// No optimal backend to copy from; the hint says what would help.
+    #[error("no optimal backend to copy from: {hint}")]
+    NoSource {
+        /// What would help (which backend must come back, or why it cannot serve yet).
+        hint: String,
+    },
     /// The backend is not connected.
     #[error("{0:?} is not connected; a recovery needs it up")]
     NotConnected(String),

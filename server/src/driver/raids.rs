@@ -203,6 +203,16 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
                 };
                 let limit = recover_limit(u.settings.recovery_rate, rate_bytes, rate_txns);
                 match u.raid.recover(now, &backend, limit) {
+                    Ok(()) if u.raid.recovery().is_none() => {
+                        // The RAID had failed and this was its last optimal backend: promoted.
+                        AdminReply {
+                            notes: vec![format!(
+                                "{backend} was the RAID's last optimal backend and holds every \
+                                 acknowledged commit: optimal again without a copy; the RAID serves again"
+                            )],
+                            ..AdminReply::ok()
+                        }
+                    }
                     Ok(()) => {
                         let shown = limit.unwrap_or(u.settings.recovery_rate);
                         if let Some(s) = u.raid.backend_id(&backend).and_then(|b| u.backends.get(&b)) {

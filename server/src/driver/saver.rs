@@ -101,6 +101,7 @@ mod tests {
             last_tid: Tid::new(last),
             oid_hwm: Oid::new(10),
             recovery: None,
+            last_optimal: None,
         }
     }
 

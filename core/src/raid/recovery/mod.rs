@@ -200,10 +200,17 @@ impl Raid {
                 what: "nothing to recover".to_string(),
             });
         }
-        if !m.connected {
+        let connected = m.connected;
+        // The RAID has failed: only its last optimal backend can bring it back (no copy).
+        if let Some(done) = self.recover_failed_raid(target) {
+            return done;
+        }
+        if !connected {
             return Err(AdminError::NotConnected(name.to_string()));
         }
-        let source = self.pick_source(target).ok_or(AdminError::NoSource)?;
+        let source = self
+            .pick_source(target)
+            .ok_or_else(|| AdminError::NoSource { hint: "no optimal backend is connected".to_string() })?;
         let limit = limit.unwrap_or(self.cfg.recovery_rate);
         self.start_recovery(target, source, limit, now.unix_f64(), Tid::ZERO);
         self.pump();
