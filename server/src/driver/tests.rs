@@ -246,3 +246,62 @@ async fn admin_requests_are_answered_and_the_state_is_saved() {
     assert_eq!(last.recovery.as_ref().map(|r| r.target.as_str()), Some("b"), "{last:?}");
     assert!(admin.ask(AdminRequest::Status).await.is_none(), "no answer once the driver is gone");
 }
+
+#[tokio::test]
+async fn recover_of_a_failed_raids_last_optimal_backend_promotes_it_with_a_note() {
+    use zeoraid_core::raid::{BackendState, PersistedBackend, PersistedRaid};
+    let driver = Driver::new(TokioNet);
+    let admin = driver.admin_sender();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let recorders = [Recorder::default(), Recorder::default()];
+    let mut u = unit(&["a", "b"], &recorders, None);
+    // A failed RAID: a, its last optimal backend, was disabled by the operator; b is degraded.
+    let failed = PersistedRaid {
+        backends: vec![
+            PersistedBackend { name: "a".into(), state: BackendState::Disabled { since: 1.0 } },
+            PersistedBackend {
+                name: "b".into(),
+                state: BackendState::Degraded { reason: "disconnected".into(), since: 1.0 },
+            },
+        ],
+        last_tid: zeoraid_core::ids::Tid::ZERO,
+        oid_hwm: zeoraid_core::ids::Oid::new(0),
+        recovery: None,
+        last_optimal: Some("a".into()),
+    };
+    let now = Now { mono: Duration::ZERO, wall: Duration::from_secs(1_700_000_000) };
+    u.raid = zeoraid_core::raid::Raid::new(
+        u.settings.raid_config(),
+        u.settings.specs(),
+        Some(failed),
+        vec![Some(info()), Some(info())],
+        now,
+    );
+    let run = tokio::spawn(driver.run(
+        config(),
+        Vec::new(),
+        vec![u],
+        NoOpener,
+        Instant::now(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::ZERO,
+    ));
+    let recover = |name: &str| AdminRequest::Recover {
+        storage: None,
+        backend: name.to_string(),
+        rate_bytes: None,
+        rate_txns: None,
+    };
+    let r = admin.ask(AdminRequest::Status).await.expect("answered");
+    assert_eq!(r.status.as_deref(), Some("failed"), "{r:?}");
+    let r = admin.ask(recover("b")).await.expect("answered");
+    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("bring a back")), "{r:?}");
+    let r = admin.ask(recover("a")).await.expect("answered");
+    assert!(r.ok && r.notes.len() == 1 && r.notes[0].contains("without a copy"), "{r:?}");
+    let r = admin.ask(AdminRequest::Status).await.expect("answered");
+    assert_eq!(r.status.as_deref(), Some("degraded"), "{r:?}");
+    stop_tx.send(()).expect("driver running");
+    tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops in time").expect("no panic");
+}
