@@ -457,6 +457,8 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
             let mut any = self.drain_server(now);
             for i in 0..self.storages.len() {
                 any |= self.drain_raid(now, i);
+                // New tids above every tid the RAID has agreed on (it may raise it itself).
+                self.server.raise_tid_floor(StorageIdx(i), self.storages[i].raid.last_tid());
             }
             if !any {
                 break;

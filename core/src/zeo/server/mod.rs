@@ -278,6 +278,17 @@ impl Server {
         self.fronts.get(storage.0).map(|f| f.invq.entries()).unwrap_or_default()
     }
 
+    /// Raises the floor of the storage's next tids to `tid`: every later transaction gets a tid
+    /// above it, whatever the clock says. The driver passes the RAID's agreed last tid after
+    /// every drain, so that the front learns when the RAID raised it (a failed RAID taken back
+    /// through its last optimal backend keeps that backend's extra transactions, whose tids the
+    /// front never saw). Never lowers anything; reads and invalidations are not affected.
+    pub fn raise_tid_floor(&mut self, storage: StorageIdx, tid: Tid) {
+        if let Some(f) = self.fronts.get_mut(storage.0) {
+            f.committed_tid = f.committed_tid.max(tid);
+        }
+    }
+
     /// The `server_status` map of a storage (`None` for an unknown index).
     pub fn status(&self, storage: StorageIdx) -> Option<ServerStatus> {
         let f = self.fronts.get(storage.0)?;

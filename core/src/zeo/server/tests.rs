@@ -840,3 +840,21 @@ fn a_vote_while_the_commit_waits_for_durability_is_refused() {
     let got = h.take(1);
     assert!(Harness::result_of(&got, 11).is_ok(), "{got:?}");
 }
+
+#[test]
+fn a_raised_tid_floor_puts_later_tids_above_it_whatever_the_clock() {
+    // The RAID took back a backend holding a transaction the front never saw, far ahead of the
+    // clock (a RAID whose clock stepped back): the next commit must still get a later tid.
+    let ahead = Tid::from_unix(2_000_000_000, 0).expect("in range");
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    let first = h.commit(1, 1, &[(Oid::new(1), Tid::ZERO, b"a")]);
+    assert!(first < ahead, "the clock is behind the floor: {first}");
+    h.srv.raise_tid_floor(crate::zeo::events::StorageIdx(0), ahead);
+    let second = h.commit(1, 2, &[(Oid::new(1), first, b"b")]);
+    assert!(second > ahead, "{second} is not after the raised floor {ahead}");
+    // Lowering is not a thing: a lower floor changes nothing.
+    h.srv.raise_tid_floor(crate::zeo::events::StorageIdx(0), first);
+    let third = h.commit(1, 3, &[(Oid::new(1), second, b"c")]);
+    assert!(third > second, "{third} after {second}");
+}
