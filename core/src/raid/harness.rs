@@ -51,6 +51,8 @@ pub(crate) struct Harness {
     pub(crate) auto_save: bool,
     pub(crate) pending_saves: Vec<u64>,
     pub(crate) disconnects: Vec<BackendId>,
+    /// Every `HistoryMovedOn` the RAID emitted, in order.
+    pub(crate) moved_on: Vec<Tid>,
     /// Requests the backends hang on.
     pub(crate) hung: Vec<(BackendId, BackendReqId)>,
     /// Every request a backend received.
@@ -115,6 +117,7 @@ impl Harness {
             auto_save: true,
             pending_saves: Vec::new(),
             disconnects: Vec::new(),
+            moved_on: Vec::new(),
             hung: Vec::new(),
             received: Vec::new(),
             next_front: 1,
@@ -157,6 +160,7 @@ impl Harness {
                     }
                 }
                 RaidAction::Disconnect { backend } => self.disconnects.push(backend),
+                RaidAction::HistoryMovedOn { last_tid } => self.moved_on.push(last_tid),
             }
         }
         self.check();

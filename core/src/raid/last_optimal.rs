@@ -26,7 +26,7 @@
 use crate::ids::BackendId;
 use crate::zeo::backend::{BackendError, BackendOutcome, BackendReqId, BackendRequest};
 
-use super::types::{AdminError, BackendState};
+use super::types::{AdminError, BackendState, RaidAction};
 use super::{Owner, Raid};
 
 impl Raid {
@@ -194,6 +194,9 @@ impl Raid {
             }
             self.last_tid = agreed.max(info.last_tid);
             self.size = info.size;
+            if info.last_tid > agreed {
+                self.actions.push_back(RaidAction::HistoryMovedOn { last_tid: info.last_tid });
+            }
         }
         tracing::info!(storage = %self.cfg.name, backend = %name, %reason, "backend {was} → optimal");
         tracing::info!(

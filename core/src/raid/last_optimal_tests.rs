@@ -120,6 +120,7 @@ fn transactions_it_finished_but_nobody_acknowledged_are_kept_and_tids_go_on_abov
     assert_eq!(h.state_word(0), "optimal");
     assert_eq!(h.raid.last_tid(), extra, "the agreed tid is raised to b0's last tid");
     assert_eq!(h.saved.last().expect("saved").last_tid, extra, "and persisted");
+    assert_eq!(h.moved_on, vec![extra], "the front is told its history moved on");
     let (v, f) = h.commit(&[(6, Tid::ZERO, "after")]);
     let Some(BackendOutcome::Finished { tid, .. }) = f else { panic!("{v:?} {f:?}") };
     assert!(tid > extra, "{tid} after {extra}");

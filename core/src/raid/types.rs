@@ -403,4 +403,13 @@ pub enum RaidAction {
         /// Backend.
         backend: BackendId,
     },
+    /// The RAID's history moved on without the front: a failed RAID took back its last
+    /// optimal backend, whose last tid is above what the front knows (transactions committed
+    /// before a restart whose state had not caught up, or finished but never acknowledged).
+    /// The front must take `last_tid` as its newest visible tid and make every client
+    /// re-verify its cache (`zeo::server::Server::history_moved_on`).
+    HistoryMovedOn {
+        /// The RAID's new agreed last tid.
+        last_tid: Tid,
+    },
 }

@@ -475,6 +475,9 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
                 Some(raids::Forward::Answer { id, outcome }) => {
                     self.server.handle_backend(now, StorageIdx(i), id, outcome)
                 }
+                Some(raids::Forward::MovedOn { last_tid }) => {
+                    self.server.history_moved_on(StorageIdx(i), last_tid)
+                }
                 Some(raids::Forward::Save { version, state }) => match self.savers.get(i) {
                     Some((tx, _)) => tx.save(version, state),
                     None => error!("storage {i} has no saver (a driver bug)"),

@@ -84,6 +84,8 @@ pub(super) enum Forward {
     Answer { id: BackendReqId, outcome: BackendOutcome },
     /// A state for the saver.
     Save { version: u64, state: PersistedRaid },
+    /// The RAID's history moved on without the front (see `RaidAction::HistoryMovedOn`).
+    MovedOn { last_tid: zeoraid_core::ids::Tid },
 }
 
 impl<B: Backend> StorageUnit<B> {
@@ -111,6 +113,7 @@ impl<B: Backend> StorageUnit<B> {
                 self.last_state = Some((version, state.clone()));
                 Some(Forward::Save { version, state })
             }
+            RaidAction::HistoryMovedOn { last_tid } => Some(Forward::MovedOn { last_tid }),
             RaidAction::Disconnect { backend } => {
                 if let Some(s) = self.backends.get(&backend) {
                     s.span.in_scope(|| info!("disconnecting"));

@@ -289,6 +289,40 @@ impl Server {
         }
     }
 
+    /// The storage's history moved on to `last_tid` without this front seeing the transactions
+    /// (see `raid::RaidAction::HistoryMovedOn`): `last_tid` becomes the newest visible tid, the
+    /// invalidation queue is emptied (a `getInvalidations` from before it then answers `None`:
+    /// the client verifies its whole cache), and every connection registered on the storage is
+    /// closed, so that each client reconnects and does so. A `last_tid` not above the front's
+    /// changes nothing.
+    pub fn history_moved_on(&mut self, storage: StorageIdx, last_tid: Tid) {
+        let Some(f) = self.fronts.get_mut(storage.0) else { return };
+        if last_tid <= f.last_tid.max(f.committed_tid) {
+            return;
+        }
+        tracing::warn!(
+            storage = %f.seed.name,
+            "the storage's history moved on from {} to {last_tid} (its last optimal backend is back): every client reconnects and verifies its cache",
+            f.last_tid
+        );
+        f.last_tid = last_tid;
+        f.committed_tid = last_tid;
+        f.invq = super::invalidations::InvalidationQueue::new(
+            self.cfg.invalidation_queue_size,
+            last_tid,
+            Vec::new(),
+        );
+        let registered: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.reg().is_some_and(|r| r.storage == storage))
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in registered {
+            self.close(conn, "the storage's history moved on (its last optimal backend is back): reconnect");
+        }
+    }
+
     /// The `server_status` map of a storage (`None` for an unknown index).
     pub fn status(&self, storage: StorageIdx) -> Option<ServerStatus> {
         let f = self.fronts.get(storage.0)?;

@@ -858,3 +858,31 @@ fn a_raised_tid_floor_puts_later_tids_above_it_whatever_the_clock() {
     let third = h.commit(1, 3, &[(Oid::new(1), second, b"c")]);
     assert!(third > second, "{third} after {second}");
 }
+
+#[test]
+fn a_history_that_moved_on_closes_the_clients_and_makes_them_verify_their_caches() {
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    h.client(2, Encoding::Msgpack);
+    let first = h.commit(1, 1, &[(Oid::new(1), Tid::ZERO, b"a")]);
+    let ahead = Tid::from_unix(2_000_000_000, 0).expect("in range");
+    // Not above what the front knows: nothing happens.
+    h.srv.history_moved_on(crate::zeo::events::StorageIdx(0), first);
+    h.drain();
+    assert!(!h.closed(1) && !h.closed(2));
+    h.srv.history_moved_on(crate::zeo::events::StorageIdx(0), ahead);
+    h.drain();
+    assert!(h.closed(1) && h.closed(2), "every registered client is closed");
+    // A client that comes back asks for the invalidations since its last tid: unknown now, so
+    // it must verify its whole cache; lastTransaction is the new one.
+    h.client(3, Encoding::Msgpack);
+    h.call(3, 10, Request::GetInvalidations { tid: first });
+    h.call(3, 11, Request::LastTransaction);
+    let got = h.take(3);
+    let inv = Harness::result_of(&got, 10).expect("getInvalidations");
+    assert_eq!(inv, Value::None, "{inv:?}");
+    let last = Harness::result_of(&got, 11).expect("lastTransaction");
+    assert_eq!(last.as_bytes().map(|b| b.to_vec()), Some(ahead.to_bytes().to_vec()), "{last:?}");
+    let next = h.commit(3, 12, &[(Oid::new(1), first, b"b")]);
+    assert!(next > ahead, "{next} after {ahead}");
+}
