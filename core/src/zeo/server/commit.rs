@@ -159,7 +159,8 @@ impl Server {
             return self
                 .answer(ctx, Err(ZeoError::AssertionError(Text::from_static("finished called wo lock"))));
         };
-        let what = Pending::Finish { conn: ctx.conn, msgid: ctx.msgid.clone(), invalidated, released: false };
+        let what =
+            Pending::Finish { conn: ctx.conn, msgid: ctx.msgid.clone(), tid, invalidated, released: false };
         let req = self.request(s, BackendRequest::Finish { tid }, what);
         self.fronts[s.0].write = Some(req);
         if let Some(t) = self.reg_mut(ctx.conn).and_then(|r| r.txn.as_mut()) {

@@ -54,6 +54,37 @@ fn a_failed_finish_answers_an_error_and_releases_the_lock() {
     assert_eq!(Harness::result_of(&h.take(1), 7), Ok(Value::None));
 }
 
+/// A failed `Finish` is in doubt (a RAID leg may have committed it before its backend went
+/// away): its tid is never chosen again, also when the clock has not moved past it (simulation
+/// seed 12: the RAID's clock stepped back, the next transaction reused the tid of a failed
+/// finish that one backend had committed, and that backend's history diverged at that tid).
+#[test]
+fn the_tid_of_a_failed_finish_is_never_reused() {
+    let vote_tid = |h: &Harness| {
+        h.inflight.iter().find_map(|(_, _, r)| match r {
+            BackendRequest::Vote(v) => Some(v.tid),
+            _ => None,
+        })
+    };
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    h.client(2, Encoding::Msgpack);
+    h.auto = false;
+    for c in [1u64, 2] {
+        h.cast(c, begin(c as i64));
+        h.cast(c, store(Oid::new(c), Tid::ZERO, b"x", c as i64));
+        h.call(c, 5, Request::Vote { txn: txn(c as i64) });
+    }
+    let first = vote_tid(&h).expect("the first vote");
+    h.deliver_where(|r| matches!(r, BackendRequest::Vote(_)));
+    h.call(1, 6, Request::TpcFinish { txn: txn(1) });
+    h.answer_where(|r| matches!(r, BackendRequest::Finish { .. }), failed("connection lost"));
+    assert!(Harness::result_of(&h.take(1), 6).is_err());
+    // The clock has not moved: without the floor, `max(now, last + 1)` is `first` again.
+    let second = vote_tid(&h).expect("the next voter runs");
+    assert!(second > first, "the next transaction got {second}, the failed finish had {first}");
+}
+
 #[test]
 fn a_failed_read_is_the_error_reply_in_its_slot() {
     let mut h = Harness::new(config());

@@ -28,8 +28,9 @@ pub(crate) struct Front {
     pub(crate) lock: CommitLock,
     pub(crate) invq: InvalidationQueue,
     pub(crate) last_tid: Tid,
-    /// The newest tid the backend committed: above `last_tid` while group-committed
-    /// transactions wait to become durable (new tids are chosen above it).
+    /// The newest tid the backend committed, or may have committed (a `Finish` that failed: its
+    /// outcome is in doubt): above `last_tid` while group-committed transactions wait to become
+    /// durable, or after such a failure. New tids are chosen above it, never reused.
     pub(crate) committed_tid: Tid,
     /// `Finish` requests answered `Committed` and not yet `Finished`.
     pub(crate) committing: usize,

@@ -77,8 +77,8 @@ pub(crate) enum Pending {
     Upload { conn: ConnId },
     /// The `Vote` of `conn`'s transaction.
     Vote { conn: ConnId, msgid: MsgId, tid: Tid, uploads: Vec<UploadId> },
-    /// The `Finish` of `conn`'s transaction.
-    Finish { conn: ConnId, msgid: MsgId, invalidated: Vec<Oid>, released: bool },
+    /// The `Finish` of `conn`'s transaction `tid`.
+    Finish { conn: ConnId, msgid: MsgId, tid: Tid, invalidated: Vec<Oid>, released: bool },
     /// An `Abort` nobody waits for.
     Abort,
     /// A pack; `msgid` is set when the caller waits.

@@ -145,7 +145,7 @@ impl Server {
                 self.fronts[s.0].write = None;
                 self.vote_outcome(now, s, id, conn, msgid, tid, uploads, outcome);
             }
-            Pending::Finish { conn, msgid, invalidated, released } => {
+            Pending::Finish { conn, msgid, tid: finishing, invalidated, released } => {
                 let f = &mut self.fronts[s.0];
                 if f.write == Some(id) {
                     f.write = None;
@@ -165,6 +165,11 @@ impl Server {
                     other => {
                         let error = outcome_error(other);
                         tracing::warn!(conn = conn.0, storage = %self.storage_name(s), error = ?error, "finish failed");
+                        // The outcome is in doubt: a backend may have committed it (a RAID leg
+                        // that finished, then disconnected). Its tid is never chosen again, or a
+                        // different transaction would share it with that commit.
+                        let f = &mut self.fronts[s.0];
+                        f.committed_tid = f.committed_tid.max(finishing);
                         if let Some(r) = self.reg_mut(conn) {
                             r.txn = None;
                         }
