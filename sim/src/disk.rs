@@ -31,6 +31,11 @@ impl Disk {
         self.lock().clone()
     }
 
+    /// The operator replaces the storage with an empty one (a new disk).
+    pub fn wipe(&self) {
+        *self.lock() = MemDir::new();
+    }
+
     /// A power cut: only what was synced survives.
     pub fn crash(&self) {
         let mut dir = self.lock();

@@ -50,6 +50,7 @@ pub async fn run(
     let mut prev: BTreeMap<String, String> = BTreeMap::new();
     let mut last_recover = Duration::ZERO;
     let mut attempts = 0usize;
+    let mut wiped: Vec<String> = Vec::new();
     let mut last_restart = Duration::ZERO;
     while now() < end {
         tokio::time::sleep(EVERY).await;
@@ -87,6 +88,19 @@ pub async fn run(
             let v = format!("RAID invariant broken (Raid::check): {b}");
             log.trace(&v);
             log.lock().violations.push(v);
+        }
+        // A recovery that stops because the target diverged tells the operator to empty the
+        // target's storage (a remote backend cannot be truncated from the RAID): do so, once.
+        for b in &s.backends {
+            let diverged = b.state == "degraded"
+                && b.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("diverges") && r.contains("empty its storage"));
+            if diverged && !wiped.contains(&b.name) {
+                wiped.push(b.name.clone());
+                log.trace(format!("monitor: {} diverged; the operator empties its storage", b.name));
+                log.lock().wipe.push(b.name.clone());
+            }
         }
         let recovering: Vec<&str> =
             s.backends.iter().filter(|b| b.state == "recovering").map(|b| b.name.as_str()).collect();

@@ -189,6 +189,18 @@ impl Nemesis {
     pub fn tick(&mut self, sim: &mut turmoil::Sim<'_>) {
         let now = sim.elapsed();
         if self.healed_at.is_some() {
+            let wipe = std::mem::take(&mut self.log.lock().wipe);
+            for b in wipe {
+                if let Some((_, d)) = self.disks.iter().find(|(n, _)| *n == b) {
+                    sim.crash(b.as_str());
+                    d.wipe();
+                    sim.bounce(b.as_str());
+                    self.log.trace_at(
+                        now,
+                        format!("operator: {b}'s storage emptied (its history diverged) and restarted"),
+                    );
+                }
+            }
             if std::mem::take(&mut self.log.lock().restart_raid) {
                 sim.bounce("raid");
                 self.log.trace_at(now, "operator: raid restarted");

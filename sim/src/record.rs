@@ -96,6 +96,10 @@ pub struct Log {
     /// Set by the monitor when the RAID is failed after the healing: the operator restarts it
     /// (the nemesis does, between two steps).
     pub restart_raid: bool,
+    /// Backends the operator (the monitor) asks to empty and restart: their history diverged
+    /// from the source's and a remote backend cannot be truncated from the RAID (the recovery's
+    /// own instruction), so the operator replaces the storage with an empty one.
+    pub wipe: Vec<String>,
     /// Set by the monitor when the run may end (everything converged after the healing, or
     /// the calm phase's bound passed): the clients stop.
     pub stop: bool,
