@@ -74,7 +74,7 @@ impl Options {
             keys,
             chaos_from: Duration::from_secs(2),
             chaos_until: Duration::from_secs(2) + chaos,
-            calm: Duration::from_secs(240),
+            calm: Duration::from_secs(480),
             fault_every: Duration::from_millis(rng.random_range(300..=2_000)),
             faults,
             timeouts: Timeouts::default(),
