@@ -83,6 +83,14 @@ impl Default for Timeouts {
 /// and 465 of the first batch, with `None`): a deployment must set it on its backend servers.
 pub const BACKEND_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The RAID host's own `transaction_timeout` (its front, towards the clients). Without one, a
+/// client connection whose close never reaches the RAID host while it holds the front's commit
+/// lock after its vote keeps that lock forever: every later vote waits for it (clients time out
+/// and reconnect in a loop) and a recovery never switches, since it waits for the voted
+/// transaction to end (seed 94: c1's connection, voted, never finished, aborted nor closed). Like
+/// the backend hosts, a deployment must set it on the RAID server.
+pub const RAID_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn server_config(seed: StorageSeed, transaction_timeout: Option<Duration>) -> ServerConfig {
     ServerConfig {
         announce: Encoding::Pickle,
@@ -270,7 +278,7 @@ pub async fn raid_host(
     *admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(driver.admin_sender());
     driver
         .run(
-            server_config(seed, None),
+            server_config(seed, Some(RAID_TRANSACTION_TIMEOUT)),
             vec![listener],
             vec![unit],
             SimOpener,
