@@ -41,7 +41,7 @@ pub enum Fault {
     AdminReload,
     /// The RAID host's wall clock steps back (1–30 s), for good: tids must still increase.
     ClockBack,
-    /// A client packs the storage (at the world's first instant: nothing is removed, so the
+    /// A client packs the storage (at a time before every transaction: nothing is removed, so the
     /// reads stay checkable; the RAID must refuse it during a recovery).
     Pack,
 }
