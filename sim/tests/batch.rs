@@ -14,8 +14,9 @@ use zeoraid_sim::runner::{run_many, run_seed, Report, Summary};
 const BATCH: u64 = 500;
 
 /// The transitions of the backend state diagram (core/src/raid/types.rs) the batch must hit.
-const TRANSITIONS: [&str; 7] = [
+const TRANSITIONS: [&str; 8] = [
     "optimal->degraded",
+    "degraded->optimal",
     "optimal->disabled",
     "degraded->disabled",
     "degraded->recovering",
