@@ -361,14 +361,7 @@ pub async fn open_storages<N: Net>(
         }
         let now = Now { mono: start.elapsed(), wall: driver.net().wall_clock() };
         let raid = Raid::new(s.raid_config(), s.specs(), persisted, infos, now);
-        let unit = StorageUnit {
-            raid,
-            settings: s.clone(),
-            state_file: Some(StateFile::Real(s.state_file.clone())),
-            backends: slots,
-            saved: 0,
-            last_state: None,
-        };
+        let unit = StorageUnit::new(raid, s.clone(), Some(StateFile::Real(s.state_file.clone())), slots);
         seeds.push(seed(&unit, s, queue));
         info!("storage {}: RAID {} over {} backend(s)", s.name, unit.raid.status(), s.backends.len());
         for d in unit.raid.details() {

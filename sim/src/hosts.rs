@@ -158,7 +158,8 @@ fn any_addr(port: u16) -> ListenAddr {
 /// A backend host's software: serves the storage on `disk` until the host crashes.
 pub async fn backend_host(name: String, disk: Disk) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let driver = Driver::new(SimNet::default());
+    let mut driver = Driver::new(SimNet::default());
+    driver.set_check_invariants(true);
     let listener = driver.net().bind(&any_addr(BACKEND_PORT)).await?;
     let backend = open_backend(&name, &disk, driver.sink(StorageIdx(0), BackendId(0)))?;
     let info = backend.info();
@@ -176,7 +177,7 @@ pub async fn backend_host(name: String, disk: Disk) -> Result<(), Box<dyn std::e
     let seed = seed_of(&raid, "mem");
     let mut backends = BTreeMap::new();
     backends.insert(BackendId(0), BackendSlot::new(STORAGE, "mem", Some(backend)));
-    let unit = StorageUnit { raid, settings, state_file: None, backends, saved: 0, last_state: None };
+    let unit = StorageUnit::new(raid, settings, None, backends);
     driver
         .run(
             server_config(seed, Some(BACKEND_TRANSACTION_TIMEOUT)),
@@ -241,7 +242,8 @@ pub async fn raid_host(
     clock_back: Arc<AtomicU64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let driver = Driver::new(SimNet::with_clock(clock_back));
+    let mut driver = Driver::new(SimNet::with_clock(clock_back));
+    driver.set_check_invariants(true);
     let listener = driver.net().bind(&any_addr(RAID_PORT)).await?;
     let deadline = start + settings.connect_timeout;
     let mut slots = BTreeMap::new();
@@ -273,8 +275,7 @@ pub async fn raid_host(
     let persisted = state.load()?;
     let raid = Raid::new(settings.raid_config(), settings.specs(), persisted, infos, now);
     let seed = seed_of(&raid, "raid");
-    let unit =
-        StorageUnit { raid, settings, state_file: Some(state), backends: slots, saved: 0, last_state: None };
+    let unit = StorageUnit::new(raid, settings, Some(state), slots);
     *admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(driver.admin_sender());
     driver
         .run(

@@ -143,6 +143,7 @@ pub struct Driver<N: Net> {
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
     max_output: usize,
+    check_invariants: bool,
 }
 
 impl<N: Net> std::fmt::Debug for Driver<N> {
@@ -155,13 +156,21 @@ impl<N: Net> Driver<N> {
     /// A driver on `net`.
     pub fn new(net: N) -> Driver<N> {
         let (tx, rx) = mpsc::unbounded_channel();
-        Driver { net, tx, rx, max_output: crate::config::DEFAULT_MAX_OUTPUT }
+        Driver { net, tx, rx, max_output: crate::config::DEFAULT_MAX_OUTPUT, check_invariants: false }
     }
 
     /// Bytes that may wait to be written to one client before it is closed (it does not read
     /// its replies); a single message larger than this still goes out whole.
     pub fn set_max_output(&mut self, bytes: usize) {
         self.max_output = bytes;
+    }
+
+    /// Runs each RAID's invariant checker (`Raid::check`) after every step that gave actions;
+    /// the first invariant found broken is logged at error and reported by `details` from then
+    /// on. It costs CPU on every step: for tests and the simulation, off in production (where
+    /// `details` runs the checker when asked).
+    pub fn set_check_invariants(&mut self, on: bool) {
+        self.check_invariants = on;
     }
 
     /// The network (to bind listeners with).
@@ -202,7 +211,7 @@ impl<N: Net> Driver<N> {
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) -> Vec<StorageUnit<B>> {
-        let Driver { net, tx, mut rx, max_output } = self;
+        let Driver { net, tx, mut rx, max_output, check_invariants } = self;
         let now = || Now { mono: start.elapsed(), wall: net.wall_clock() };
         let savers = storages
             .iter()
@@ -220,6 +229,7 @@ impl<N: Net> Driver<N> {
             tx: tx.clone(),
             shutting_down: false,
             max_output,
+            check_invariants,
             overflowed: Vec::new(),
         };
         let ids = Arc::new(AtomicU64::new(1));
@@ -383,6 +393,8 @@ struct Loop<B, O> {
     shutting_down: bool,
     /// See [`Driver::set_max_output`].
     max_output: usize,
+    /// See [`Driver::set_check_invariants`].
+    check_invariants: bool,
     /// Connections closed because their output piled up, to report to the server.
     overflowed: Vec<ConnId>,
 }
@@ -483,6 +495,11 @@ impl<B: Backend, O: Opener<B>> Loop<B, O> {
                     None => error!("storage {i} has no saver (a driver bug)"),
                 },
                 None => {}
+            }
+        }
+        if any && self.check_invariants {
+            if let Some(unit) = self.storages.get_mut(i) {
+                unit.check_invariants();
             }
         }
         any

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use zeoraid_core::ids::BackendId;
 use zeoraid_core::raid::{BackendSpec, BackendState, PersistedRaid, Raid, RaidAction, RaidStatus};
 use zeoraid_core::zeo::backend::{BackendEvent, BackendInfo, BackendOutcome, BackendReqId};
@@ -76,6 +76,9 @@ pub struct StorageUnit<B> {
     pub saved: u64,
     /// The newest state the RAID asked to save, and its version.
     pub last_state: Option<(u64, PersistedRaid)>,
+    /// The first invariant the RAID's checker found broken after some step (kept, with
+    /// [`crate::driver::Driver::set_check_invariants`], even if a later step repairs it).
+    pub first_broken: Option<String>,
 }
 
 /// What a RAID action turns into for the rest of the loop.
@@ -88,7 +91,30 @@ pub(super) enum Forward {
     MovedOn { last_tid: zeoraid_core::ids::Tid },
 }
 
+impl<B> StorageUnit<B> {
+    /// A storage of `raid` over `backends`, nothing saved yet.
+    pub fn new(
+        raid: Raid,
+        settings: StorageSettings,
+        state_file: Option<crate::raid_state::StateFile>,
+        backends: BTreeMap<BackendId, BackendSlot<B>>,
+    ) -> StorageUnit<B> {
+        StorageUnit { raid, settings, state_file, backends, saved: 0, last_state: None, first_broken: None }
+    }
+}
+
 impl<B: Backend> StorageUnit<B> {
+    /// Runs the RAID's invariant checker; keeps and logs the first broken invariant.
+    pub(super) fn check_invariants(&mut self) {
+        if self.first_broken.is_some() {
+            return;
+        }
+        if let Err(broken) = self.raid.check() {
+            error!("storage {}: RAID invariant broken: {broken}", self.raid.name());
+            self.first_broken = Some(broken);
+        }
+    }
+
     /// The storage's name.
     pub(super) fn raid_name(&self) -> String {
         self.raid.name().to_string()
@@ -144,7 +170,7 @@ impl<B: Backend> StorageUnit<B> {
             backends: self.raid.details().into_iter().map(BackendReport::from).collect(),
             recovery: self.raid.recovery().map(RecoveryReport::from),
             last_recovery: self.raid.last_recovery().map(RecoveryEndReport::from),
-            broken_invariant: self.raid.check().err(),
+            broken_invariant: self.raid.check().err().or_else(|| self.first_broken.clone()),
         }
     }
 }

@@ -81,7 +81,7 @@ fn unit(
         .enumerate()
         .map(|(i, (n, r))| (BackendId(i as u32), BackendSlot::new("1", n, Some(r.clone()))))
         .collect();
-    StorageUnit { raid, settings, state_file, backends, saved: 0, last_state: None }
+    StorageUnit::new(raid, settings, state_file, backends)
 }
 
 fn config() -> ServerConfig {
