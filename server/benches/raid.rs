@@ -15,7 +15,8 @@
 //! 1. **commit throughput**, `--commit-clients` clients: a RAID of two local backends against a
 //!    RAID of one local backend (the single-storage server); target ≥ 0.8×;
 //! 2. **commit latency**, one client: a RAID of two stock `runzeo` backends against the client
-//!    talking to one `runzeo` directly; target p50 and p99 ≤ 1.3×;
+//!    talking to one `runzeo` directly; target p50 and p99 ≤ 1.3×; also against a RAID of one
+//!    `runzeo` (zeoraid's hop alone, without the second server's fsync on the same disk);
 //! 3. **read throughput** (`loadBefore` of random oids), `--load-clients` clients: a RAID of two
 //!    stock `runzeo` backends against a RAID of one, and against one `runzeo` directly; target
 //!    ≥ 1.6× the RAID of one (reads spread over the backends).
@@ -203,7 +204,11 @@ fn main() -> Res<()> {
             metric: "latency",
             target: "≤ 1.3×",
             subject: (two_zeo.name(), measure(&args, &two_zeo, "commits", "1")?),
-            bases: vec![(direct.name(), measure(&args, &direct, "commits", "1")?)],
+            bases: vec![
+                (direct.name(), measure(&args, &direct, "commits", "1")?),
+                // What zeoraid's hop costs alone, without a second server on the same disk.
+                (one_zeo.name(), measure(&args, &one_zeo, "commits", "1")?),
+            ],
         });
     }
     if wanted("reads") {
