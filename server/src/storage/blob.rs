@@ -14,7 +14,7 @@
 //! 1. **Upload** ([`BlobStore::begin_upload`], [`BlobStore::append`]): the ZEO
 //!    `storeBlobStart`/`storeBlobChunk` stream goes into `tmp/upload-<n>.tmp`, outside any
 //!    transaction (ZEO buffers the stores of a commit until vote).
-//! 2. **Store** ([`Storage::store_blob`], [`Storage::restore_blob`]): inside the
+//! 2. **Store** ([`Storage::store_blob`](crate::storage::Storage::store_blob), [`Storage::restore_blob`](crate::storage::Storage::restore_blob)): inside the
 //!    transaction, the data record is written as by `store`/`restore`, and the upload is renamed
 //!    to its *staged* name `tmp/<oid:016x>-<tid:016x>.staged`. A later blob store of the same
 //!    object in the same transaction replaces it. Undoing a transaction that changed a blob
@@ -40,7 +40,7 @@
 //! * A committed-looking file `<oid dir>/<tid>.blob` with no committed transaction can only
 //!   come from a crash with fsync off, or from Python's FileStorage, which moves blobs into
 //!   place at store time. Open does not walk the tree to find such files: they are ignored.
-//!   No record names them, [`Storage::blob_path`] refuses tids above the last committed one,
+//!   No record names them, [`Storage::blob_path`](crate::storage::Storage::blob_path) refuses tids above the last committed one,
 //!   and a later restore of the same revision replaces them.
 //!
 //! With fsync off, crash consistency of `Data.fs` holds, but the blob of one of the last
@@ -57,7 +57,7 @@
 //!   files ([`BlobReader`]) and the operations for pack.
 //! * `blob/commit.rs`: uploads, staging in a transaction, and the commit (vote, finish, abort)
 //!   that moves staged files into place.
-//! * `blob/storage_ops.rs`: the [`Storage`] side: its blob calls and the hooks of the
+//! * `blob/storage_ops.rs`: the [`Storage`](crate::storage::Storage) side: its blob calls and the hooks of the
 //!   transaction, undo and open code.
 //! * `blob/layout.rs`, `blob/fs.rs`: the directory layouts and file names, and the file system.
 
@@ -181,7 +181,7 @@ fn parse_staged(name: &str) -> Option<(Oid, Tid)> {
 
 impl<B: BlobFs> BlobStore<B> {
     /// Opens the blob directory of `fs`, creating it (bushy) when it is missing and the store is
-    /// writable. Does not look into `tmp/`: [`Storage::open`] does that once `Data.fs` is
+    /// writable. Does not look into `tmp/`: [`Storage::open`](crate::storage::Storage::open) does that once `Data.fs` is
     /// recovered.
     pub fn open(fs: B, read_only: bool, fsync: bool) -> Result<BlobStore<B>, OpenError> {
         let shown = |rel: &str| fs.path(rel).display().to_string();

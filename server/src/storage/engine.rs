@@ -1,4 +1,4 @@
-//! The storage object: its state, opening, and the locks on its state.
+//! The storage object: its state, opening and closing, and the locks on its state.
 //!
 //! # States and invariants
 //! * `committed.end` is the length of the committed prefix of `Data.fs`: it always sits just

@@ -193,7 +193,7 @@ impl<B: BlobFs> BlobStore<B> {
         }
     }
 
-    /// Finish of a transaction with a deferred sync (see [`Storage::defer_sync`]), before its
+    /// Finish of a transaction with a deferred sync (see [`Storage::defer_sync`](crate::storage::Storage::defer_sync)), before its
     /// commit is durable: moves the staged blobs into place without syncing anything, and
     /// returns what the round that makes the transaction durable must sync first: the blob
     /// files, then the directories whose entries changed (deepest first).

@@ -101,7 +101,7 @@ impl<D: StorageDir> Storage<D> {
     }
 
     /// Opens the committed blob of revision `serial` of `oid` for reading (ZODB's
-    /// `openCommittedBlobFile`; ZEO's `sendBlob` streams it in [`BLOB_CHUNK`]s).
+    /// `openCommittedBlobFile`; ZEO's `sendBlob` streams it in [`BLOB_CHUNK`](super::BLOB_CHUNK)s).
     pub fn open_blob(&self, oid: Oid, serial: Tid) -> Result<BlobReader<<D::Blobs as BlobFs>::File>> {
         let b = self.blobs()?;
         let rel = b.committed_file(oid, serial, self.last_transaction())?;
