@@ -235,6 +235,20 @@ fn check_name(src: &Src<'_>, n: &Spanned<String>, key: &str) -> Result<String, C
     Ok(name.clone())
 }
 
+/// Refuses the first of `keys` that is set (each `(key, its span)` when present) as
+/// `<table>.<key>`, with `message`: a key this kind of table does not take.
+fn refuse_stray_keys(
+    src: &Src<'_>,
+    table: &str,
+    keys: impl IntoIterator<Item = Option<(&'static str, std::ops::Range<usize>)>>,
+    message: &str,
+) -> Result<(), ConfigError> {
+    match keys.into_iter().flatten().next() {
+        Some((key, span)) => Err(src.err(span, &format!("{table}.{key}"), message)),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn validate_storage(
     src: &Src<'_>,
     base: &Path,
@@ -245,20 +259,18 @@ pub(super) fn validate_storage(
     let backends = match (r.backend, &r.path) {
         (Some(raws), _) => {
             // The new form: the local keys belong in the backends.
-            let stray = [
-                r.path.as_ref().map(|p| ("path", p.span())),
-                r.blob_dir.as_ref().map(|p| ("blob_dir", p.span())),
-                r.read_only.as_ref().map(|p| ("read_only", p.span())),
-                r.fsync.as_ref().map(|p| ("fsync", p.span())),
-                r.read_threads.as_ref().map(|p| ("read_threads", p.span())),
-            ];
-            if let Some((key, span)) = stray.into_iter().flatten().next() {
-                return Err(src.err(
-                    span,
-                    &format!("storage.{key}"),
-                    "a storage with [[storage.backend]] tables takes this key in each backend",
-                ));
-            }
+            refuse_stray_keys(
+                src,
+                "storage",
+                [
+                    r.path.as_ref().map(|p| ("path", p.span())),
+                    r.blob_dir.as_ref().map(|p| ("blob_dir", p.span())),
+                    r.read_only.as_ref().map(|p| ("read_only", p.span())),
+                    r.fsync.as_ref().map(|p| ("fsync", p.span())),
+                    r.read_threads.as_ref().map(|p| ("read_threads", p.span())),
+                ],
+                "a storage with [[storage.backend]] tables takes this key in each backend",
+            )?;
             if raws.is_empty() {
                 return Err(src.err(r.name.span(), "storage.backend", "at least one backend is required"));
             }
@@ -391,18 +403,16 @@ fn validate_backend(
             Ok(BackendKind::Local(validate_local(src, base, all_read_only, &raw, T)?))
         }
         (None, Some(zeo)) => {
-            let stray = [
-                b.blob_dir.as_ref().map(|p| ("blob_dir", p.span())),
-                b.fsync.as_ref().map(|p| ("fsync", p.span())),
-                b.read_threads.as_ref().map(|p| ("read_threads", p.span())),
-            ];
-            if let Some((key, span)) = stray.into_iter().flatten().next() {
-                return Err(src.err(
-                    span,
-                    &format!("{T}.{key}"),
-                    "only a local backend (`path`) takes this key; a `zeo` backend's server has its own",
-                ));
-            }
+            refuse_stray_keys(
+                src,
+                T,
+                [
+                    b.blob_dir.as_ref().map(|p| ("blob_dir", p.span())),
+                    b.fsync.as_ref().map(|p| ("fsync", p.span())),
+                    b.read_threads.as_ref().map(|p| ("read_threads", p.span())),
+                ],
+                "only a local backend (`path`) takes this key; a `zeo` backend's server has its own",
+            )?;
             let address: RemoteAddr =
                 zeo.get_ref().parse().map_err(|e: crate::backend::remote::BadRemoteAddr| {
                     src.err(zeo.span(), "storage.backend.zeo", e.to_string())

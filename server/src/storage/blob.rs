@@ -14,7 +14,7 @@
 //! 1. **Upload** ([`BlobStore::begin_upload`], [`BlobStore::append`]): the ZEO
 //!    `storeBlobStart`/`storeBlobChunk` stream goes into `tmp/upload-<n>.tmp`, outside any
 //!    transaction (ZEO buffers the stores of a commit until vote).
-//! 2. **Store** ([`Storage::store_blob`], [`Storage::restore_blob`]): inside the
+//! 2. **Store** ([`Storage::store_blob`](crate::storage::Storage::store_blob), [`Storage::restore_blob`](crate::storage::Storage::restore_blob)): inside the
 //!    transaction, the data record is written as by `store`/`restore`, and the upload is renamed
 //!    to its *staged* name `tmp/<oid:016x>-<tid:016x>.staged`. A later blob store of the same
 //!    object in the same transaction replaces it. Undoing a transaction that changed a blob
@@ -40,7 +40,7 @@
 //! * A committed-looking file `<oid dir>/<tid>.blob` with no committed transaction can only
 //!   come from a crash with fsync off, or from Python's FileStorage, which moves blobs into
 //!   place at store time. Open does not walk the tree to find such files: they are ignored.
-//!   No record names them, [`Storage::blob_path`] refuses tids above the last committed one,
+//!   No record names them, [`Storage::blob_path`](crate::storage::Storage::blob_path) refuses tids above the last committed one,
 //!   and a later restore of the same revision replaces them.
 //!
 //! With fsync off, crash consistency of `Data.fs` holds, but the blob of one of the last
@@ -51,17 +51,28 @@
 //! [`BlobStore::remove_revision`] removes one (pruning directories left empty, serialised with
 //! commits that create them); [`BlobStore::list`] walks every committed blob file.
 
+//!
+//! # Files
+//! * `blob.rs` (this file): the store, its opening (layout and marker), reads of committed
+//!   files ([`BlobReader`]) and the operations for pack.
+//! * `blob/commit.rs`: uploads, staging in a transaction, and the commit (vote, finish, abort)
+//!   that moves staged files into place.
+//! * `blob/storage_ops.rs`: the [`Storage`](crate::storage::Storage) side: its blob calls and the hooks of the
+//!   transaction, undo and open code.
+//! * `blob/layout.rs`, `blob/fs.rs`: the directory layouts and file names, and the file system.
+
+mod commit;
 mod fs;
 pub mod layout;
+mod storage_ops;
 
 pub use fs::{BlobFs, EntryKind, RealBlobFs};
 pub use layout::{is_blob_record, Layout};
 
-use super::engine::Storage;
 use super::error::{OpenError, Result, StorageError};
-use super::file::{StorageDir, StorageFile};
+use super::file::StorageFile;
 use bytes::Bytes;
-use layout::{blob_file_name, parse_blob_file_name, LAYOUT_MARKER, TMP_DIR};
+use layout::{parse_blob_file_name, LAYOUT_MARKER, TMP_DIR};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
@@ -170,7 +181,7 @@ fn parse_staged(name: &str) -> Option<(Oid, Tid)> {
 
 impl<B: BlobFs> BlobStore<B> {
     /// Opens the blob directory of `fs`, creating it (bushy) when it is missing and the store is
-    /// writable. Does not look into `tmp/`: [`Storage::open`] does that once `Data.fs` is
+    /// writable. Does not look into `tmp/`: [`Storage::open`](crate::storage::Storage::open) does that once `Data.fs` is
     /// recovered.
     pub fn open(fs: B, read_only: bool, fsync: bool) -> Result<BlobStore<B>, OpenError> {
         let shown = |rel: &str| fs.path(rel).display().to_string();
@@ -253,272 +264,6 @@ impl<B: BlobFs> BlobStore<B> {
 
     fn io(&self, op: &'static str, rel: &str, source: io::Error) -> StorageError {
         StorageError::Io { op, path: self.fs.path(rel).display().to_string(), source }
-    }
-
-    // ---- uploads --------------------------------------------------------------------------
-
-    /// Starts an upload: an empty temporary file in `tmp/`.
-    pub fn begin_upload(&self) -> Result<UploadId> {
-        if self.read_only {
-            return Err(StorageError::ReadOnly);
-        }
-        let mut u = lock(&self.uploads);
-        loop {
-            let n = u.0;
-            u.0 += 1;
-            let rel = format!("{TMP_DIR}/upload-{n}.tmp");
-            match self.fs.create_file(&rel) {
-                Ok(file) => {
-                    u.1.insert(n, Arc::new(Mutex::new(Upload { rel, file, len: 0 })));
-                    return Ok(UploadId(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(self.io("create", &rel, e)),
-            }
-        }
-    }
-
-    fn upload(&self, id: UploadId) -> Result<Arc<Mutex<Upload<B::File>>>> {
-        lock(&self.uploads).1.get(&id.0).cloned().ok_or(StorageError::UnknownUpload(id.0))
-    }
-
-    /// Appends a chunk to an upload.
-    pub fn append(&self, id: UploadId, chunk: &[u8]) -> Result<()> {
-        let up = self.upload(id)?;
-        let mut up = lock(&up);
-        if !chunk.is_empty() {
-            up.file.write_at(chunk, up.len).map_err(|e| self.io("write", &up.rel, e))?;
-            up.len += chunk.len() as u64;
-        }
-        Ok(())
-    }
-
-    /// Bytes uploaded so far.
-    pub fn upload_len(&self, id: UploadId) -> Result<u64> {
-        let up = self.upload(id)?;
-        let len = lock(&up).len;
-        Ok(len)
-    }
-
-    /// Drops an upload and its file.
-    pub fn abandon(&self, id: UploadId) -> Result<()> {
-        let up = lock(&self.uploads).1.remove(&id.0).ok_or(StorageError::UnknownUpload(id.0))?;
-        let rel = lock(&up).rel.clone();
-        self.fs.remove_file(&rel).map_err(|e| self.io("remove", &rel, e))
-    }
-
-    /// Drops every upload (at close).
-    pub fn abandon_all(&self) {
-        let ids: Vec<u64> = lock(&self.uploads).1.keys().copied().collect();
-        for id in ids {
-            if let Err(e) = self.abandon(UploadId(id)) {
-                tracing::warn!(error = %e, "could not remove an abandoned blob upload");
-            }
-        }
-    }
-
-    fn take_upload(&self, id: UploadId) -> Result<Upload<B::File>> {
-        let up = lock(&self.uploads).1.remove(&id.0).ok_or(StorageError::UnknownUpload(id.0))?;
-        match Arc::try_unwrap(up) {
-            Ok(m) => Ok(m.into_inner().unwrap_or_else(|p| p.into_inner())),
-            Err(shared) => {
-                // An append is still running on another thread: wait for it, then copy out.
-                let g = lock(&shared);
-                let file = self.fs.open_file(&g.rel).map_err(|e| self.io("open", &g.rel, e))?;
-                Ok(Upload { rel: g.rel.clone(), file, len: g.len })
-            }
-        }
-    }
-
-    // ---- staging (the writer lock is held) --------------------------------------------------
-
-    fn staged_for(&self, tid: Tid) -> MutexGuard<'_, Staged<B::File>> {
-        let mut s = lock(&self.staged);
-        if s.tid != Some(tid) {
-            s.tid = Some(tid);
-            s.files.clear();
-        }
-        s
-    }
-
-    /// Whether transaction `tid` has staged blob files.
-    pub(crate) fn has_staged(&self, tid: Tid) -> bool {
-        let s = lock(&self.staged);
-        s.tid == Some(tid) && !s.files.is_empty()
-    }
-
-    /// Stages upload `id` as the blob of revision `tid` of `oid`.
-    fn stage_upload(&self, tid: Tid, oid: Oid, id: UploadId) -> Result<()> {
-        let up = self.take_upload(id)?;
-        let to = staged_name(oid, tid);
-        if let Err(e) = self.fs.rename(&up.rel, &to) {
-            let _ = self.fs.remove_file(&up.rel);
-            return Err(self.io("rename", &up.rel, e));
-        }
-        self.staged_for(tid).files.insert(oid, Some(up.file));
-        Ok(())
-    }
-
-    /// Stages, as the blob of revision `tid` of `oid`, the committed blob of revision `from`:
-    /// a hard link, or a copy where linking fails.
-    fn stage_copy(&self, tid: Tid, oid: Oid, from: Tid) -> Result<()> {
-        let src = self.layout.blob_file(oid, from);
-        let to = staged_name(oid, tid);
-        self.fs.remove_file(&to).map_err(|e| self.io("remove", &to, e))?;
-        let file = match self.fs.hard_link(&src, &to) {
-            Ok(()) => None,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(oid, from)),
-            Err(e) => {
-                tracing::debug!(error = %e, from = %src, "hard link failed; copying the blob");
-                Some(self.copy(&src, &to)?)
-            }
-        };
-        self.staged_for(tid).files.insert(oid, file);
-        Ok(())
-    }
-
-    fn copy(&self, from: &str, to: &str) -> Result<B::File> {
-        let src = self.fs.open_file(from).map_err(|e| self.io("open", from, e))?;
-        let len = src.len().map_err(|e| self.io("stat", from, e))?;
-        let dst = self.fs.create_file(to).map_err(|e| self.io("create", to, e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(buf.len() as u64) as usize;
-            src.read_at(&mut buf[..n], at).map_err(|e| self.io("read", from, e))?;
-            dst.write_at(&buf[..n], at).map_err(|e| self.io("write", to, e))?;
-            at += n as u64;
-        }
-        Ok(dst)
-    }
-
-    /// Vote: makes the staged files and their names durable.
-    fn vote(&self, tid: Tid) -> Result<()> {
-        let s = lock(&self.staged);
-        if !self.fsync || s.tid != Some(tid) || s.files.is_empty() {
-            return Ok(());
-        }
-        for (&oid, f) in &s.files {
-            if let Some(f) = f {
-                f.sync().map_err(|e| self.io("sync", &staged_name(oid, tid), e))?;
-            }
-        }
-        self.fs.sync_dir(TMP_DIR).map_err(|e| self.io("sync", TMP_DIR, e))
-    }
-
-    /// Finish (after the commit is durable in `Data.fs`): moves the staged blobs into place.
-    fn finish(&self, tid: Tid) -> Result<()> {
-        let oids: Vec<Oid> = {
-            let mut s = lock(&self.staged);
-            if s.tid != Some(tid) {
-                return Ok(());
-            }
-            s.tid = None;
-            std::mem::take(&mut s.files).into_keys().collect()
-        };
-        for oid in oids {
-            self.install(oid, tid, &staged_name(oid, tid))?;
-        }
-        Ok(())
-    }
-
-    /// Abort: removes the staged blobs (best effort: leftovers are cleaned at the next open).
-    fn abort(&self) {
-        let (tid, oids): (Option<Tid>, Vec<Oid>) = {
-            let mut s = lock(&self.staged);
-            (s.tid.take(), std::mem::take(&mut s.files).into_keys().collect())
-        };
-        let Some(tid) = tid else { return };
-        for oid in oids {
-            let rel = staged_name(oid, tid);
-            if let Err(e) = self.fs.remove_file(&rel) {
-                tracing::warn!(path = %self.fs.path(&rel).display(), error = %e, "could not remove the staged blob of an aborted transaction");
-            }
-        }
-    }
-
-    /// Finish of a transaction with a deferred sync (see [`Storage::defer_sync`]), before its
-    /// commit is durable: moves the staged blobs into place without syncing anything, and
-    /// returns what the round that makes the transaction durable must sync first: the blob
-    /// files, then the directories whose entries changed (deepest first).
-    fn finish_unsynced(&self, tid: Tid) -> Result<BlobSyncs> {
-        let oids: Vec<Oid> = {
-            let mut s = lock(&self.staged);
-            if s.tid != Some(tid) {
-                return Ok(BlobSyncs::default());
-            }
-            s.tid = None;
-            std::mem::take(&mut s.files).into_keys().collect()
-        };
-        let mut out = BlobSyncs::default();
-        for oid in oids {
-            let (file, dirs) = self.install_with(oid, tid, &staged_name(oid, tid), false)?;
-            out.files.push(file);
-            out.dirs.extend(dirs);
-        }
-        Ok(out)
-    }
-
-    /// Syncs what [`BlobStore::finish_unsynced`] left (with fsync; a round calls it before it
-    /// writes the status bytes).
-    pub(crate) fn sync_installed(&self, syncs: &BlobSyncs) -> Result<()> {
-        if !self.fsync {
-            return Ok(());
-        }
-        for f in &syncs.files {
-            self.fs.open_file(f).and_then(|h| h.sync()).map_err(|e| self.io("sync", f, e))?;
-        }
-        let mut done = std::collections::BTreeSet::new();
-        for d in &syncs.dirs {
-            if done.insert(d.as_str()) {
-                self.fs.sync_dir(d).map_err(|e| self.io("sync", d, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves `staged` to the committed blob file of (`oid`, `tid`), creating directories, and
-    /// (with fsync) makes every new entry durable.
-    fn install(&self, oid: Oid, tid: Tid, staged: &str) -> Result<()> {
-        self.install_with(oid, tid, staged, self.fsync).map(drop)
-    }
-
-    /// [`BlobStore::install`], syncing the new entries only if `sync`; returns the blob file and
-    /// the directories to sync (deepest first) for a caller that syncs later.
-    fn install_with(&self, oid: Oid, tid: Tid, staged: &str, sync: bool) -> Result<(String, Vec<String>)> {
-        let _g = lock(&self.dirs);
-        let mut dir = String::new();
-        let mut to_sync = Vec::new();
-        for part in self.layout.oid_dir_parts(oid) {
-            let parent = dir.clone();
-            dir = join(&dir, &part);
-            match self.fs.stat(&dir).map_err(|e| self.io("stat", &dir, e))? {
-                Some(EntryKind::Dir) => {}
-                Some(EntryKind::File) => {
-                    return Err(self.io("create", &dir, io::Error::from(io::ErrorKind::NotADirectory)))
-                }
-                None => {
-                    match self.fs.create_dir(&dir) {
-                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                            return Err(self.io("create", &dir, e))
-                        }
-                        _ => {}
-                    }
-                    to_sync.push(parent);
-                }
-            }
-        }
-        let target = join(&dir, &blob_file_name(tid));
-        self.fs.seal(staged).map_err(|e| self.io("chmod", staged, e))?;
-        self.fs.rename(staged, &target).map_err(|e| self.io("rename", staged, e))?;
-        to_sync.push(dir);
-        to_sync.reverse();
-        if sync {
-            for d in &to_sync {
-                self.fs.sync_dir(d).map_err(|e| self.io("sync", d, e))?;
-            }
-        }
-        Ok((target, to_sync))
     }
 
     // ---- reads ------------------------------------------------------------------------------
@@ -700,227 +445,6 @@ impl<F: StorageFile> BlobReader<F> {
     pub fn chunks(&self, size: usize) -> impl Iterator<Item = Result<Bytes>> + '_ {
         let size = size.max(1);
         (0..self.len.div_ceil(size as u64)).map(move |i| self.read_at(i * size as u64, size))
-    }
-}
-
-// ---- the storage's blob operations ------------------------------------------------------------
-
-impl<D: StorageDir> Storage<D> {
-    /// The blob store, if the storage was opened with a blob directory.
-    pub fn blob_store(&self) -> Option<&BlobStore<D::Blobs>> {
-        self.blobs.as_ref()
-    }
-
-    fn blobs(&self) -> Result<&BlobStore<D::Blobs>> {
-        self.blobs.as_ref().ok_or(StorageError::NoBlobs)
-    }
-
-    /// Whether the storage keeps blobs (ZEO's `IBlobStorage`).
-    pub fn has_blobs(&self) -> bool {
-        self.blobs.is_some()
-    }
-
-    /// Starts a blob upload (ZEO's `storeBlobStart`); see [`BlobStore::begin_upload`].
-    pub fn begin_upload(&self) -> Result<UploadId> {
-        if self.opts.read_only {
-            return Err(StorageError::ReadOnly);
-        }
-        self.blobs()?.begin_upload()
-    }
-
-    /// Appends to a blob upload (ZEO's `storeBlobChunk`).
-    pub fn append_upload(&self, id: UploadId, chunk: &[u8]) -> Result<()> {
-        self.blobs()?.append(id, chunk)
-    }
-
-    /// Drops a blob upload.
-    pub fn abandon_upload(&self, id: UploadId) -> Result<()> {
-        self.blobs()?.abandon(id)
-    }
-
-    /// Stores a new revision of `oid` whose blob is the upload `upload`, like
-    /// [`Storage::store`] (same serial check). The blob becomes the committed file of the new
-    /// revision at finish. The upload is used up whatever the outcome (a conflict drops it).
-    pub fn store_blob(&self, oid: Oid, serial: Tid, data: &[u8], upload: UploadId) -> Result<()> {
-        let b = self.blobs()?;
-        if data.is_empty() {
-            let _ = b.abandon(upload);
-            return Err(StorageError::EmptyData { oid });
-        }
-        let r = self.with_txn(|s, txn| {
-            s.store_in(txn, oid, serial, data)?;
-            b.stage_upload(txn.tid, oid, upload)
-        });
-        if r.is_err() {
-            // Not staged: drop the upload (already gone if staging itself failed).
-            let _ = b.abandon(upload);
-        }
-        r
-    }
-
-    /// Restores a revision with a blob (copying from another storage): [`Storage::restore`]
-    /// with `data`, and the upload as the blob of revision `serial`. The upload is used up
-    /// whatever the outcome.
-    pub fn restore_blob(
-        &self,
-        oid: Oid,
-        serial: Tid,
-        data: &[u8],
-        prev_txn: Option<Tid>,
-        upload: UploadId,
-    ) -> Result<()> {
-        let b = self.blobs()?;
-        if data.is_empty() {
-            let _ = b.abandon(upload);
-            return Err(StorageError::EmptyData { oid });
-        }
-        let r = self.with_txn(|s, txn| {
-            s.restore_in(txn, oid, serial, Some(data), prev_txn)?;
-            b.stage_upload(txn.tid, oid, upload)
-        });
-        if r.is_err() {
-            let _ = b.abandon(upload);
-        }
-        r
-    }
-
-    /// The committed blob file of revision `serial` of `oid` (ZODB's `loadBlob`), or
-    /// [`StorageError::BlobMissing`] naming the path where it would be.
-    pub fn blob_path(&self, oid: Oid, serial: Tid) -> Result<PathBuf> {
-        let b = self.blobs()?;
-        let rel = b.committed_file(oid, serial, self.last_transaction())?;
-        Ok(b.fs.path(&rel))
-    }
-
-    /// Opens the committed blob of revision `serial` of `oid` for reading (ZODB's
-    /// `openCommittedBlobFile`; ZEO's `sendBlob` streams it in [`BLOB_CHUNK`]s).
-    pub fn open_blob(&self, oid: Oid, serial: Tid) -> Result<BlobReader<<D::Blobs as BlobFs>::File>> {
-        let b = self.blobs()?;
-        let rel = b.committed_file(oid, serial, self.last_transaction())?;
-        let file = match b.fs.open_file(&rel) {
-            Ok(f) => f,
-            // Removed meanwhile (pack).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(b.missing(oid, serial)),
-            Err(e) => return Err(b.io("open", &rel, e)),
-        };
-        let len = file.len().map_err(|e| b.io("stat", &rel, e))?;
-        Ok(BlobReader { file, len, path: b.fs.path(&rel) })
-    }
-
-    /// Whether revision `serial` of `oid` has a committed blob file.
-    pub fn has_blob(&self, oid: Oid, serial: Tid) -> Result<bool> {
-        match self.blob_path(oid, serial) {
-            Ok(_) => Ok(true),
-            Err(StorageError::BlobMissing { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether committed revision `tid` of `oid` is a blob record.
-    fn is_blob_revision(&self, oid: Oid, tid: Tid) -> Result<bool> {
-        let c = self.committed();
-        let Some(r) = self.find_revision(&c, oid, tid)? else { return Ok(false) };
-        Ok(self.record_data(&r, c.end)?.is_some_and(|d| is_blob_record(&d)))
-    }
-
-    // ---- hooks of the transaction and undo code ---------------------------------------------
-
-    /// Undo: stages the blobs of the revisions that undo records of `tid` point back to
-    /// (`(oid, back-pointer)` pairs), as FileStorage copies them. Every source file is checked
-    /// before anything is staged, so a missing one fails the undo without side effects.
-    pub(crate) fn stage_undo_blobs(&self, tid: Tid, backs: &[(Oid, u64)]) -> Result<()> {
-        let Some(b) = &self.blobs else { return Ok(()) };
-        let mut sources = Vec::new();
-        {
-            let c = self.committed();
-            for &(oid, back) in backs {
-                if let Some((data, r)) = self.load_back(oid, back, c.end)? {
-                    if is_blob_record(&data) {
-                        sources.push((oid, r.h.tid));
-                    }
-                }
-            }
-        }
-        for &(oid, from) in &sources {
-            let rel = b.layout.blob_file(oid, from);
-            if b.fs.stat(&rel).map_err(|e| b.io("stat", &rel, e))?.is_none() {
-                return Err(b.missing(oid, from));
-            }
-        }
-        for (oid, from) in sources {
-            b.stage_copy(tid, oid, from)?;
-        }
-        Ok(())
-    }
-
-    /// Vote: makes the staged blobs durable (before `Data.fs` is synced).
-    pub(crate) fn vote_blobs(&self, tid: Tid) -> Result<()> {
-        self.blobs.as_ref().map_or(Ok(()), |b| b.vote(tid))
-    }
-
-    /// Finish, once the commit is durable: moves the staged blobs into place.
-    pub(crate) fn finish_blobs(&self, tid: Tid) -> Result<()> {
-        self.blobs.as_ref().map_or(Ok(()), |b| b.finish(tid))
-    }
-
-    /// Finish of a deferred-sync transaction, before it is durable: moves the staged blobs
-    /// into place unsynced; the round that commits it syncs what this returns first.
-    pub(crate) fn finish_blobs_unsynced(&self, tid: Tid) -> Result<BlobSyncs> {
-        self.blobs.as_ref().map_or(Ok(BlobSyncs::default()), |b| b.finish_unsynced(tid))
-    }
-
-    /// Abort: drops the staged blobs.
-    pub(crate) fn abort_blobs(&self) {
-        if let Some(b) = &self.blobs {
-            b.abort();
-        }
-    }
-
-    /// At open, after `Data.fs` is recovered: completes or discards staged blobs and removes
-    /// other leftovers of `tmp/` (see the module documentation).
-    pub(crate) fn recover_blobs(&self) -> Result<BlobRecovery> {
-        let mut r = BlobRecovery::default();
-        let Some(b) = &self.blobs else { return Ok(r) };
-        if b.fs.stat(TMP_DIR).map_err(|e| b.io("stat", TMP_DIR, e))? != Some(EntryKind::Dir) {
-            return Ok(r);
-        }
-        let mut entries = b.fs.list(TMP_DIR).map_err(|e| b.io("list", TMP_DIR, e))?;
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, kind) in entries {
-            let rel = join(TMP_DIR, &name);
-            if kind == EntryKind::Dir {
-                tracing::warn!(path = %b.fs.path(&rel).display(), "unexpected directory in the blob directory's tmp/; left alone");
-                continue;
-            }
-            match parse_staged(&name) {
-                Some((oid, tid)) if self.is_blob_revision(oid, tid)? => {
-                    r.completed += 1;
-                    if b.read_only {
-                        lock(&b.pending).insert((oid, tid), rel);
-                        continue;
-                    }
-                    tracing::warn!(%oid, %tid, "completing the commit of a blob staged before a crash");
-                    b.install(oid, tid, &rel)?;
-                }
-                staged => {
-                    if b.read_only {
-                        continue;
-                    }
-                    if staged.is_some() {
-                        r.discarded += 1;
-                        tracing::warn!(path = %b.fs.path(&rel).display(), "removing the staged blob of a transaction that did not commit");
-                    } else {
-                        r.tmp_removed += 1;
-                        tracing::warn!(path = %b.fs.path(&rel).display(), "removing a leftover temporary blob file");
-                    }
-                    b.fs.remove_file(&rel).map_err(|e| b.io("remove", &rel, e))?;
-                }
-            }
-        }
-        if !b.read_only && b.fsync && r != BlobRecovery::default() {
-            b.fs.sync_dir(TMP_DIR).map_err(|e| b.io("sync", TMP_DIR, e))?;
-        }
-        Ok(r)
     }
 }
 

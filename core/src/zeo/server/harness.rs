@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::ids::{ConnId, Oid, Tid};
 use crate::wire::codec::Codec;
+use crate::wire::error::{StorageTxnDetails, ZeoError};
 use crate::wire::frame::{encode_frame, FrameDecoder};
 use crate::wire::message::{ClientMessage, MsgId, ServerMessage};
 use crate::wire::push::Push;
@@ -326,10 +327,7 @@ impl Harness {
 
     /// The one reply to `msgid` among `msgs`, as a value or an error.
     #[allow(clippy::result_large_err)] // compared with typed errors in the tests
-    pub(crate) fn result_of(
-        msgs: &[ServerMessage],
-        msgid: i64,
-    ) -> Result<Value, crate::wire::error::ZeoError> {
+    pub(crate) fn result_of(msgs: &[ServerMessage], msgid: i64) -> Result<Value, ZeoError> {
         let want = MsgId::int(msgid);
         let found: Vec<_> = msgs
             .iter()
@@ -365,6 +363,34 @@ pub(crate) fn invalidations(msgs: &[ServerMessage]) -> Vec<(Tid, Vec<Oid>)> {
             _ => None,
         })
         .collect()
+}
+
+/// Both encodings.
+pub(crate) const ENCS: [Encoding; 2] = [Encoding::Pickle, Encoding::Msgpack];
+
+pub(crate) fn o(n: u64) -> Oid {
+    Oid::new(n)
+}
+
+/// The message of a `StorageTransactionError` carrying one.
+pub(crate) fn stx_msg(e: &ZeoError) -> Option<&str> {
+    match e {
+        ZeoError::StorageTransaction(StorageTxnDetails::Message(m)) => Some(m.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether `r` is a vote reply without conflicts.
+pub(crate) fn empty_vote(r: &Result<Value, ZeoError>) -> bool {
+    r.as_ref().ok().and_then(Value::as_seq).is_some_and(<[Value]>::is_empty)
+}
+
+pub(crate) fn is_vote(r: &BackendRequest) -> bool {
+    matches!(r, BackendRequest::Vote(_))
+}
+
+pub(crate) fn is_finish(r: &BackendRequest) -> bool {
+    matches!(r, BackendRequest::Finish { .. })
 }
 
 /// What a request must stay ordered with.

@@ -28,6 +28,8 @@
 
 mod calls;
 mod commit;
+#[cfg(test)]
+mod commit_tests;
 pub(crate) mod conn;
 #[cfg(test)]
 mod failure_tests;

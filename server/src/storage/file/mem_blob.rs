@@ -98,6 +98,19 @@ impl MemFs {
     fn blob_dir_node(&mut self, d: u64) -> io::Result<&mut DirNode> {
         self.blobs.dirs.get_mut(&d).ok_or_else(not_found)
     }
+
+    /// Where a new entry `rel` of the blob tree `root` goes: its parent directory (which must
+    /// exist) and its name (which must be free there), the operation counted (`tick`) once
+    /// both are checked.
+    fn blob_new_entry<'r>(&mut self, root: &str, rel: &'r str) -> io::Result<(u64, &'r str)> {
+        let (parent, name) = split_parent(rel)?;
+        let p = self.blob_dir(root, parent)?;
+        if self.blobs.dirs.get(&p).is_some_and(|n| n.entries.contains_key(name)) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        self.tick()?;
+        Ok((p, name))
+    }
 }
 
 impl MemDir {
@@ -188,12 +201,7 @@ impl BlobFs for MemBlobFs {
 
     fn create_dir(&self, rel: &str) -> io::Result<()> {
         let mut fs = lock(&self.fs);
-        let (parent, name) = split_parent(rel)?;
-        let p = fs.blob_dir(&self.root, parent)?;
-        if fs.blobs.dirs.get(&p).is_some_and(|n| n.entries.contains_key(name)) {
-            return Err(io::ErrorKind::AlreadyExists.into());
-        }
-        fs.tick()?;
+        let (p, name) = fs.blob_new_entry(&self.root, rel)?;
         let d = fs.blobs.next_dir;
         fs.blobs.next_dir += 1;
         fs.blobs.dirs.insert(d, DirNode::default());
@@ -203,12 +211,7 @@ impl BlobFs for MemBlobFs {
 
     fn create_file(&self, rel: &str) -> io::Result<MemFile> {
         let mut fs = lock(&self.fs);
-        let (parent, name) = split_parent(rel)?;
-        let p = fs.blob_dir(&self.root, parent)?;
-        if fs.blobs.dirs.get(&p).is_some_and(|n| n.entries.contains_key(name)) {
-            return Err(io::ErrorKind::AlreadyExists.into());
-        }
-        fs.tick()?;
+        let (p, name) = fs.blob_new_entry(&self.root, rel)?;
         let ino = fs.next_inode;
         fs.next_inode += 1;
         fs.inodes.insert(ino, Inode::default());
@@ -250,12 +253,7 @@ impl BlobFs for MemBlobFs {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "hard links are off"));
         }
         let Some(Entry::File(ino)) = fs.blob_resolve(&self.root, from)? else { return Err(not_found()) };
-        let (tp, tname) = split_parent(to)?;
-        let td = fs.blob_dir(&self.root, tp)?;
-        if fs.blobs.dirs.get(&td).is_some_and(|n| n.entries.contains_key(tname)) {
-            return Err(io::ErrorKind::AlreadyExists.into());
-        }
-        fs.tick()?;
+        let (td, tname) = fs.blob_new_entry(&self.root, to)?;
         fs.blob_dir_node(td)?.entries.insert(tname.to_owned(), Entry::File(ino));
         Ok(())
     }
