@@ -21,7 +21,8 @@ impl ZeoClient {
     ///   is unanswered waits for it), `IterNext`/`IterRecordNext` → `iterator_next`/
     ///   `iterator_record_next`, `IterDrop` → async `iterator_gc`, answered `Nil` at once.
     ///   `IterNextWhole` → `iterator_next`, `iterator_record_start`, `iterator_record_next` until
-    ///   the end, one call at a time, answered as one outcome (`whole`).
+    ///   the end, answered as one outcome; from its first `IterNextWhole` on, the iterator is
+    ///   read ahead (`whole`).
     /// * `SendBlob` → `sendBlob`: `receiveBlobChunk` pushes become `BlobChunk`s.
     /// * Uploads are kept here until a `Vote` replays them as `storea` + `storeBlobStart`,
     ///   `storeBlobChunk`×n, `storeBlobEnd` (what the stock `ClientStorage` sends).
@@ -59,7 +60,10 @@ impl ZeoClient {
                     self.answer(id, backend_failure(format!("iterator {} is already open", iter.0)));
                     return Ok(());
                 }
-                self.iters.insert(iter, IterSlot::Opening { waiting: Vec::new(), dropped: false });
+                // What the iterator surely returns (whole: read-ahead).
+                let last = self.known_last;
+                let bound = stop.is_none_or(|s| s >= last).then_some(last);
+                self.iters.insert(iter, IterSlot::Opening { waiting: Vec::new(), dropped: false, bound });
                 self.call(Request::IteratorStart { start, stop }, Expect::IterOpen { id, iter })?;
             }
             BackendRequest::IterRecordStart { iter, txn_iter, tid } => {
@@ -71,7 +75,8 @@ impl ZeoClient {
                     self.answer(id, backend_failure(format!("iterator {} is already open", iter.0)));
                     return Ok(());
                 }
-                self.iters.insert(iter, IterSlot::Opening { waiting: Vec::new(), dropped: false });
+                self.iters
+                    .insert(iter, IterSlot::Opening { waiting: Vec::new(), dropped: false, bound: None });
                 self.call(Request::IteratorRecordStart { txn_iid, tid }, Expect::IterOpen { id, iter })?;
             }
             BackendRequest::IterNext { iter } => {
@@ -89,9 +94,14 @@ impl ZeoClient {
                 let mut gc = Vec::new();
                 for iter in iters {
                     match self.iters.get_mut(&iter) {
-                        Some(IterSlot::Open(iid)) => {
+                        Some(IterSlot::Open { iid, .. }) => {
                             gc.push(*iid);
                             self.iters.remove(&iter);
+                        }
+                        Some(IterSlot::Ahead(key)) => {
+                            let key = *key;
+                            self.iters.remove(&iter);
+                            self.drop_ahead(key, &mut gc);
                         }
                         Some(IterSlot::Opening { dropped, .. }) => *dropped = true,
                         None => {}
@@ -164,7 +174,13 @@ impl ZeoClient {
         req: &BackendRequest,
     ) -> Option<IterId> {
         match self.iters.get_mut(&iter) {
-            Some(IterSlot::Open(iid)) => Some(*iid),
+            Some(IterSlot::Open { iid, .. }) => Some(*iid),
+            Some(IterSlot::Ahead(_)) => {
+                // Its server iterator is ahead of what the core saw: the plain calls would
+                // not fit (whole: read-ahead).
+                self.answer(id, backend_failure(format!("iterator {} is read by IterNextWhole", iter.0)));
+                None
+            }
             Some(IterSlot::Opening { waiting, .. }) => {
                 waiting.push((id, req.clone()));
                 None

@@ -34,6 +34,7 @@ mod calls;
 mod replies;
 mod whole;
 pub use replies::culprit_of;
+pub use whole::{READ_AHEAD_BYTES, READ_AHEAD_TXNS};
 #[cfg(test)]
 mod tests;
 
@@ -122,7 +123,7 @@ pub enum ClientError {
 ///          └──── protocol error (then fail_all) / fail_all ──▶ Closed ◀── Ready
 /// ```
 ///
-/// Invariants ([`ZeoClient::check`]):
+/// Invariants ([`ZeoClient::check`], with those of the read-ahead pipelines, `whole`):
 /// * the codec is known in every state after `AwaitingAnnouncement`;
 /// * requests wait in `queued` only before `Ready`, and nothing of theirs is in flight;
 /// * an open transaction exists only in `Ready`;
@@ -160,8 +161,9 @@ enum Expect {
     IterOpen { id: BackendReqId, iter: BackendIterId },
     /// `iterator_next` / `iterator_record_next`: a `None` reply frees the iterator.
     IterStep { id: BackendReqId, iter: BackendIterId },
-    /// A call of an `IterNextWhole` chain on transaction iterator `iter` (see `whole`).
-    Whole { id: BackendReqId, iter: BackendIterId, step: whole::WholeStep },
+    /// A call of the read-ahead pipeline `key` of `IterNextWhole` (see `whole`); the requests
+    /// it answers wait in the pipeline.
+    Ahead { key: u64, call: whole::AheadCall },
     /// `sendBlob`.
     SendBlob { id: BackendReqId, oid: Oid, serial: Tid },
     /// `vote`.
@@ -179,12 +181,21 @@ enum Expect {
 }
 
 /// An iterator of the core, as the server knows it.
+///
+/// ```text
+///  Opening ──reply──▶ Open ──first IterNextWhole──▶ Ahead ──end / IterDrop──▶ (gone)
+///     │ dropped: iterator_gc on the reply  │ end / IterDrop ──▶ (gone)
+/// ```
 #[derive(Debug)]
 enum IterSlot {
-    /// `iterator_start`/`iterator_record_start` sent; requests for it wait here.
-    Opening { waiting: Vec<(BackendReqId, BackendRequest)>, dropped: bool },
-    /// Open on the server under this id.
-    Open(IterId),
+    /// `iterator_start`/`iterator_record_start` sent; requests for it wait here. `bound`: see
+    /// `Open`.
+    Opening { waiting: Vec<(BackendReqId, BackendRequest)>, dropped: bool, bound: Option<Tid> },
+    /// Open on the server under `iid`. `bound` (transaction iterators only): a tid known
+    /// committed when `iterator_start` was sent and not above its `stop` (see `whole`).
+    Open { iid: IterId, bound: Option<Tid> },
+    /// Read ahead by `IterNextWhole`: the pipeline is `aheads[key]`.
+    Ahead(u64),
 }
 
 /// The transaction between `Vote` and `Finish`/`Abort`.
@@ -225,6 +236,12 @@ pub struct ZeoClient {
     /// Requests submitted before `Ready`.
     queued: VecDeque<(BackendReqId, BackendRequest)>,
     iters: BTreeMap<BackendIterId, IterSlot>,
+    /// Read-ahead pipelines of `IterNextWhole` (also dropped ones still draining replies).
+    aheads: BTreeMap<u64, whole::Ahead>,
+    next_ahead: u64,
+    /// The newest tid known committed on the server: `lastTransaction` at registration and
+    /// our own finished commits (read-ahead bounds, see `whole`).
+    known_last: Tid,
     uploads: BTreeMap<UploadId, Vec<Bytes>>,
     txn: Option<Txn>,
     /// Set-up facts gathered before `Ready`.
@@ -266,6 +283,9 @@ impl ZeoClient {
             blob_reads: Vec::new(),
             queued: VecDeque::new(),
             iters: BTreeMap::new(),
+            aheads: BTreeMap::new(),
+            next_ahead: 0,
+            known_last: Tid::ZERO,
             uploads: BTreeMap::new(),
             txn: None,
             setup_info: None,
@@ -372,6 +392,7 @@ impl ZeoClient {
                 ids.extend(waiting.into_iter().map(|(id, _)| id));
             }
         }
+        ids.extend(self.take_ahead_waiting());
         ids.extend(std::mem::take(&mut self.queued).into_iter().map(|(id, _)| id));
         ids.sort();
         ids.dedup();
@@ -404,6 +425,7 @@ impl ZeoClient {
                 && self.loads.is_empty()
                 && self.queued.is_empty()
                 && self.iters.is_empty()
+                && self.aheads.is_empty()
                 && self.uploads.is_empty()
                 && self.blob_reads.is_empty())
         {
@@ -412,7 +434,7 @@ impl ZeoClient {
         if self.loads.values().any(VecDeque::is_empty) {
             return Err("an empty load queue is kept".into());
         }
-        Ok(())
+        self.check_aheads()
     }
 
     fn answer(&mut self, id: BackendReqId, outcome: BackendOutcome) {
@@ -461,13 +483,16 @@ impl Expect {
     /// The core's request this reply answers, if any.
     fn request_id(&self) -> Option<BackendReqId> {
         match self {
-            Expect::Register | Expect::SetupInfo | Expect::SetupLast | Expect::Cleanup => None,
+            Expect::Register
+            | Expect::SetupInfo
+            | Expect::SetupLast
+            | Expect::Cleanup
+            | Expect::Ahead { .. } => None,
             Expect::Load { id, .. }
             | Expect::GetTid { id, .. }
             | Expect::Plain { id }
             | Expect::IterOpen { id, .. }
             | Expect::IterStep { id, .. }
-            | Expect::Whole { id, .. }
             | Expect::SendBlob { id, .. }
             | Expect::Vote { id }
             | Expect::Finish { id, .. }

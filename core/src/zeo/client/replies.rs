@@ -167,14 +167,14 @@ impl ZeoClient {
             }
             (Expect::IterOpen { id, iter }, Ok(Reply::IterId(iid))) => {
                 match self.iters.remove(&iter) {
-                    Some(IterSlot::Opening { waiting, dropped: false }) => {
-                        self.iters.insert(iter, IterSlot::Open(iid));
+                    Some(IterSlot::Opening { waiting, dropped: false, bound }) => {
+                        self.iters.insert(iter, IterSlot::Open { iid, bound });
                         self.answer(id, BackendOutcome::Nil);
                         for (wid, req) in waiting {
                             self.start(wid, req)?;
                         }
                     }
-                    Some(IterSlot::Opening { waiting, dropped: true }) => {
+                    Some(IterSlot::Opening { waiting, dropped: true, .. }) => {
                         self.cast(Request::IteratorGc { iids: vec![iid] })?;
                         self.answer(id, BackendOutcome::Nil);
                         for (wid, _) in waiting {
@@ -216,7 +216,7 @@ impl ZeoClient {
                 }
                 self.answer(id, BackendOutcome::Record(r));
             }
-            (Expect::Whole { id, iter, step }, reply) => self.on_whole_reply(id, iter, step, reply)?,
+            (Expect::Ahead { key, call }, reply) => self.on_ahead_reply(key, call, reply)?,
             (Expect::SendBlob { id, oid, serial }, reply) => {
                 if let Some(at) = self.blob_reads.iter().position(|&(o, s, i)| (o, s, i) == (oid, serial, id))
                 {
@@ -249,6 +249,7 @@ impl ZeoClient {
                 }
                 let outcome = match reply {
                     Ok(Reply::TpcFinish(Some(t))) if t == tid => {
+                        self.known_last = self.known_last.max(t);
                         BackendOutcome::Finished { tid, size: self.size }
                     }
                     Ok(Reply::TpcFinish(Some(t))) => {
@@ -339,6 +340,7 @@ impl ZeoClient {
             read_only: self.cfg.read_only,
             rebuildable: false,
         };
+        self.known_last = self.known_last.max(last_tid);
         self.phase = Phase::Ready;
         self.events.push_back(ClientEvent::Ready(ready));
         while let Some((id, req)) = self.queued.pop_front() {

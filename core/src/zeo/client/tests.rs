@@ -650,8 +650,8 @@ proptest! {
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     use crate::wire::arbitrary;
     prop_oneof![
-        (1i64..12, arbitrary::reply()).prop_map(|(n, (_, r))| ServerMessage::reply(MsgId::int(n), &r)),
-        (1i64..12, arbitrary::zeo_error())
+        (1i64..16, arbitrary::reply()).prop_map(|(n, (_, r))| ServerMessage::reply(MsgId::int(n), &r)),
+        (1i64..16, arbitrary::zeo_error())
             .prop_map(|(n, error)| ServerMessage::Error { msgid: MsgId::int(n), error }),
         (arbitrary::reply()).prop_map(|(_, r)| ServerMessage::reply(MsgId::load_before(oid(1), tid(6)), &r)),
         arbitrary::push().prop_map(ServerMessage::Push),
@@ -674,6 +674,9 @@ proptest! {
             BackendRequest::LoadBefore { oid: oid(1), before: Tid::MAX, snapshot: tid(5) },
             BackendRequest::IterStart { iter: BackendIterId(1), start: None, stop: None },
             BackendRequest::IterNext { iter: BackendIterId(1) },
+            BackendRequest::IterStart { iter: BackendIterId(2), start: None, stop: None },
+            BackendRequest::IterNextWhole { iter: BackendIterId(2) },
+            BackendRequest::IterNextWhole { iter: BackendIterId(2) },
             BackendRequest::SendBlob { oid: oid(1), serial: tid(2) },
             BackendRequest::UndoLog { first: 0, last: -1 },
             BackendRequest::Pack { time: 1.0 },
