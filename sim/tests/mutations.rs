@@ -16,7 +16,7 @@ const CAUGHT: [Mutation; 8] = [
     Mutation::InvalidateBeforeFinish,  // [0] a read older than an invalidation
     Mutation::SkipStateFsync,          // [14] an acknowledged commit missing from an optimal backend
     Mutation::SecondRecovery,          // [8] Raid::check: two backends recovering
-    Mutation::FinishBeforeAllFinished, // [1] a recovery that never converges
+    Mutation::FinishBeforeAllFinished, // [3] an acknowledged commit missing from an optimal backend
     Mutation::ReuseLastTid,            // [1] commits refused for good once the clock stepped back
     Mutation::NoDegradeOnError,        // [14] a read older than an invalidation
     Mutation::PackDuringRecovery, // [44] Raid::check, run after every RAID step: a pack during a recovery
