@@ -220,6 +220,7 @@ impl Nemesis {
                 self.log.trace_at(now, format!("nemesis heal: proxy {host} restarted without faults"));
             }
             self.healed_at = Some(now);
+            self.log.lock().healed_at = Some(now);
             self.log.trace_at(sim.elapsed(), "nemesis: every fault healed");
             return;
         }

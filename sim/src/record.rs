@@ -105,6 +105,9 @@ pub struct Log {
     pub stop: bool,
     /// The backends' states at the monitor's last look (name → state word).
     pub last_states: BTreeMap<String, String>,
+    /// When the nemesis healed every fault (it may be a step after the planned
+    /// `Options::chaos_until`); the liveness checker counts from it, so the monitor does too.
+    pub healed_at: Option<Duration>,
 }
 
 /// The shared log of a world.

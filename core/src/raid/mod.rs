@@ -130,6 +130,9 @@ pub struct Raid {
     actions: VecDeque<RaidAction>,
     /// Answers waiting until the state version they need is durable.
     held: VecDeque<(u64, RaidAction)>,
+    /// The first commit acknowledged before the state it needed was durable (the rule of the
+    /// module doc, broken: [`Raid::check`] reports it).
+    early_ack: Option<String>,
     version: u64,
     saved: u64,
     must_save: u64,
@@ -207,6 +210,7 @@ impl Raid {
             backlog: VecDeque::new(),
             actions: VecDeque::new(),
             held: VecDeque::new(),
+            early_ack: None,
             version: 0,
             saved: 0,
             must_save: 0,
@@ -499,10 +503,17 @@ impl Raid {
 
     /// Answers the front, at once or (for `hold`) once the current state is durable.
     fn answer(&mut self, id: BackendReqId, outcome: BackendOutcome, hold: bool) {
+        let finished = matches!(outcome, BackendOutcome::Finished { .. });
         let action = RaidAction::Answer { id, outcome };
         if hold && (self.must_save > self.saved || !self.held.is_empty()) {
             self.held.push_back((self.must_save, action));
         } else {
+            if finished && self.must_save > self.saved && self.early_ack.is_none() {
+                self.early_ack = Some(format!(
+                    "a finish (request {}) was acknowledged before state version {} was durable (saved: {})",
+                    id.0, self.must_save, self.saved
+                ));
+            }
             self.actions.push_back(action);
         }
     }
@@ -705,6 +716,9 @@ impl Raid {
         }
         if self.saved > self.version {
             return Err("saved a version never asked for".into());
+        }
+        if let Some(e) = &self.early_ack {
+            return Err(e.clone());
         }
         if let Some((need, _)) = self.held.front() {
             if *need <= self.saved {

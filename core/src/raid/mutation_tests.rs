@@ -107,6 +107,7 @@ fn finish_before_state_saved_acknowledges_before_the_degradation_is_durable() {
         let _g = switch(on, Mutation::FinishBeforeStateSaved);
         let mut h = Harness::new(2);
         h.auto_save = false;
+        h.checking = false;
         h.fault(1, "finish", Fault::Fail);
         let v = h.vote_request(&[(1, Tid::ZERO, "one")]);
         let BackendRequest::Vote(req) = &v else { unreachable!() };
@@ -119,6 +120,11 @@ fn finish_before_state_saved_acknowledges_before_the_degradation_is_durable() {
         assert!(!h.pending_saves.is_empty());
         let answered = got.iter().any(|o| matches!(o, BackendOutcome::Finished { .. }));
         assert_eq!(answered, on, "mutation {on}: {got:?}");
+        // The checker sees the early acknowledgement (the simulation runs it after every step).
+        match h.raid.check() {
+            Err(broken) => assert!(on && broken.contains("acknowledged before state version"), "{broken}"),
+            Ok(()) => assert!(!on, "the early acknowledgement went unseen"),
+        }
     }
 }
 
