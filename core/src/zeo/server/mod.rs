@@ -299,7 +299,9 @@ impl Server {
     /// changes nothing.
     pub fn history_moved_on(&mut self, storage: StorageIdx, last_tid: Tid) {
         let Some(f) = self.fronts.get_mut(storage.0) else { return };
-        if last_tid <= f.last_tid.max(f.committed_tid) {
+        // Against the visible tid only: `committed_tid` may already be `last_tid` (the floor of a
+        // finish in doubt, or of the RAID's agreed tid), which says nothing of what reads see.
+        if last_tid <= f.last_tid {
             return;
         }
         tracing::warn!(
@@ -308,7 +310,7 @@ impl Server {
             f.last_tid
         );
         f.last_tid = last_tid;
-        f.committed_tid = last_tid;
+        f.committed_tid = f.committed_tid.max(last_tid);
         f.invq = super::invalidations::InvalidationQueue::new(
             self.cfg.invalidation_queue_size,
             last_tid,

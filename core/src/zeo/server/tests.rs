@@ -411,6 +411,29 @@ fn a_raised_tid_floor_puts_later_tids_above_it_whatever_the_clock() {
 }
 
 #[test]
+fn a_history_that_moved_on_to_a_tid_already_reserved_still_becomes_visible() {
+    // Simulation seed 2809: the last optimal backend's finish of T failed (T in doubt: the front
+    // keeps it as the floor of later tids), the backend came back holding T. Reads must then see
+    // T, or every read-modify-write reads the revision before T and conflicts for ever.
+    let mut h = Harness::new(config());
+    h.client(1, Encoding::Msgpack);
+    h.client(2, Encoding::Msgpack);
+    let first = h.commit(1, 1, &[(Oid::new(1), Tid::ZERO, b"a")]);
+    let doubtful = Tid::from_unix(2_000_000_000, 0).expect("in range");
+    h.srv.raise_tid_floor(crate::zeo::events::StorageIdx(0), doubtful);
+    h.srv.history_moved_on(crate::zeo::events::StorageIdx(0), doubtful);
+    h.drain();
+    assert!(h.closed(1) && h.closed(2), "the clients must verify their caches");
+    h.client(3, Encoding::Msgpack);
+    h.call(3, 10, Request::LastTransaction);
+    let got = h.take(3);
+    let last = Harness::result_of(&got, 10).expect("lastTransaction");
+    assert_eq!(last.as_bytes().map(|b| b.to_vec()), Some(doubtful.to_bytes().to_vec()), "{last:?}");
+    let next = h.commit(3, 11, &[(Oid::new(1), first, b"b")]);
+    assert!(next > doubtful, "{next} after {doubtful}");
+}
+
+#[test]
 fn a_history_that_moved_on_closes_the_clients_and_makes_them_verify_their_caches() {
     let mut h = Harness::new(config());
     h.client(1, Encoding::Msgpack);
