@@ -24,7 +24,7 @@ mod reads;
 mod records;
 mod recover;
 
-pub(crate) use check::{check_data_header, Window};
+pub(crate) use check::{check_data_header, data_header, Window};
 pub(crate) use records::RECORD_PROBE;
 
 use super::blob::{BlobRecovery, BlobStore};

@@ -142,27 +142,7 @@ pub(crate) fn check_txn<F: StorageFile>(
     if h.status != STATUS_UNDONE {
         let mut p = pos + h.header_len();
         while p < tend {
-            let mut d = [0u8; 42];
-            d.copy_from_slice(w.get(p, DATA_HEADER_LEN, "a data record header")?);
-            let dh = DataHeaderRec::decode(&d);
-            check_data_header(&dh, p, tend, None)?;
-            if dh.tloc != pos {
-                return Err(StorageError::corrupt(
-                    p + 24,
-                    format!("transaction position {pos}"),
-                    dh.tloc.to_string(),
-                ));
-            }
-            if dh.plen == 0 {
-                let back = w.u64_at(p + DATA_HEADER_LEN, "a back-pointer")?;
-                if back >= p {
-                    return Err(StorageError::corrupt(
-                        p + DATA_HEADER_LEN,
-                        format!("a back-pointer below {p}"),
-                        back.to_string(),
-                    ));
-                }
-            }
+            let (dh, _) = data_header(w, p, pos, tend)?;
             records.push((dh.oid, p));
             // check_data_header verified that the record ends by tend.
             p += dh.record_len().unwrap_or(u64::MAX);
@@ -176,4 +156,35 @@ pub(crate) fn check_txn<F: StorageFile>(
         ));
     }
     Ok(ScannedTxn { tid: h.tid, end: tend + 8, records })
+}
+
+/// Reads and checks the data record header at `pos` of the transaction at `tpos` (ending at
+/// `tend`): its fields, its transaction position, and its back-pointer (0 unless `plen` is 0),
+/// which must point below it.
+pub(crate) fn data_header<F: StorageFile>(
+    w: &mut Window<'_, F>,
+    pos: u64,
+    tpos: u64,
+    tend: u64,
+) -> Result<(DataHeaderRec, u64)> {
+    let mut a = [0u8; 42];
+    a.copy_from_slice(w.get(pos, DATA_HEADER_LEN, "a data record header")?);
+    let h = DataHeaderRec::decode(&a);
+    check_data_header(&h, pos, tend, None)?;
+    if h.tloc != tpos {
+        return Err(StorageError::corrupt(
+            pos + 24,
+            format!("transaction position {tpos}"),
+            h.tloc.to_string(),
+        ));
+    }
+    let back = if h.plen == 0 { w.u64_at(pos + DATA_HEADER_LEN, "a back-pointer")? } else { 0 };
+    if back >= pos {
+        return Err(StorageError::corrupt(
+            pos + DATA_HEADER_LEN,
+            format!("a back-pointer below {pos}"),
+            back.to_string(),
+        ));
+    }
+    Ok((h, back))
 }

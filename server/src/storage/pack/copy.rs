@@ -3,7 +3,7 @@
 //! those after it as they are, with previous-record and back-pointers re-aimed.
 
 use super::PackReport;
-use crate::storage::engine::{check_data_header, Storage, Window};
+use crate::storage::engine::{data_header, Storage, Window};
 use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{StorageDir, StorageFile};
 use crate::storage::format::{
@@ -137,35 +137,6 @@ fn txn_header<F: StorageFile>(w: &mut Window<'_, F>, pos: u64) -> Result<TxnHead
         ));
     }
     Ok(h)
-}
-
-/// A data record header and its back-pointer (0 unless `plen` is 0).
-fn data_header<F: StorageFile>(
-    w: &mut Window<'_, F>,
-    pos: u64,
-    tpos: u64,
-    tend: u64,
-) -> Result<(DataHeaderRec, u64)> {
-    let mut a = [0u8; 42];
-    a.copy_from_slice(w.get(pos, DATA_HEADER_LEN, "a data record header")?);
-    let h = DataHeaderRec::decode(&a);
-    check_data_header(&h, pos, tend, None)?;
-    if h.tloc != tpos {
-        return Err(StorageError::corrupt(
-            pos + 24,
-            format!("transaction position {tpos}"),
-            h.tloc.to_string(),
-        ));
-    }
-    let back = if h.plen == 0 { w.u64_at(pos + DATA_HEADER_LEN, "a back-pointer")? } else { 0 };
-    if back >= pos {
-        return Err(StorageError::corrupt(
-            pos + DATA_HEADER_LEN,
-            format!("a back-pointer below {pos}"),
-            back.to_string(),
-        ));
-    }
-    Ok((h, back))
 }
 
 impl<D: StorageDir> Storage<D> {
