@@ -16,12 +16,16 @@
 //! restarts, so clients reconnect to the same address and see the same storage. Every start
 //! writes its stdout and stderr to new files `<generation>.stdout`/`.stderr` in the directory.
 //!
-//! Ports: a free port is found by binding `127.0.0.1:0` and closing it again, so another process
-//! may take it before the server binds it. When the server then dies (address in use), the start
-//! is retried on a new port; the handshake check also requires our child to be alive.
+//! Ports: a free port is found by binding `127.0.0.1:0` and closing it again (never the same port
+//! twice in one test process), so another socket may take it before the server binds it. When the
+//! server then dies (address in use), the start is retried on a new port. Readiness needs our
+//! child alive, its own log saying it listens on the port, and then its handshake: a handshake
+//! alone may come from another server on that port (a CI run once mirrored onto another test's
+//! runzeo that way).
 //!
 //! No new crates: SIGTERM is sent with the `kill` command.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -29,6 +33,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use zeoraid_core::wire::Encoding;
@@ -398,6 +403,12 @@ impl ServerProcess {
         self.dir.join(format!("{}.{stream}", self.generation))
     }
 
+    fn logs_say_listening(&self) -> bool {
+        ["stdout", "stderr"].iter().any(|s| {
+            fs::read_to_string(self.log_path(s)).is_ok_and(|t| says_listening_on(&t, self.address.port()))
+        })
+    }
+
     fn logs_mention_addr_in_use(&self) -> bool {
         ["stdout", "stderr"].iter().any(|s| {
             fs::read_to_string(self.log_path(s))
@@ -473,11 +484,13 @@ impl ServerProcess {
                 fs::write(&path, conf).map_err(io_error(format!("writing {}", path.display())))?;
                 let mut cmd = Command::new(binary);
                 cmd.arg("serve").arg("--config").arg(&path);
+                keep_listening_line(&mut cmd);
                 Ok(cmd)
             }
             ServerKind::Zeoraid { binary } => {
                 let mut cmd = Command::new(binary);
                 cmd.arg("serve");
+                keep_listening_line(&mut cmd);
                 let plain = self.opts == ServerOpts::new(Encoding::Pickle);
                 if plain {
                     cmd.arg("--listen").arg(self.address.to_string()).arg("--data").arg(&self.dir);
@@ -509,6 +522,13 @@ impl ServerProcess {
             }
             if Instant::now() >= deadline {
                 return Err(format!("not ready after {START_DEADLINE:?}; last probe: {last}"));
+            }
+            // Until our child says it listens, a handshake on the port may come from another
+            // server that took the port first (our child then dies with "address in use").
+            if !self.logs_say_listening() {
+                last = "the server's log does not say it is listening yet".into();
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
             match read_handshake(self.address) {
                 Ok(frame) if frame == expected => return Ok(()),
@@ -585,10 +605,38 @@ fn read_handshake(address: SocketAddr) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that this test process has not handed out
+/// before: the kernel may give a port closed a moment ago to the next `bind(0)`, while the
+/// server it was meant for (a Python runzeo takes half a second to bind) has not bound it yet.
 pub(crate) fn free_port() -> Result<SocketAddr, ServerError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("binding 127.0.0.1:0"))?;
-    listener.local_addr().map_err(io_error("asking for the bound port"))
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("binding 127.0.0.1:0"))?;
+        let address = listener.local_addr().map_err(io_error("asking for the bound port"))?;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(address.port()) {
+            return Ok(address);
+        }
+    }
+}
+
+/// A `RUST_LOG` of the developer's (say `warn`) must not hide the line that readiness waits for.
+fn keep_listening_line(cmd: &mut Command) {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        cmd.env("RUST_LOG", format!("{filter},zeoraid=info"));
+    }
+}
+
+/// Whether `log` has the line a server writes once it has bound `port`: runzeo's
+/// `listening on ('127.0.0.1', 4711)`, zeoraid's `listening on 127.0.0.1:4711`.
+fn says_listening_on(log: &str, port: u16) -> bool {
+    let with_comma = format!(", {port})");
+    let with_colon = format!(":{port}");
+    log.lines().any(|l| {
+        l.split_once("listening on ").is_some_and(|(_, at)| {
+            at.trim_end().ends_with(&with_comma) || at.trim_end().ends_with(&with_colon)
+        })
+    })
 }
 
 /// A TOML basic string.
@@ -661,6 +709,27 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listening_line_names_our_port_exactly() {
+        let runzeo = "2026-11-26T08:53:33 INFO ZEO.asyncio.server listening on ('127.0.0.1', 38635)\n";
+        let zeoraid = "2026-11-26T08:53:33.8Z  INFO zeoraid: listening on 127.0.0.1:38635\n";
+        for log in [runzeo, zeoraid] {
+            assert!(says_listening_on(log, 38635), "{log}");
+            assert!(!says_listening_on(log, 8635), "{log}");
+            assert!(!says_listening_on(log, 38636), "{log}");
+        }
+        assert!(!says_listening_on("error while attempting to bind on ('127.0.0.1', 38635)", 38635));
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut seen = BTreeSet::new();
+        for _ in 0..300 {
+            let port = free_port().expect("a free port").port();
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+    }
 
     #[test]
     fn toml_strings_are_escaped() {
