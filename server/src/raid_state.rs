@@ -12,9 +12,10 @@
 //!
 //! Versions: 1 (backends, last tid, oid high-water mark); 2 adds the recovery in progress
 //! (target, done tid, whether it rebuilds, rate limit, start); 3 adds the RAID's last optimal
-//! backend (set while no backend is optimal: the one that brings a failed RAID back). Version-1
-//! and version-2 files still load (no recovery in progress, no last optimal backend, as they
-//! apply) and are rewritten as version 3 at the next save; a version newer than
+//! backend (set while no backend is optimal: the one that brings a failed RAID back); 4 adds the
+//! newest acknowledged tid (the last tid may be above it). Files of versions 1 to 3 still load
+//! (no recovery in progress, no last optimal backend, the acknowledged tid equal to the last
+//! tid, as they apply) and are rewritten as version 4 at the next save; a version newer than
 //! [`FORMAT_VERSION`] is refused with a message saying that a newer zeoraid wrote it.
 //!
 //! Written to `<file>.tmp`, fsynced, renamed over the file, then the directory is fsynced: the
@@ -41,7 +42,7 @@ use crate::storage::{MemDir, OpenMode, RealDir, StorageDir, StorageFile};
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"ZRRAIDST";
 /// The layout version written.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest layout version read.
 pub const OLDEST_VERSION: u32 = 1;
 /// Largest body accepted (a state is a few hundred bytes).
@@ -75,9 +76,20 @@ pub enum StateFileError {
     },
 }
 
-/// Version 3.
+/// Version 4.
 #[derive(Encode, Decode)]
 struct DiskRaid {
+    backends: Vec<DiskBackend>,
+    last_tid: u64,
+    acked_tid: u64,
+    oid_hwm: u64,
+    recovery: Option<DiskRecovery>,
+    last_optimal: Option<String>,
+}
+
+/// Version 3: no acknowledged tid (it was the last tid).
+#[derive(Encode, Decode)]
+struct DiskRaidV3 {
     backends: Vec<DiskBackend>,
     last_tid: u64,
     oid_hwm: u64,
@@ -145,6 +157,7 @@ impl From<&PersistedRaid> for DiskRaid {
                 })
                 .collect(),
             last_tid: p.last_tid.get(),
+            acked_tid: p.acked_tid.get(),
             oid_hwm: p.oid_hwm.get(),
             recovery: p.recovery.as_ref().map(|r| DiskRecovery {
                 target: r.target.clone(),
@@ -164,6 +177,7 @@ impl From<DiskRaidV1> for DiskRaid {
         DiskRaid {
             backends: d.backends,
             last_tid: d.last_tid,
+            acked_tid: d.last_tid,
             oid_hwm: d.oid_hwm,
             recovery: None,
             last_optimal: None,
@@ -176,9 +190,23 @@ impl From<DiskRaidV2> for DiskRaid {
         DiskRaid {
             backends: d.backends,
             last_tid: d.last_tid,
+            acked_tid: d.last_tid,
             oid_hwm: d.oid_hwm,
             recovery: d.recovery,
             last_optimal: None,
+        }
+    }
+}
+
+impl From<DiskRaidV3> for DiskRaid {
+    fn from(d: DiskRaidV3) -> DiskRaid {
+        DiskRaid {
+            backends: d.backends,
+            last_tid: d.last_tid,
+            acked_tid: d.last_tid,
+            oid_hwm: d.oid_hwm,
+            recovery: d.recovery,
+            last_optimal: d.last_optimal,
         }
     }
 }
@@ -200,6 +228,7 @@ impl From<DiskRaid> for PersistedRaid {
                 })
                 .collect(),
             last_tid: Tid::new(d.last_tid),
+            acked_tid: Tid::new(d.acked_tid),
             oid_hwm: Oid::new(d.oid_hwm),
             recovery: d.recovery.map(|r| PersistedRecovery {
                 target: r.target,
@@ -288,6 +317,11 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedRaid, String> {
             let (v2, used): (DiskRaidV2, usize) =
                 bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
             (v2.into(), used)
+        }
+        3 => {
+            let (v3, used): (DiskRaidV3, usize) =
+                bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
+            (v3.into(), used)
         }
         _ => bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?,
     };
@@ -477,6 +511,7 @@ mod tests {
                 PersistedBackend { name: "d".into(), state: BackendState::Disabled { since: 3.25 } },
             ],
             last_tid: Tid::new(0x03ff_1234_5678_9abc),
+            acked_tid: Tid::new(0x03ff_1234_5678_9abc),
             oid_hwm: Oid::new(70_001),
             recovery: Some(PersistedRecovery {
                 target: "c".into(),
@@ -516,7 +551,7 @@ mod tests {
          d992";
 
     #[test]
-    fn a_version_1_file_loads_without_a_recovery_and_is_saved_as_version_3() {
+    fn a_version_1_file_loads_without_a_recovery_and_is_saved_as_version_4() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("1.raid-state");
         std::fs::write(&path, unhex(V1_FILE)).expect("write");
@@ -524,12 +559,12 @@ mod tests {
         assert_eq!(loaded, PersistedRaid { recovery: None, ..sample() });
         save(&path, &loaded).expect("save");
         let bytes = std::fs::read(&path).expect("read");
-        assert_eq!(bytes[8..12], 3u32.to_le_bytes(), "rewritten as version 3");
+        assert_eq!(bytes[8..12], 4u32.to_le_bytes(), "rewritten as version 4");
         assert_eq!(load(&path).expect("load"), Some(loaded));
     }
 
     #[test]
-    fn a_version_2_file_loads_without_a_last_optimal_backend_and_is_saved_as_version_3() {
+    fn a_version_2_file_loads_without_a_last_optimal_backend_and_is_saved_as_version_4() {
         let bytes = unhex(V2_FILE);
         assert_eq!(bytes[8..12], 2u32.to_le_bytes());
         let loaded = decode(&bytes).expect("a version-2 file loads");
@@ -537,19 +572,43 @@ mod tests {
         let dir = MemDir::new();
         mem(&dir).save(&loaded).expect("save");
         let again = read_all(&dir, "1.raid-state").expect("read");
-        assert_eq!(again[8..12], 3u32.to_le_bytes(), "rewritten as version 3");
+        assert_eq!(again[8..12], 4u32.to_le_bytes(), "rewritten as version 4");
         assert_eq!(mem(&dir).load().expect("load"), Some(loaded));
-        // A version-3 body announced as version 2 does not decode as one (trailing bytes).
+        // A version-4 body announced as version 2 does not decode as one (trailing bytes).
         let body =
             bincode::encode_to_vec(DiskRaid::from(&failed()), bincode::config::standard()).expect("enc");
         assert!(decode(&frame(2, &body)).is_err());
     }
 
+    /// A file written by the version-3 code (commit 4cd6f01) for `failed()`.
+    const V3_FILE: &str =
+        "5a52524149445354030000004f000000000000000201610113646973636f6e6e65637465643a20726573\
+         65740000008074d2da410162011174696d6564206f757420617420766f746500000040fc54d941fdbc9a78\
+         563412ff03fc711101000001016175376219180b46da";
+
     #[test]
-    fn the_last_optimal_backend_round_trips_in_version_3() {
-        for s in [failed(), PersistedRaid { last_optimal: Some("é ü\u{0}".into()), ..failed() }, sample()] {
+    fn a_version_3_file_loads_with_the_acknowledged_tid_at_the_last_tid_and_is_saved_as_version_4() {
+        let bytes = unhex(V3_FILE);
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+        let loaded = decode(&bytes).expect("a version-3 file loads");
+        assert_eq!(loaded, failed(), "last optimal backend kept, acknowledged tid = last tid");
+        let again = encode(&loaded);
+        assert_eq!(again[8..12], 4u32.to_le_bytes(), "rewritten as version 4");
+        assert_eq!(decode(&again), Ok(loaded));
+        // A version-4 body announced as version 3 does not decode as one (trailing bytes).
+        let body =
+            bincode::encode_to_vec(DiskRaid::from(&failed()), bincode::config::standard()).expect("enc");
+        assert!(decode(&frame(3, &body)).is_err());
+    }
+
+    #[test]
+    fn the_last_optimal_backend_and_the_acknowledged_tid_round_trip_in_version_4() {
+        let behind = PersistedRaid { acked_tid: Tid::new(0x03ff_1234_0000_0001), ..failed() };
+        for s in
+            [failed(), PersistedRaid { last_optimal: Some("é ü\u{0}".into()), ..failed() }, sample(), behind]
+        {
             let bytes = encode(&s);
-            assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+            assert_eq!(bytes[8..12], 4u32.to_le_bytes());
             assert_eq!(decode(&bytes), Ok(s.clone()));
             let dir = MemDir::new();
             mem(&dir).save(&s).expect("save");
@@ -580,11 +639,11 @@ mod tests {
     fn a_newer_version_is_refused_saying_so() {
         let body =
             bincode::encode_to_vec(DiskRaid::from(&sample()), bincode::config::standard()).expect("enc");
-        let e = decode(&frame(4, &body)).expect_err("version 4");
-        assert!(e.contains("format version 4 was written by a newer zeoraid"), "{e}");
+        let e = decode(&frame(5, &body)).expect_err("version 5");
+        assert!(e.contains("format version 5 was written by a newer zeoraid"), "{e}");
         let e = decode(&frame(0, &body)).expect_err("version 0");
-        assert!(e.contains("format version 0") && e.contains("versions 1 to 3"), "{e}");
-        // A version-3 body announced as version 1 does not decode as one (trailing bytes).
+        assert!(e.contains("format version 0") && e.contains("versions 1 to 4"), "{e}");
+        // A version-4 body announced as version 1 does not decode as one (trailing bytes).
         assert!(decode(&frame(1, &body)).is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.raid-state");

@@ -260,6 +260,14 @@ impl Harness {
         self.run();
     }
 
+    /// Backend `b`'s connection is up again, reporting `last_tid` (a wrong answer, or data it
+    /// reported before and lost since).
+    pub(crate) fn up_reporting(&mut self, b: u32, last_tid: Tid) {
+        let i = BackendInfo { last_tid, ..info(&self.backends[b as usize]) };
+        self.raid.handle_event(self.now, BackendId(b), BackendEvent::Up(i));
+        self.run();
+    }
+
     /// Moves time on by `d` and lets timeouts fire.
     pub(crate) fn advance(&mut self, d: Duration) {
         self.now.mono += d;

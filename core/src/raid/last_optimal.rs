@@ -5,20 +5,26 @@
 //! backend holds every acknowledged commit: a commit is acknowledged only once every optimal
 //! backend finished it, and it was one of them until it left, last. So the RAID remembers it
 //! (`Raid::last_optimal`, persisted as `PersistedRaid::last_optimal`) and takes it back, with no
-//! copy, as soon as it is reachable again and not behind the agreed last tid:
+//! copy, as soon as it is reachable again and holds every acknowledged commit:
 //!
 //! ```text
 //!  last optimal leaves ──▶ failed, last_optimal = it (persisted)
-//!      │ Up, degraded, last tid ≥ agreed          ──▶ optimal, agreed tid raised to its last tid
-//!      │ Up, last tid < agreed                    ──▶ stays degraded (warn: lost acknowledged commits)
+//!      │ Up, degraded, last tid ≥ acked           ──▶ optimal, last tid raised to its last tid
+//!      │ Up, last tid < acked                     ──▶ stays degraded (warn: lost acknowledged commits)
 //!      │ Up, disabled                             ──▶ stays disabled (info: `recover` brings it back)
-//!      │ recover it (degraded or disabled, connected, last tid ≥ agreed) ──▶ optimal
+//!      │ recover it (degraded or disabled, connected, last tid ≥ acked) ──▶ optimal
 //!      │ restart                                  ──▶ a start-up candidate (see `startup`)
 //!      └ any backend optimal again                ──▶ last_optimal = None
 //! ```
 //!
 //! Its extra transactions (finished on it but never acknowledged: it left before the answer)
-//! are kept, and the agreed last tid is raised to its last tid (tids never go back).
+//! are kept, and the RAID's last tid is raised to its last tid (tids never go back). It is
+//! judged against the newest *acknowledged* tid, not the RAID's last tid: that one may have been
+//! raised to what it reported when it came back before, transactions it may no longer hold
+//! (they were never acknowledged; a backend whose answer was wrong, or whose unsynced writes
+//! were lost). Judged against the raised tid, it would be refused for ever. The optimal
+//! backends then hold less than the RAID's last tid (`Raid::held_tid`): a recovery copies up to
+//! what they hold, and the next commit's tid is above both.
 //!
 //! Invariant (`Raid::check`): `last_optimal` is set only while no backend is optimal, and names
 //! a backend of the RAID.
@@ -40,10 +46,10 @@ impl Raid {
     /// was the last optimal backend, forgets the last one once a backend is optimal again.
     pub(super) fn track_last_optimal(&mut self, b: BackendId, was_optimal: bool) {
         if was_optimal {
-            // It finished every acknowledged commit: its last tid is at least the agreed one.
-            let agreed = self.last_tid;
+            // It finished every commit the optimal backends hold.
+            let held = self.held_tid;
             if let Some(info) = self.members.get_mut(&b).and_then(|m| m.info.as_mut()) {
-                info.last_tid = info.last_tid.max(agreed);
+                info.last_tid = info.last_tid.max(held);
             }
         }
         if !self.optimal().is_empty() {
@@ -72,7 +78,7 @@ impl Raid {
     }
 
     /// Why `b` cannot serve as the last optimal backend now (`None`: it can): not connected,
-    /// or behind the agreed last tid.
+    /// or behind the newest acknowledged tid.
     fn cannot_serve(&self, b: BackendId) -> Option<String> {
         let m = self.members.get(&b)?;
         if !m.connected {
@@ -80,9 +86,9 @@ impl Raid {
         }
         match m.info.as_ref().map(|i| i.last_tid) {
             None => Some("its last tid is unknown".to_string()),
-            Some(t) if t < self.last_tid => Some(format!(
-                "its last tid {t} is before the agreed {} (it lost acknowledged commits)",
-                self.last_tid
+            Some(t) if t < self.acked_tid => Some(format!(
+                "its last tid {t} is before the newest acknowledged {} (it lost acknowledged commits)",
+                self.acked_tid
             )),
             Some(_) => None,
         }
@@ -163,8 +169,9 @@ impl Raid {
         Some(Ok(()))
     }
 
-    /// Makes the last optimal backend `b` optimal again, with the agreed last tid raised to its
-    /// last tid (its extra transactions were never acknowledged; tids never go back).
+    /// Makes the last optimal backend `b` optimal again, with the RAID's last tid raised to its
+    /// last tid (its extra transactions were never acknowledged; tids never go back); what the
+    /// optimal backends hold is then what it holds.
     fn promote_last_optimal(&mut self, b: BackendId, reason: &str) {
         let name = self.member_name(b);
         // Requests still in flight on it (aborts sent while it was away) are settled now, as
@@ -188,11 +195,19 @@ impl Raid {
                 tracing::info!(
                     storage = %self.cfg.name,
                     backend = %name,
-                    "agreed last tid raised from {agreed} to {} (transactions finished on {name} but never acknowledged)",
+                    "last tid raised from {agreed} to {} (transactions finished on {name} but never acknowledged)",
+                    info.last_tid
+                );
+            } else if info.last_tid < agreed {
+                tracing::warn!(
+                    storage = %self.cfg.name,
+                    backend = %name,
+                    "{name} holds up to {}, below the RAID's last tid {agreed} (transactions reported before but never acknowledged); new tids go on above {agreed}",
                     info.last_tid
                 );
             }
             self.last_tid = agreed.max(info.last_tid);
+            self.held_tid = info.last_tid;
             self.size = info.size;
             if info.last_tid > agreed {
                 self.actions.push_back(RaidAction::HistoryMovedOn { last_tid: info.last_tid });

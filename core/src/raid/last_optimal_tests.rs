@@ -128,6 +128,63 @@ fn transactions_it_finished_but_nobody_acknowledged_are_kept_and_tids_go_on_abov
     assert_eq!(h.load(0, 5).as_deref(), Some(&b"extra"[..]));
 }
 
+/// Simulation seed 4149 (and 13 more of the 10,000-seed run): the last optimal backend came
+/// back reporting a last tid ahead of what it holds (a wrong answer to `lastTransaction`); the
+/// RAID took it back and raised its last tid to it. It left again before any commit, and came
+/// back with its true last tid: judged against the raised tid it had "lost acknowledged
+/// commits" and the RAID stayed failed for good. It holds every acknowledged commit: it serves.
+#[test]
+fn a_last_optimal_backend_that_reported_more_than_it_holds_still_serves_with_what_it_holds() {
+    let mut h = only_b0_optimal(2);
+    let acked = h.raid.last_tid();
+    h.down(0);
+    let claimed = Tid::new(acked.get() + 1_000);
+    h.up_reporting(0, claimed);
+    assert_eq!(h.state_word(0), "optimal");
+    assert_eq!(h.raid.last_tid(), claimed);
+    h.down(0);
+    assert_eq!(h.raid.status(), RaidStatus::Failed);
+    let saved = h.saved.last().expect("saved").clone();
+    assert_eq!((saved.last_tid, saved.acked_tid), (claimed, acked), "both persisted");
+    // Back with what it really holds: every acknowledged commit. It serves again; tids never
+    // go back.
+    h.up(0);
+    assert_eq!(h.state_word(0), "optimal", "{}", h.reason(0));
+    assert_eq!(h.raid.status(), RaidStatus::Degraded);
+    assert_eq!(h.raid.last_tid(), claimed);
+    h.raid.check().expect("invariants");
+    // A recovery copies what the optimal backends hold (not up to the raised tid, which no
+    // backend holds) and ends.
+    h.raid.recover(h.now, "b1", None).expect("recover");
+    h.run();
+    assert_eq!(h.state_word(1), "optimal", "{:?}", h.raid.last_recovery());
+    assert_eq!(h.raid.last_recovery().and_then(|e| e.failure.clone()), None);
+    // Commits go on above the raised tid, on both.
+    let (v, f) = h.commit(&[(1, acked, "after")]);
+    let Some(BackendOutcome::Finished { tid, .. }) = f else { panic!("{v:?} {f:?}") };
+    assert!(tid > claimed, "{tid} after {claimed}");
+    assert_eq!(h.load(0, 1).as_deref(), Some(&b"after"[..]));
+    assert_eq!(h.load(1, 1).as_deref(), Some(&b"after"[..]));
+    h.raid.check().expect("invariants");
+}
+
+/// A last optimal backend that really lost an acknowledged commit stays out, also after its
+/// last tid was raised by a report of more.
+#[test]
+fn a_last_optimal_backend_behind_the_acknowledged_tid_stays_out() {
+    let mut h = only_b0_optimal(2);
+    let acked = h.raid.last_tid();
+    h.down(0);
+    h.up_reporting(0, Tid::new(acked.get() - 1));
+    assert_eq!(h.state_word(0), "degraded");
+    assert_eq!(h.raid.status(), RaidStatus::Failed);
+    assert!(
+        matches!(h.raid.recover(h.now, "b0", None), Err(AdminError::NoSource { hint }) if hint.contains("lost acknowledged commits"))
+    );
+    h.up(0);
+    assert_eq!(h.state_word(0), "optimal");
+}
+
 #[test]
 fn a_transaction_voted_before_it_left_is_aborted_when_it_comes_back_and_never_acknowledged() {
     let mut h = only_b0_optimal(2);

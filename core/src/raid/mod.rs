@@ -114,8 +114,16 @@ struct Sub {
 pub struct Raid {
     cfg: RaidConfig,
     members: BTreeMap<BackendId, Member>,
-    /// Newest tid every optimal backend finished.
+    /// The newest tid handed out or taken over (from a backend that came back holding more):
+    /// new tids go above it and the front shows it. Never goes back.
     last_tid: Tid,
+    /// The newest tid every optimal backend holds (as they reported or finished it): a recovery
+    /// copies up to it. Below `last_tid` only when the last optimal backend came back holding
+    /// less than it had once reported (its extra transactions were never acknowledged).
+    held_tid: Tid,
+    /// The newest tid acknowledged to a client as committed: a backend behind it lost
+    /// acknowledged commits (see [`last_optimal`]). Never goes back.
+    acked_tid: Tid,
     size: StorageSize,
     /// Next id for backend requests.
     next_sub: u64,
@@ -199,6 +207,8 @@ impl Raid {
             cfg,
             members,
             last_tid: decision.last_tid,
+            held_tid: decision.held_tid,
+            acked_tid: decision.acked_tid,
             size: size.unwrap_or_default(),
             next_sub: 1,
             subs: BTreeMap::new(),
@@ -244,7 +254,8 @@ impl Raid {
         &self.cfg.name
     }
 
-    /// The newest tid every optimal backend holds (seeds the front's `last_tid`).
+    /// The newest tid handed out or taken over (seeds the front's `last_tid`; new tids go
+    /// above it).
     pub fn last_tid(&self) -> Tid {
         self.last_tid
     }
@@ -394,7 +405,7 @@ impl Raid {
                 connected: m.connected,
                 last_tid: m.info.as_ref().map(|i| {
                     if m.state.is_optimal() {
-                        i.last_tid.max(self.last_tid)
+                        i.last_tid.max(self.held_tid)
                     } else {
                         i.last_tid
                     }
@@ -529,6 +540,7 @@ impl Raid {
                 .map(|m| PersistedBackend { name: m.spec.name.clone(), state: m.state.clone() })
                 .collect(),
             last_tid: self.last_tid,
+            acked_tid: self.acked_tid,
             oid_hwm: self.reserved,
             recovery: self.persisted_recovery(),
             last_optimal: self.last_optimal.map(|b| self.member_name(b)),
@@ -731,6 +743,18 @@ impl Raid {
                     return Err(format!("fan-out {} waits for non-optimal {b}", front.0));
                 }
             }
+        }
+        if self.acked_tid > self.last_tid || self.held_tid > self.last_tid {
+            return Err(format!(
+                "acknowledged tid {} or held tid {} above the last tid {}",
+                self.acked_tid, self.held_tid, self.last_tid
+            ));
+        }
+        if self.acked_tid > self.held_tid && !self.optimal().is_empty() {
+            return Err(format!(
+                "the optimal backends hold up to {} but {} was acknowledged",
+                self.held_tid, self.acked_tid
+            ));
         }
         self.check_last_optimal()?;
         self.check_recovery()

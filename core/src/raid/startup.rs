@@ -10,8 +10,10 @@
 //!    (added to the config since) joins degraded: it holds nothing we can vouch for.
 //! 2. A candidate (optimal in the state, or any backend on the first start) that cannot be
 //!    reached is degraded ("unreachable at start-up").
-//! 3. A reachable candidate whose last tid is below the persisted agreed tid has lost
-//!    acknowledged commits: degraded.
+//! 3. A reachable candidate whose last tid is below the persisted acknowledged tid has lost
+//!    acknowledged commits: degraded. (Not the persisted last tid: that one may have been
+//!    raised to what a backend reported, transactions that were never acknowledged and that
+//!    the backend may no longer hold.)
 //! 4. Among the remaining candidates, those behind the newest one are degraded. The newest are
 //!    kept, not blindly: they were optimal when the state was last written, and they are not
 //!    behind the agreed tid. Their extra transactions (if the others lack them) were never
@@ -20,8 +22,9 @@
 //!    backend. Whether the lagging ones are a prefix of the newest is verified by recovery
 //!    before it copies anything (the recovery issue).
 //!
-//! The agreed last tid is then the newest candidate's, and never less than the persisted one
-//! (tids never go back, also across restarts).
+//! The RAID's last tid is then the newest candidate's, and never less than the persisted one
+//! (tids never go back, also across restarts); the optimal backends hold the newest
+//! candidate's.
 //!
 //! **A failed RAID.** When the persisted state has no optimal backend (the RAID had failed), its
 //! *last optimal* backend (`PersistedRaid::last_optimal`, the one that left last: it holds every
@@ -44,6 +47,10 @@ pub(crate) struct Decision {
     pub states: Vec<BackendState>,
     /// The tid the RAID continues from.
     pub last_tid: Tid,
+    /// The newest tid the optimal backends hold (`last_tid` when none is optimal).
+    pub held_tid: Tid,
+    /// The newest tid known acknowledged.
+    pub acked_tid: Tid,
     /// When no backend is optimal: the index of the RAID's last optimal backend.
     pub last_optimal: Option<usize>,
 }
@@ -57,6 +64,7 @@ pub(crate) fn decide(
 ) -> Decision {
     let degraded = |reason: String| BackendState::Degraded { reason, since };
     let agreed = persisted.map(|p| p.last_tid).unwrap_or(Tid::ZERO);
+    let acked = persisted.map(|p| p.acked_tid.min(p.last_tid)).unwrap_or(Tid::ZERO);
     let mut states: Vec<Option<BackendState>> = vec![None; specs.len()];
     // The persisted last optimal backend counts only while no backend is optimal.
     let last_optimal = persisted
@@ -92,9 +100,9 @@ pub(crate) fn decide(
                 unreachable.push(i);
                 states[i] = Some(degraded("unreachable at start-up".to_string()))
             }
-            Some(info) if info.last_tid < agreed => {
+            Some(info) if info.last_tid < acked => {
                 states[i] = Some(degraded(format!(
-                "behind at start-up: last tid {} is before the agreed {agreed} (lost acknowledged commits)",
+                "behind at start-up: last tid {} is before the newest acknowledged {acked} (lost acknowledged commits)",
                 info.last_tid
             )))
             }
@@ -126,6 +134,8 @@ pub(crate) fn decide(
     Decision {
         states: states.into_iter().map(|s| s.unwrap_or_else(|| degraded("unknown".into()))).collect(),
         last_tid,
+        held_tid: newest.unwrap_or(last_tid),
+        acked_tid: acked,
         last_optimal,
     }
 }
@@ -161,6 +171,7 @@ mod tests {
                 .map(|(i, s)| PersistedBackend { name: format!("b{i}"), state: s.clone() })
                 .collect(),
             last_tid: Tid::new(last),
+            acked_tid: Tid::new(last),
             oid_hwm: Oid::new(0),
             recovery: None,
             last_optimal: None,
@@ -242,6 +253,24 @@ mod tests {
         let d = decide(&specs(2), Some(&p), &[info(9), None], 1.0);
         assert_eq!(words(&d), ["degraded", "degraded"]);
         assert_eq!(d.last_optimal, Some(1));
+    }
+
+    /// The last tid was raised to what the last optimal backend once reported (never
+    /// acknowledged, and it no longer holds it): it still holds every acknowledged commit, so it
+    /// serves; tids go on above the raised one, the optimal backends hold its own.
+    #[test]
+    fn a_last_tid_above_the_acknowledged_one_does_not_keep_the_last_optimal_backend_out() {
+        let p = PersistedRaid { acked_tid: Tid::new(5), ..failed("b1", &[deg(), deg()], 8) };
+        let d = decide(&specs(2), Some(&p), &[info(3), info(6)], 1.0);
+        assert_eq!(words(&d), ["degraded", "optimal"]);
+        assert_eq!(
+            (d.last_tid, d.held_tid, d.acked_tid, d.last_optimal),
+            (Tid::new(8), Tid::new(6), Tid::new(5), None)
+        );
+        // Behind the acknowledged tid: it lost acknowledged commits.
+        let d = decide(&specs(2), Some(&p), &[info(3), info(4)], 1.0);
+        assert_eq!(words(&d), ["degraded", "degraded"]);
+        assert_eq!((d.last_tid, d.last_optimal), (Tid::new(8), Some(1)));
     }
 
     #[test]

@@ -371,6 +371,7 @@ fn a_disagreement_degrades_the_backend_that_differs_from_the_first() {
                 })
                 .collect(),
             last_tid: Tid::ZERO,
+            acked_tid: Tid::ZERO,
             oid_hwm: Oid::new(0),
             recovery: None,
             last_optimal: None,

@@ -300,8 +300,13 @@ pub struct PersistedBackend {
 pub struct PersistedRaid {
     /// Every backend and its state.
     pub backends: Vec<PersistedBackend>,
-    /// The newest tid every optimal backend had finished when this was written.
+    /// The newest tid the RAID had handed out or taken over when this was written: tids go on
+    /// above it (they never go back, also across restarts).
     pub last_tid: Tid,
+    /// The newest tid acknowledged to a client as committed when this was written (at most
+    /// `last_tid`). A backend behind it lost acknowledged commits. Files written before it was
+    /// kept load it as `last_tid`.
+    pub acked_tid: Tid,
     /// Every oid below this may have been handed out: new oids start here.
     pub oid_hwm: Oid,
     /// The recovery in progress, if any.

@@ -284,6 +284,8 @@ impl Raid {
             }
             (FanKind::Finish { tid }, BackendOutcome::Finished { size, .. }) => {
                 self.last_tid = self.last_tid.max(tid);
+                self.held_tid = self.held_tid.max(tid);
+                self.acked_tid = self.acked_tid.max(tid);
                 self.size = *size;
                 finished = Some((tid, job.bytes));
                 // Acknowledged only once the state that excludes any backend that missed it is durable.

@@ -99,6 +99,7 @@ mod tests {
         PersistedRaid {
             backends: vec![PersistedBackend { name: "a".into(), state: BackendState::Optimal }],
             last_tid: Tid::new(last),
+            acked_tid: Tid::new(last),
             oid_hwm: Oid::new(10),
             recovery: None,
             last_optimal: None,

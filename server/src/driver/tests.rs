@@ -265,6 +265,7 @@ async fn recover_of_a_failed_raids_last_optimal_backend_promotes_it_with_a_note(
             },
         ],
         last_tid: zeoraid_core::ids::Tid::ZERO,
+        acked_tid: zeoraid_core::ids::Tid::ZERO,
         oid_hwm: zeoraid_core::ids::Oid::new(0),
         recovery: None,
         last_optimal: Some("a".into()),

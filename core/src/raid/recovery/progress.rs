@@ -64,7 +64,7 @@ impl Raid {
             r.consumed as f64 / self.size.size as f64
         } else {
             let Some(first) = r.first_tid else { return (None, None) };
-            let end = self.last_tid.to_unix_f64();
+            let end = self.held_tid.to_unix_f64();
             let (lo, at) = (first.to_unix_f64(), r.done_tid.to_unix_f64());
             if end <= lo || at < lo {
                 return (None, None);

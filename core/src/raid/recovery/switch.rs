@@ -21,7 +21,7 @@ impl Raid {
         }
         if r.switch_deadline.is_some() {
             // Under the lock, everything is copied: make it durable, then optimal.
-            if r.done_tid < self.last_tid {
+            if r.done_tid < self.held_tid {
                 self.start_copy(); // committed meanwhile? (cannot be under the lock) read again
                 return;
             }
@@ -43,7 +43,7 @@ impl Raid {
                 )
             });
         let missing = self.uploads.open.iter().any(|u| !r.mirrored.contains(u));
-        if lag <= self.cfg.switch_max_lag && !in_flight && !missing && r.done_tid >= self.last_tid {
+        if lag <= self.cfg.switch_max_lag && !in_flight && !missing && r.done_tid >= self.held_tid {
             let deadline = self.now.mono + self.cfg.switch_timeout;
             let name = self.member_name(r.target);
             if let Some(r) = self.recovery.as_mut() {
@@ -56,7 +56,7 @@ impl Raid {
             return;
         }
         // Not yet: read again (at once if the source has more, after a pause otherwise).
-        let more = r.done_tid < self.last_tid || lag > 0;
+        let more = r.done_tid < self.held_tid || lag > 0;
         let at = if more { self.now.mono } else { self.now.mono + IDLE_RETRY };
         if let Some(r) = self.recovery.as_mut() {
             if let Some(src) = r.src.as_mut() {
