@@ -172,25 +172,18 @@ impl From<&PersistedRaid> for DiskRaid {
     }
 }
 
-impl From<DiskRaidV1> for DiskRaid {
-    fn from(d: DiskRaidV1) -> DiskRaid {
-        DiskRaid {
-            backends: d.backends,
-            last_tid: d.last_tid,
-            acked_tid: d.last_tid,
-            oid_hwm: d.oid_hwm,
-            recovery: None,
-            last_optimal: None,
-        }
+// Each older layout becomes the next one: V1 → V2 → V3 → current.
+impl From<DiskRaidV1> for DiskRaidV2 {
+    fn from(d: DiskRaidV1) -> DiskRaidV2 {
+        DiskRaidV2 { backends: d.backends, last_tid: d.last_tid, oid_hwm: d.oid_hwm, recovery: None }
     }
 }
 
-impl From<DiskRaidV2> for DiskRaid {
-    fn from(d: DiskRaidV2) -> DiskRaid {
-        DiskRaid {
+impl From<DiskRaidV2> for DiskRaidV3 {
+    fn from(d: DiskRaidV2) -> DiskRaidV3 {
+        DiskRaidV3 {
             backends: d.backends,
             last_tid: d.last_tid,
-            acked_tid: d.last_tid,
             oid_hwm: d.oid_hwm,
             recovery: d.recovery,
             last_optimal: None,
@@ -311,12 +304,12 @@ pub fn decode(bytes: &[u8]) -> Result<PersistedRaid, String> {
         1 => {
             let (v1, used): (DiskRaidV1, usize) =
                 bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
-            (v1.into(), used)
+            (DiskRaidV3::from(DiskRaidV2::from(v1)).into(), used)
         }
         2 => {
             let (v2, used): (DiskRaidV2, usize) =
                 bincode::decode_from_slice(body, bincode::config::standard()).map_err(undecodable)?;
-            (v2.into(), used)
+            (DiskRaidV3::from(v2).into(), used)
         }
         3 => {
             let (v3, used): (DiskRaidV3, usize) =
