@@ -6,6 +6,7 @@
 pub mod binaries;
 pub mod history;
 pub mod operator;
+mod ports;
 pub mod python;
 pub mod raid;
 pub mod server;

@@ -170,7 +170,7 @@ fn start_backend(
                 sub.clone(),
             )?);
         }
-        BackendKind::Unreachable => unreachable = Some(crate::server::free_port()?),
+        BackendKind::Unreachable => unreachable = Some(crate::ports::free_port()?),
     }
     Ok(RaidBackend {
         name: name.to_string(),

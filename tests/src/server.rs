@@ -25,20 +25,19 @@
 //!
 //! No new crates: SIGTERM is sent with the `kill` command.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use zeoraid_core::wire::Encoding;
 
 pub use crate::binaries::{zeoraid_binary, zeoraid_load_binary};
+use crate::ports::{free_port, keep_listening_line, says_listening_on};
 use crate::python::{target_dir, PythonEnv};
 use crate::raid::{self, RaidBackend, RaidSpec};
 
@@ -605,40 +604,6 @@ fn read_handshake(address: SocketAddr) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// A loopback port that was free a moment ago and that this test process has not handed out
-/// before: the kernel may give a port closed a moment ago to the next `bind(0)`, while the
-/// server it was meant for (a Python runzeo takes half a second to bind) has not bound it yet.
-pub(crate) fn free_port() -> Result<SocketAddr, ServerError> {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("binding 127.0.0.1:0"))?;
-        let address = listener.local_addr().map_err(io_error("asking for the bound port"))?;
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if handed_out.insert(address.port()) {
-            return Ok(address);
-        }
-    }
-}
-
-/// A `RUST_LOG` of the developer's (say `warn`) must not hide the line that readiness waits for.
-fn keep_listening_line(cmd: &mut Command) {
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        cmd.env("RUST_LOG", format!("{filter},zeoraid=info"));
-    }
-}
-
-/// Whether `log` has the line a server writes once it has bound `port`: runzeo's
-/// `listening on ('127.0.0.1', 4711)`, zeoraid's `listening on 127.0.0.1:4711`.
-fn says_listening_on(log: &str, port: u16) -> bool {
-    let with_comma = format!(", {port})");
-    let with_colon = format!(":{port}");
-    log.lines().any(|l| {
-        l.split_once("listening on ").is_some_and(|(_, at)| {
-            at.trim_end().ends_with(&with_comma) || at.trim_end().ends_with(&with_colon)
-        })
-    })
-}
-
 /// A TOML basic string.
 pub(crate) fn toml_string(path: &Path) -> String {
     let mut out = String::from("\"");
@@ -709,27 +674,6 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_listening_line_names_our_port_exactly() {
-        let runzeo = "2026-11-26T08:53:33 INFO ZEO.asyncio.server listening on ('127.0.0.1', 38635)\n";
-        let zeoraid = "2026-11-26T08:53:33.8Z  INFO zeoraid: listening on 127.0.0.1:38635\n";
-        for log in [runzeo, zeoraid] {
-            assert!(says_listening_on(log, 38635), "{log}");
-            assert!(!says_listening_on(log, 8635), "{log}");
-            assert!(!says_listening_on(log, 38636), "{log}");
-        }
-        assert!(!says_listening_on("error while attempting to bind on ('127.0.0.1', 38635)", 38635));
-    }
-
-    #[test]
-    fn free_ports_are_never_handed_out_twice() {
-        let mut seen = BTreeSet::new();
-        for _ in 0..300 {
-            let port = free_port().expect("a free port").port();
-            assert!(seen.insert(port), "port {port} handed out twice");
-        }
-    }
 
     #[test]
     fn toml_strings_are_escaped() {
