@@ -172,3 +172,50 @@ fn a_local_backend_that_diverged_is_rebuilt_from_scratch() {
         .unwrap_or_default();
     assert!(!names.iter().any(|n| n.contains(".rebuild") || n.ends_with(".old")), "{names:?}");
 }
+
+/// Python: a crash between vote and finish. Votes a transaction on the FileStorage (argv:
+/// Data.fs, blob directory), prints its tid in hex and dies without finishing it.
+const CRASH_AFTER_VOTE: &str = r#"
+import os, sys, ZODB.FileStorage
+from ZODB.Connection import TransactionMetaData
+from ZODB.utils import z64
+st = ZODB.FileStorage.FileStorage(sys.argv[1], blob_dir=sys.argv[2])
+t = TransactionMetaData()
+st.tpc_begin(t)
+data, serial = st.load(z64)
+st.store(z64, serial, data, '', t)
+st.tpc_vote(t)
+print(st._tid.hex(), flush=True)
+os._exit(0)
+"#;
+
+#[test]
+fn a_stock_backend_that_names_a_transaction_it_dropped_in_a_crash_is_taken_for_what_it_holds() {
+    // Reopened after such a crash, a FileStorage cuts the unfinished transaction off its file
+    // but names it as its last transaction (ZODB 6.4). Taken at its word, b would look level
+    // with a (or ahead of it); its recovery once failed reading b ("seek of closed file").
+    let mut raid = start(RaidSpec::zeo());
+    build_history(&raid, 30, false).unwrap_or_else(|e| panic!("{e}"));
+    let d = details_json(&raid);
+    let last = backend(&d, "a")["last_tid"].as_str().expect("a's last tid").to_owned();
+    assert_eq!(backend(&d, "b")["last_tid"].as_str(), Some(last.as_str()), "{d:#}");
+    raid.backend_server("b").expect("b runs runzeo").stop().unwrap_or_else(|e| panic!("{e}"));
+    wait_details(&raid, LIMIT, "b disconnected", |d| backend(d, "b")["connected"] == false);
+    let b = raid.backends().iter().find(|x| x.name == "b").expect("b");
+    let (data, blobs) = (b.data.clone(), b.blobs.clone());
+    let mut cmd = zeoraid_tests::python::PythonEnv::get().command();
+    cmd.arg("-c").arg(CRASH_AFTER_VOTE).arg(&data).arg(&blobs);
+    let out = run_with_deadline(cmd, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let dropped = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(dropped.len() == 16 && dropped > last, "voted {dropped:?} after {last}: {out:?}");
+    raid.backend_server("b").expect("b").restart().unwrap_or_else(|e| panic!("{e}"));
+    wait_connected(&raid, "b");
+    let d = details_json(&raid);
+    assert_eq!(backend(&d, "b")["last_tid"].as_str(), Some(last.as_str()), "not {dropped}: {d:#}");
+    let text = raid.log_tail();
+    assert!(text.contains("its history ends at"), "the log says what b claimed:\n{text}");
+    assert_eq!(backend(&d, "b")["state"], "degraded", "{d:#}");
+    recover_ok(&raid, "b");
+    assert_eq!(status(&raid), ("optimal".to_string(), Some(0)));
+    check_mirrors(&mut raid, &["a", "b"], 30);
+}

@@ -326,6 +326,20 @@ impl Raid {
                 m.connected = false;
                 self.degrade(backend, format!("disconnected: {reason}"));
             }
+            BackendEvent::ForeignCommit { tid } => {
+                // The RAID's own tids must go above it, or that backend refuses every one of
+                // them (a restarted RAID whose previous run's last finish landed late, or
+                // another writer). What it holds beyond the others is found by recovery.
+                if tid > self.last_tid {
+                    tracing::warn!(
+                        storage = %self.cfg.name,
+                        backend = %m.spec.name,
+                        "{} holds transaction {tid}, which the RAID did not write; new tids go on above it",
+                        m.spec.name
+                    );
+                    self.last_tid = tid;
+                }
+            }
         }
         self.pump();
     }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::ids::{BackendId, Oid, Tid};
 use crate::raid::{BackendState, RaidAction, RaidStatus};
 use crate::wire::error::ZeoError;
-use crate::zeo::backend::{BackendIterId, BackendOutcome, BackendRequest, Culprit};
+use crate::zeo::backend::{BackendEvent, BackendIterId, BackendOutcome, BackendRequest, Culprit};
 
 use super::harness::{Fault, Harness};
 
@@ -306,11 +306,7 @@ fn an_iteration_resumes_on_another_backend_at_the_same_position() {
                         .find(|(_, r)| matches!(r, BackendRequest::IterRecordStart { .. }))
                         .map(|(b, _)| *b);
                     if let Some(b) = holder {
-                        h.raid.handle_event(
-                            h.now,
-                            b,
-                            crate::zeo::backend::BackendEvent::Down { reason: "test".into() },
-                        );
+                        h.raid.handle_event(h.now, b, BackendEvent::Down { reason: "test".into() });
                         h.run();
                     }
                 }
@@ -504,4 +500,20 @@ fn the_recoverys_whole_transaction_read_is_refused_from_the_front() {
     assert_eq!(e.culprit, Culprit::Client);
     assert_eq!(h.state_word(0), "optimal");
     assert_eq!(h.state_word(1), "optimal");
+}
+
+#[test]
+fn a_commit_a_backend_reports_from_another_writer_lifts_the_next_tids_above_it() {
+    let mut h = Harness::new(2);
+    h.commit(&[(1, Tid::ZERO, "one")]);
+    let last = h.raid.last_tid();
+    // Below what the RAID has: nothing changes.
+    h.raid.handle_event(h.now, BackendId(0), BackendEvent::ForeignCommit { tid: Tid::new(last.get() - 1) });
+    assert_eq!(h.raid.last_tid(), last);
+    // Above it (the late finish of a previous run, say): new tids go above it.
+    let foreign = Tid::new(last.get() + 1_000);
+    h.raid.handle_event(h.now, BackendId(1), BackendEvent::ForeignCommit { tid: foreign });
+    assert_eq!(h.raid.last_tid(), foreign);
+    h.raid.check().expect("invariants");
+    assert_eq!(h.raid.status(), RaidStatus::Optimal, "a report degrades nobody");
 }

@@ -395,6 +395,13 @@ pub enum BackendEvent {
         /// Why, for logs and `details`.
         reason: String,
     },
+    /// Another client of a remote backend committed `tid` there (a ZEO `invalidateTransaction`
+    /// on the RAID's connection): the backend holds a transaction the RAID did not write, and
+    /// no tid of the RAID's may now be at or below it there.
+    ForeignCommit {
+        /// The transaction's tid.
+        tid: Tid,
+    },
 }
 
 /// Who is to blame for a failed request (rustls style): the client's usage, or the backend.

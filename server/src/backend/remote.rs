@@ -340,6 +340,7 @@ impl<N: Net> Connector<N> {
                         (self.events)(BackendEvent::Up(info));
                     }
                     ClientEvent::Outcome { id, outcome } => (self.sink)(id, outcome),
+                    ClientEvent::ForeignCommit { tid } => (self.events)(BackendEvent::ForeignCommit { tid }),
                 }
             }
             while let Some(bytes) = client.poll_transmit() {

@@ -149,6 +149,17 @@ async fn scripted_server(l: tokio::net::UnixListener) -> Vec<u8> {
                 }
                 Request::LastTransaction => Reply::LastTransaction(Tid::new(42)),
                 Request::NewOids { .. } => Reply::NewOids(vec![Oid::new(1)]),
+                // The client's check that the last transaction is held.
+                Request::IteratorStart { .. } => Reply::IterId(zeoraid_core::wire::types::IterId(0)),
+                Request::IteratorNext { .. } => {
+                    Reply::IteratorNext(Some(zeoraid_core::wire::reply::TxnHeader {
+                        tid: Tid::new(42),
+                        status: zeoraid_core::wire::types::TxnStatus::NORMAL,
+                        user: bytes::Bytes::new(),
+                        description: bytes::Bytes::new(),
+                        extension: zeoraid_core::wire::types::Extension::default(),
+                    }))
+                }
                 _ => Reply::Nil,
             };
             let mut payload = Vec::new();

@@ -158,6 +158,7 @@ impl<B: Backend> StorageUnit<B> {
         slot.span.in_scope(|| match &event {
             BackendEvent::Up(i) => info!("up: last tid {}, {} object(s)", i.last_tid, i.size.length),
             BackendEvent::Down { reason } => warn!("down: {reason}"),
+            BackendEvent::ForeignCommit { tid } => tracing::debug!("another client committed {tid}"),
         });
         self.raid.handle_event(now, backend, event);
     }

@@ -31,6 +31,7 @@ use crate::zeo::backend::{
 };
 
 mod calls;
+mod probe;
 mod replies;
 mod whole;
 pub use replies::culprit_of;
@@ -63,6 +64,12 @@ pub enum ClientEvent {
         id: BackendReqId,
         /// Its outcome.
         outcome: BackendOutcome,
+    },
+    /// The server announced a transaction committed by another of its clients
+    /// (`invalidateTransaction`): the storage holds `tid` now.
+    ForeignCommit {
+        /// The transaction's tid.
+        tid: Tid,
     },
 }
 
@@ -118,7 +125,10 @@ pub enum ClientError {
 ///          │                                                            │ register answered:
 ///          │                                                            ▼ get_info + lastTransaction
 ///          │                                                       FetchingInfo
-///          │                                                            │ both answered: Ready(info),
+///          │                                                            │ both answered: the last
+///          │                                                            ▼ tid checked (`probe`)
+///          │                                                        Checking
+///          │                                                            │ checked: Ready(info),
 ///          │                                                            ▼ queued requests sent
 ///          └──── protocol error (then fail_all) / fail_all ──▶ Closed ◀── Ready
 /// ```
@@ -127,7 +137,8 @@ pub enum ClientError {
 /// * the codec is known in every state after `AwaitingAnnouncement`;
 /// * requests wait in `queued` only before `Ready`, and nothing of theirs is in flight;
 /// * an open transaction exists only in `Ready`;
-/// * in `Closed` nothing is in flight, queued, open or waiting (everything was answered).
+/// * in `Closed` nothing is in flight, queued, open or waiting (everything was answered);
+/// * the check of the last tid exists exactly in `Checking`, with one call in flight (`probe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for the server's first frame.
@@ -136,6 +147,8 @@ pub enum Phase {
     Registering,
     /// `get_info` and `lastTransaction` sent, replies awaited.
     FetchingInfo,
+    /// Checking that the server holds the last transaction it named (`probe`).
+    Checking,
     /// Registered: requests go out as they come.
     Ready,
     /// Failed or closed: every request is answered `Failed` at once.
@@ -151,6 +164,8 @@ enum Expect {
     SetupInfo,
     /// `lastTransaction` during set-up.
     SetupLast,
+    /// A call of the check of the last tid (`probe`).
+    Probe(probe::ProbeCall),
     /// `loadBefore` for a `LoadBefore`.
     Load { id: BackendReqId, snapshot: Tid },
     /// `loadBefore` for a `GetTid`.
@@ -239,14 +254,16 @@ pub struct ZeoClient {
     /// Read-ahead pipelines of `IterNextWhole` (also dropped ones still draining replies).
     aheads: BTreeMap<u64, whole::Ahead>,
     next_ahead: u64,
-    /// The newest tid known committed on the server: `lastTransaction` at registration and
-    /// our own finished commits (read-ahead bounds, see `whole`).
+    /// The newest tid known committed on the server: `lastTransaction` at registration once
+    /// checked (`probe`) and our own finished commits (read-ahead bounds, see `whole`).
     known_last: Tid,
     uploads: BTreeMap<UploadId, Vec<Bytes>>,
     txn: Option<Txn>,
     /// Set-up facts gathered before `Ready`.
     setup_info: Option<crate::wire::reply::StorageInfo>,
     setup_last: Option<Tid>,
+    /// The check of the last tid, in `Checking`.
+    probe: Option<probe::Probe>,
     /// The latest object count and size the server told.
     size: StorageSize,
     /// Whether the "someone else writes" warning was given on this connection.
@@ -290,6 +307,7 @@ impl ZeoClient {
             txn: None,
             setup_info: None,
             setup_last: None,
+            probe: None,
             size: StorageSize::default(),
             warned_invalidation: false,
             failed: None,
@@ -351,7 +369,7 @@ impl ZeoClient {
                 }
             }
             Phase::Closed => self.answer(id, backend_failure("not connected")),
-            Phase::AwaitingAnnouncement | Phase::Registering | Phase::FetchingInfo => {
+            Phase::AwaitingAnnouncement | Phase::Registering | Phase::FetchingInfo | Phase::Checking => {
                 self.queued.push_back((id, req));
             }
         }
@@ -434,6 +452,14 @@ impl ZeoClient {
         if self.loads.values().any(VecDeque::is_empty) {
             return Err("an empty load queue is kept".into());
         }
+        let probes = self.pending.values().filter(|(_, e)| matches!(e, Expect::Probe(_))).count();
+        match (&self.probe, self.phase) {
+            (Some(p), Phase::Checking) if probes == 1 => p.check()?,
+            (None, phase) if phase != Phase::Checking && probes == 0 => {}
+            (p, phase) => {
+                return Err(format!("{phase:?} with check {p:?} and {probes} check call(s) in flight"))
+            }
+        }
         self.check_aheads()
     }
 
@@ -486,6 +512,7 @@ impl Expect {
             Expect::Register
             | Expect::SetupInfo
             | Expect::SetupLast
+            | Expect::Probe(_)
             | Expect::Cleanup
             | Expect::Ahead { .. } => None,
             Expect::Load { id, .. }

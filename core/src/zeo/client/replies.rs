@@ -138,6 +138,7 @@ impl ZeoClient {
                 self.setup_last = Some(tid);
                 self.maybe_ready()?;
             }
+            (Expect::Probe(call), reply) => self.on_probe_reply(call, reply)?,
             (Expect::Load { id, snapshot }, Ok(Reply::LoadBefore(r))) => {
                 let r = r.map(|mut r| {
                     if r.end.is_some_and(|end| end > snapshot) {
@@ -325,14 +326,23 @@ impl ZeoClient {
     }
 
     fn maybe_ready(&mut self) -> Result<(), ClientError> {
-        let (Some(info), Some(last_tid)) = (&self.setup_info, self.setup_last) else {
-            return Ok(());
+        match (self.phase, &self.setup_info, self.setup_last) {
+            (Phase::FetchingInfo, Some(_), Some(last)) => self.begin_check(last),
+            _ => Ok(()),
+        }
+    }
+
+    /// The set-up is complete: `last` is the last tid reported to the driver, `bound` the one
+    /// the read-ahead may count on (see `probe`).
+    pub(super) fn become_ready(&mut self, last: Tid, bound: Tid) -> Result<(), ClientError> {
+        let Some(info) = &self.setup_info else {
+            return Err(ClientError::Failed("ready without get_info".into()));
         };
         let blobs = info.interfaces.as_ref().is_some_and(|ifs| {
             ifs.iter().any(|(m, n)| m.as_str() == "ZODB.interfaces" && n.as_str() == "IBlobStorage")
         });
         let ready = BackendInfo {
-            last_tid,
+            last_tid: last,
             size: self.size,
             blobs,
             supports_undo: info.supports_undo.unwrap_or(false),
@@ -340,7 +350,7 @@ impl ZeoClient {
             read_only: self.cfg.read_only,
             rebuildable: false,
         };
-        self.known_last = self.known_last.max(last_tid);
+        self.known_last = self.known_last.max(bound);
         self.phase = Phase::Ready;
         self.events.push_back(ClientEvent::Ready(ready));
         while let Some((id, req)) = self.queued.pop_front() {
@@ -352,6 +362,9 @@ impl ZeoClient {
     fn on_push(&mut self, push: Push) -> Result<(), ClientError> {
         match push {
             Push::InvalidateTransaction { tid, .. } => {
+                // Finished on the server: an iterator opened from now on returns it.
+                self.known_last = self.known_last.max(tid);
+                self.events.push_back(ClientEvent::ForeignCommit { tid });
                 if !self.warned_invalidation {
                     self.warned_invalidation = true;
                     tracing::warn!(

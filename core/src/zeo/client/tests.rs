@@ -8,7 +8,7 @@ use crate::wire::frame::encode_frame;
 use crate::wire::message::ServerMessage;
 use crate::wire::push::Push;
 use crate::wire::reply::{LoadBeforeResult, Reply, StorageInfo, TxnHeader, VoteItem};
-use crate::wire::types::{Extension, TxnStatus, UndoId};
+use crate::wire::types::{Extension, IterId, TxnStatus, UndoId};
 use crate::wire::Encoding;
 use crate::zeo::backend::{TxnOp, VoteRequest};
 
@@ -24,6 +24,8 @@ struct Script {
     client: ZeoClient,
     /// What the client sent, decoded.
     frames: FrameDecoder,
+    /// Messages taken out by a helper that the next `sent` returns first.
+    held: Vec<ClientMessage>,
 }
 
 impl Script {
@@ -33,7 +35,8 @@ impl Script {
         let mut raw = Vec::new();
         encode_frame(crate::wire::handshake::server_announcement(enc), &mut raw).expect("frame");
         client.handle_bytes(&raw).expect("announcement");
-        let mut s = Script { codec: Codec::new(enc), client, frames: FrameDecoder::new(1 << 30) };
+        let mut s =
+            Script { codec: Codec::new(enc), client, frames: FrameDecoder::new(1 << 30), held: Vec::new() };
         s.frames.push(&s.client.poll_transmit().expect("handshake reply"));
         let letter = s.frames.next_frame().expect("frame").expect("handshake frame");
         assert_eq!(&letter[..], &[enc.letter(), b'5'], "the server's letter is copied");
@@ -48,9 +51,36 @@ impl Script {
         s.reply(1, Reply::Register(Some(Tid::new(5))));
         s.reply(2, Reply::GetInfo(StorageInfo::default()));
         s.reply(3, Reply::LastTransaction(Tid::new(5)));
-        s.sent();
+        s.confirm_last(Tid::new(5));
         assert!(matches!(s.client.poll_event(), Some(ClientEvent::Ready(_))));
         s
+    }
+
+    /// Answers the check of the last tid (`probe`) as a server that holds `last`.
+    fn confirm_last(&mut self, last: Tid) {
+        assert_eq!(self.client.phase(), Phase::Checking);
+        // (After whatever set-up calls the caller did not look at.)
+        let sent = self.sent();
+        let start = sent.last().expect("the check's first call");
+        assert_eq!(request_of(start), &Request::IteratorStart { start: Some(last), stop: Some(last) });
+        self.reply(int_id(start), Reply::IterId(IterId(900)));
+        let sent = self.sent();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(request_of(&sent[0]), &Request::IteratorNext { iid: IterId(900) });
+        let header = TxnHeader {
+            tid: last,
+            status: TxnStatus::NORMAL,
+            user: Bytes::new(),
+            description: Bytes::new(),
+            extension: Extension::default(),
+        };
+        self.reply(int_id(&sent[0]), Reply::IteratorNext(Some(header)));
+        // The iterator is freed; queued requests may follow.
+        let sent = self.sent();
+        assert!(
+            matches!(&sent[0], ClientMessage::Async { request: Request::IteratorGc { iids }, .. } if iids == &[IterId(900)])
+        );
+        self.held = sent[1..].to_vec();
     }
 
     /// Every message the client wrote since the last call.
@@ -58,7 +88,7 @@ impl Script {
         if let Some(b) = self.client.poll_transmit() {
             self.frames.push(&b);
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.held);
         while let Some(f) = self.frames.next_frame().expect("client framing") {
             out.push(self.codec.decode_client(&f).expect("client message"));
         }
@@ -92,6 +122,7 @@ impl Script {
             match e {
                 ClientEvent::Outcome { id, outcome } => out.push((id, outcome)),
                 ClientEvent::Ready(i) => panic!("unexpected Ready({i:?})"),
+                ClientEvent::ForeignCommit { .. } => {} // see `invalidations_from_other_writers_…`
             }
         }
         out
@@ -157,6 +188,8 @@ fn registers_and_reports_ready_in_both_encodings() {
         s.reply(int_id(&sent[1]), Reply::LastTransaction(tid(8)));
         assert!(s.client.poll_event().is_none(), "not ready before get_info");
         s.reply(int_id(&sent[0]), Reply::GetInfo(info));
+        assert!(s.client.poll_event().is_none(), "not ready before the last tid is checked");
+        s.confirm_last(tid(8));
         let Some(ClientEvent::Ready(ready)) = s.client.poll_event() else { panic!("{enc:?}: no Ready") };
         assert_eq!(
             ready,
@@ -610,12 +643,19 @@ fn bad_frames_are_errors() {
 }
 
 #[test]
-fn invalidations_from_other_writers_are_ignored() {
+fn invalidations_from_other_writers_are_reported_and_need_no_answer() {
     let mut s = Script::ready(Encoding::Pickle);
     for t in [6, 7] {
         s.deliver(&ServerMessage::Push(Push::InvalidateTransaction { tid: tid(t), oids: vec![oid(1)] }));
     }
-    assert!(s.outcomes().is_empty());
+    let mut events = Vec::new();
+    while let Some(e) = s.client.poll_event() {
+        events.push(e);
+    }
+    assert_eq!(
+        events,
+        [ClientEvent::ForeignCommit { tid: tid(6) }, ClientEvent::ForeignCommit { tid: tid(7) }]
+    );
     assert!(s.sent().is_empty());
 }
 
@@ -714,4 +754,5 @@ proptest! {
     }
 }
 
+mod probe;
 mod whole;

@@ -8,7 +8,7 @@ use crate::wire::reply::DataRecord;
 use crate::zeo::backend::WholeTxn;
 use crate::zeo::client::{READ_AHEAD_BYTES, READ_AHEAD_TXNS};
 
-fn header(t: u64) -> TxnHeader {
+pub(super) fn header(t: u64) -> TxnHeader {
     TxnHeader {
         tid: tid(t),
         status: TxnStatus::NORMAL,
@@ -18,7 +18,7 @@ fn header(t: u64) -> TxnHeader {
     }
 }
 
-fn record(o: u64, t: u64) -> DataRecord {
+pub(super) fn record(o: u64, t: u64) -> DataRecord {
     DataRecord { oid: oid(o), tid: tid(t), data: Some(Bytes::from(format!("data {o}"))), data_txn: None }
 }
 
@@ -29,6 +29,9 @@ fn ready_at(enc: Encoding, last: Tid) -> Script {
     s.reply(1, Reply::Register(Some(last)));
     s.reply(2, Reply::GetInfo(StorageInfo::default()));
     s.reply(3, Reply::LastTransaction(last));
+    if last != Tid::ZERO {
+        s.confirm_last(last);
+    }
     s.sent();
     assert!(matches!(s.client.poll_event(), Some(ClientEvent::Ready(_))));
     s
@@ -50,26 +53,31 @@ fn whole(t: u64, records: Vec<DataRecord>) -> BackendOutcome {
 /// handled in order; `iterator_record_start` only for the transaction `iterator_next` returned
 /// last; the end (or gc) of a transaction iterator closes the file its record iterators read.
 /// Anything the real server would log as an error is a `violation`.
-struct Model {
-    txns: Vec<(TxnHeader, Vec<DataRecord>)>,
-    next_iid: i64,
-    /// Transaction iterators: next position, index of the last one returned.
-    txn_iters: BTreeMap<i64, (usize, Option<usize>)>,
+pub(super) struct Model {
+    pub(super) txns: Vec<(TxnHeader, Vec<DataRecord>)>,
+    pub(super) next_iid: i64,
+    /// Transaction iterators: next position, index of the last one returned, stop tid.
+    pub(super) txn_iters: BTreeMap<i64, (usize, Option<usize>, Option<Tid>)>,
     /// Record iterators: transaction index, next record, transaction iterator.
-    rec_iters: BTreeMap<i64, (usize, usize, i64)>,
+    pub(super) rec_iters: BTreeMap<i64, (usize, usize, i64)>,
     /// Transaction iterators whose file is closed.
-    closed: BTreeSet<i64>,
-    violations: Vec<String>,
+    pub(super) closed: BTreeSet<i64>,
+    pub(super) violations: Vec<String>,
     /// Errors to answer instead: (method name, how many calls of it to let through first).
-    fail_at: Vec<(&'static str, usize)>,
-    counts: BTreeMap<&'static str, usize>,
-    gcs: Vec<Vec<IterId>>,
+    pub(super) fail_at: Vec<(&'static str, usize)>,
+    pub(super) counts: BTreeMap<&'static str, usize>,
+    pub(super) gcs: Vec<Vec<IterId>>,
 }
 
 #[allow(clippy::result_large_err)] // replies as the wire carries them
 impl Model {
-    fn new(n: u64, records: impl Fn(u64) -> Vec<DataRecord>) -> Model {
-        let txns = (1..=n).map(|t| (header(t), records(t))).collect();
+    pub(super) fn new(n: u64, records: impl Fn(u64) -> Vec<DataRecord>) -> Model {
+        Model::with_tids((1..=n).collect(), records)
+    }
+
+    /// A server holding transactions with these tids (ascending).
+    pub(super) fn with_tids(tids: Vec<u64>, records: impl Fn(u64) -> Vec<DataRecord>) -> Model {
+        let txns = tids.into_iter().map(|t| (header(t), records(t))).collect();
         Model {
             txns,
             next_iid: 0,
@@ -103,17 +111,20 @@ impl Model {
             return Err(ZeoError::Exception(Text::from_static("disk on fire")));
         }
         match req {
-            Request::IteratorStart { .. } => {
+            Request::IteratorStart { start, stop } => {
                 let iid = self.next_iid;
                 self.next_iid += 1;
-                self.txn_iters.insert(iid, (0, None));
+                // Positioned at the first transaction at or after `start`.
+                let pos = start.map_or(0, |s| self.txns.iter().take_while(|(h, _)| h.tid < s).count());
+                self.txn_iters.insert(iid, (pos, None, *stop));
                 Ok(Reply::IterId(IterId(iid)))
             }
             Request::IteratorNext { iid } => {
-                let Some((pos, last)) = self.txn_iters.get_mut(&iid.0) else {
+                let Some((pos, last, stop)) = self.txn_iters.get_mut(&iid.0) else {
                     return self.bad(format!("iterator_next on unknown iid {}", iid.0));
                 };
-                if *pos < self.txns.len() {
+                // Past `stop` the iteration ends (and closes its file), as at the end.
+                if *pos < self.txns.len() && stop.is_none_or(|s| self.txns[*pos].0.tid <= s) {
                     *last = Some(*pos);
                     *pos += 1;
                     return Ok(Reply::IteratorNext(Some(self.txns[*pos - 1].0.clone())));
@@ -126,7 +137,7 @@ impl Model {
                 Ok(Reply::IteratorNext(None))
             }
             Request::IteratorRecordStart { txn_iid, tid } => {
-                let last = self.txn_iters.get(&txn_iid.0).and_then(|(_, last)| *last);
+                let last = self.txn_iters.get(&txn_iid.0).and_then(|(_, last, _)| *last);
                 match last {
                     Some(i) if self.txns[i].0.tid == *tid => {
                         let iid = self.next_iid;
@@ -171,7 +182,7 @@ impl Model {
 
     /// One round trip: the server handles everything the client sent, in order, and the
     /// client gets the replies. Returns the calls handled.
-    fn round(&mut self, s: &mut Script) -> Vec<Request> {
+    pub(super) fn round(&mut self, s: &mut Script) -> Vec<Request> {
         let sent = s.sent();
         let mut replies = Vec::new();
         for m in &sent {
@@ -190,7 +201,7 @@ impl Model {
     }
 
     /// Round trips until the client sends nothing more; the calls of each round.
-    fn settle(&mut self, s: &mut Script) -> Vec<Vec<Request>> {
+    pub(super) fn settle(&mut self, s: &mut Script) -> Vec<Vec<Request>> {
         let mut rounds = Vec::new();
         loop {
             let r = self.round(s);
@@ -202,26 +213,26 @@ impl Model {
         }
     }
 
-    fn expected(&self, i: usize) -> BackendOutcome {
+    pub(super) fn expected(&self, i: usize) -> BackendOutcome {
         let (h, r) = &self.txns[i];
         BackendOutcome::WholeTxn(Some(Box::new(WholeTxn { header: h.clone(), records: r.clone() })))
     }
 }
 
-fn records_of(t: u64) -> Vec<DataRecord> {
+pub(super) fn records_of(t: u64) -> Vec<DataRecord> {
     (0..t % 4).map(|o| record(o + 1, t)).collect()
 }
 
-fn count(round: &[Request], f: impl Fn(&Request) -> bool) -> usize {
+pub(super) fn count(round: &[Request], f: impl Fn(&Request) -> bool) -> usize {
     round.iter().filter(|r| f(r)).count()
 }
 
-fn is_next(r: &Request) -> bool {
+pub(super) fn is_next(r: &Request) -> bool {
     matches!(r, Request::IteratorNext { .. })
 }
 
 /// Opens iterator `it` and asks for its first transaction; returns nothing (the model answers).
-fn open_and_ask(s: &mut Script, m: &mut Model, it: BackendIterId, stop: Option<Tid>) {
+pub(super) fn open_and_ask(s: &mut Script, m: &mut Model, it: BackendIterId, stop: Option<Tid>) {
     s.client.submit(BackendReqId(1), BackendRequest::IterStart { iter: it, start: None, stop });
     m.round(s);
     assert_eq!(s.outcomes(), [(BackendReqId(1), BackendOutcome::Nil)]);
@@ -332,7 +343,9 @@ fn past_the_bound_the_end_waits_for_the_record_reads() {
         let it = BackendIterId(3);
         open_and_ask(&mut s, &mut m, it, stop);
         let mut got = Vec::new();
-        for i in 0..=n {
+        // The iteration ends after `stop` (inclusive).
+        let end = stop.map_or(n, Tid::get);
+        for i in 0..=end {
             if i > 0 {
                 s.client.submit(BackendReqId(100 + i), BackendRequest::IterNextWhole { iter: it });
             }
@@ -346,9 +359,9 @@ fn past_the_bound_the_end_waits_for_the_record_reads() {
             got.extend(s.outcomes());
         }
         assert!(m.violations.is_empty(), "{last:?}/{stop:?}: {:?}", m.violations);
-        let expected: Vec<_> = (0..n as usize)
+        let expected: Vec<_> = (0..end as usize)
             .map(|i| (BackendReqId(100 + i as u64), m.expected(i)))
-            .chain([(BackendReqId(100 + n), BackendOutcome::WholeTxn(None))])
+            .chain([(BackendReqId(100 + end), BackendOutcome::WholeTxn(None))])
             .collect();
         assert_eq!(got, expected, "{last:?}/{stop:?}");
         s.client.check().expect("invariants");
