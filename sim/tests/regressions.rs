@@ -27,6 +27,7 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (8175, "the same"),
     (9711, "the same"),
     (127, "no commit for good: the previous RAID's last finish landed after the restarted one had read the backends' last tids, and every new tid was refused (found with the check of lastTransaction)"),
+    (1135, "a RAID whose first start reached no backend (one disabled, one down) never acknowledged a commit, yet refused every recover for good"),
 ];
 
 #[test]

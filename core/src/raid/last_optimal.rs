@@ -15,6 +15,10 @@
 //!      │ recover it (degraded or disabled, connected, last tid ≥ acked) ──▶ optimal
 //!      │ restart                                  ──▶ a start-up candidate (see `startup`)
 //!      └ any backend optimal again                ──▶ last_optimal = None
+//!
+//!  failed, no last optimal (a first start that reached none, or it was removed)
+//!      │ nothing ever acknowledged: recover any connected backend ──▶ optimal
+//!      └ else: recover refused (no backend is known to hold every acknowledged commit)
 //! ```
 //!
 //! Its extra transactions (finished on it but never acknowledged: it left before the answer)
@@ -29,7 +33,7 @@
 //! Invariant (`Raid::check`): `last_optimal` is set only while no backend is optimal, and names
 //! a backend of the RAID.
 
-use crate::ids::BackendId;
+use crate::ids::{BackendId, Tid};
 use crate::zeo::backend::{BackendError, BackendOutcome, BackendReqId, BackendRequest};
 
 use super::types::{AdminError, BackendState, RaidAction};
@@ -133,6 +137,9 @@ impl Raid {
         }
         let name = self.member_name(target);
         let Some(last) = self.last_optimal else {
+            if self.acked_tid == Tid::ZERO {
+                return Some(self.recover_never_acknowledged(target));
+            }
             return Some(Err(AdminError::NoSource {
                 hint: "the RAID has failed and no backend is known to hold every acknowledged commit"
                     .to_string(),
@@ -167,6 +174,30 @@ impl Raid {
         self.promote_last_optimal(target, "recovered by the operator: it is the last optimal backend");
         self.pump();
         Some(Ok(()))
+    }
+
+    /// `recover NAME` of a failed RAID that never acknowledged a commit and knows no last
+    /// optimal backend (its first start found none: unreachable, disabled): every backend holds
+    /// every acknowledged commit, so the one the operator names serves, without a copy, if it is
+    /// connected. (Without this, such a RAID stayed failed for good: simulation seed 1135.)
+    fn recover_never_acknowledged(&mut self, target: BackendId) -> Result<(), AdminError> {
+        let name = self.member_name(target);
+        if let Some(why) = self.cannot_serve(target) {
+            return Err(AdminError::NoSource {
+                hint: format!(
+                    "the RAID has failed and never acknowledged a commit, so any backend may serve, \
+                     but {name}: {why}"
+                ),
+            });
+        }
+        tracing::info!(
+            storage = %self.cfg.name,
+            backend = %name,
+            "recover {name}: the RAID never acknowledged a commit, so {name} holds every acknowledged one; promoted without a copy"
+        );
+        self.promote_last_optimal(target, "recovered by the operator: the RAID never acknowledged a commit");
+        self.pump();
+        Ok(())
     }
 
     /// Makes the last optimal backend `b` optimal again, with the RAID's last tid raised to its

@@ -374,3 +374,27 @@ fn a_late_failure_from_its_old_connection_does_not_degrade_it_again() {
     let (v, f) = h.commit(&[(8, Tid::ZERO, "next")]);
     assert!(matches!(v, BackendOutcome::Voted { .. }) && is_finished(&f), "{v:?} {f:?}");
 }
+
+#[test]
+fn a_raid_that_never_acknowledged_a_commit_serves_from_any_backend_the_operator_recovers() {
+    // No commit ever acknowledged, and no last optimal backend known (it was removed; a first
+    // start that reached no backend is the same): `recover` of a connected backend promotes it.
+    let mut h = Harness::new(3);
+    h.down(1);
+    h.down(2);
+    h.down(0);
+    h.raid.remove_backend(h.now, "b0").expect("a degraded backend can be removed");
+    h.run();
+    assert_eq!((h.raid.status(), h.raid.last_optimal()), (RaidStatus::Failed, None));
+    let e = h.raid.recover(h.now, "b1", None).expect_err("b1 is not connected").to_string();
+    assert!(e.contains("never acknowledged") && e.contains("not connected"), "{e}");
+    h.up(1);
+    h.run();
+    h.raid.recover(h.now, "b1", None).expect("nothing acknowledged: b1 may serve");
+    h.run();
+    let b1 = h.raid.details().into_iter().find(|d| d.name == "b1").map(|d| d.state.word());
+    assert_eq!(b1, Some("optimal"));
+    h.raid.check().expect("invariants");
+    let (v, f) = h.commit(&[(1, Tid::ZERO, "after")]);
+    assert!(matches!(v, BackendOutcome::Voted { .. }) && is_finished(&f), "{v:?} {f:?}");
+}
