@@ -420,6 +420,7 @@ impl ZeoClient {
         self.blob_reads.clear();
         self.uploads.clear();
         self.txn = None;
+        self.probe = None;
         self.out.clear();
         self.phase = Phase::Closed;
     }

@@ -130,3 +130,22 @@ fn requests_submitted_during_the_check_go_out_once_it_is_done() {
     assert!(matches!(s.client.poll_event(), Some(ClientEvent::Ready(i)) if i.last_tid == tid(3)));
     assert_eq!(s.outcomes(), [(BackendReqId(1), BackendOutcome::Nil)]);
 }
+
+#[test]
+fn losing_the_connection_during_the_check_answers_what_waited_and_closes() {
+    let mut s = Script::announced(Encoding::Pickle, cfg());
+    s.sent();
+    s.reply(1, Reply::Register(Some(tid(9))));
+    s.sent();
+    s.reply(2, Reply::GetInfo(StorageInfo::default()));
+    s.reply(3, Reply::LastTransaction(tid(9)));
+    assert_eq!(s.client.phase(), Phase::Checking);
+    s.client.submit(BackendReqId(5), BackendRequest::NewOids { n: 1 });
+    s.client.fail_all("reset by peer");
+    s.client.check().expect("invariants after the loss");
+    assert_eq!(s.client.phase(), Phase::Closed);
+    let got = s.outcomes();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0, culprit(&got[0].1)), (BackendReqId(5), Culprit::Backend));
+    assert!(s.client.poll_event().is_none(), "no Ready after the loss");
+}
