@@ -4,15 +4,23 @@
 use super::whole::{count, is_next, open_and_ask, record, records_of, Model};
 use super::*;
 
-/// Registers against `m`, the server claiming `claimed` as its last transaction; the check is
-/// answered by the model. Returns the script and what `Ready` reported.
-fn ready_via(enc: Encoding, claimed: Tid, m: &mut Model) -> (Script, BackendInfo) {
+/// A client registered with a server that claims `claimed` as its last transaction, its
+/// check's first call sent (not yet looked at).
+fn checking(enc: Encoding, claimed: Tid) -> Script {
     let mut s = Script::announced(enc, cfg());
     s.sent();
     s.reply(1, Reply::Register(Some(claimed)));
     s.sent(); // get_info, lastTransaction
     s.reply(2, Reply::GetInfo(StorageInfo::default()));
     s.reply(3, Reply::LastTransaction(claimed));
+    assert_eq!(s.client.phase(), Phase::Checking);
+    s
+}
+
+/// Registers against `m`, the server claiming `claimed` as its last transaction; the check is
+/// answered by the model. Returns the script and what `Ready` reported.
+fn ready_via(enc: Encoding, claimed: Tid, m: &mut Model) -> (Script, BackendInfo) {
+    let mut s = checking(enc, claimed);
     let rounds = m.settle(&mut s);
     assert!(rounds.len() < 2 * crate::zeo::client::probe::MAX_PROBES as usize, "{} rounds", rounds.len());
     let Some(ClientEvent::Ready(info)) = s.client.poll_event() else { panic!("no Ready after {rounds:?}") };
@@ -110,13 +118,7 @@ fn a_check_that_fails_takes_the_server_at_its_word_and_reads_ahead_with_care() {
 #[test]
 fn requests_submitted_during_the_check_go_out_once_it_is_done() {
     let mut m = Model::new(3, records_of);
-    let mut s = Script::announced(Encoding::Msgpack, cfg());
-    s.sent();
-    s.reply(1, Reply::Register(Some(tid(4))));
-    s.sent();
-    s.reply(2, Reply::GetInfo(StorageInfo::default()));
-    s.reply(3, Reply::LastTransaction(tid(4)));
-    assert_eq!(s.client.phase(), Phase::Checking);
+    let mut s = checking(Encoding::Msgpack, tid(4));
     s.client.submit(
         BackendReqId(1),
         BackendRequest::IterStart { iter: BackendIterId(1), start: None, stop: None },
@@ -133,13 +135,7 @@ fn requests_submitted_during_the_check_go_out_once_it_is_done() {
 
 #[test]
 fn losing_the_connection_during_the_check_answers_what_waited_and_closes() {
-    let mut s = Script::announced(Encoding::Pickle, cfg());
-    s.sent();
-    s.reply(1, Reply::Register(Some(tid(9))));
-    s.sent();
-    s.reply(2, Reply::GetInfo(StorageInfo::default()));
-    s.reply(3, Reply::LastTransaction(tid(9)));
-    assert_eq!(s.client.phase(), Phase::Checking);
+    let mut s = checking(Encoding::Pickle, tid(9));
     s.client.submit(BackendReqId(5), BackendRequest::NewOids { n: 1 });
     s.client.fail_all("reset by peer");
     s.client.check().expect("invariants after the loss");
