@@ -3,8 +3,8 @@
 //! The driver is generic over [`Net`] so that the same code serves real sockets ([`TokioNet`]:
 //! TCP and unix-domain sockets) and, in the simulation, turmoil's simulated TCP (whose
 //! `TcpListener::bind`/`accept` and `TcpStream` have the same shape). The trait is kept to what
-//! the driver needs: bind, accept, a label for the peer, the wall clock, and connecting to a
-//! remote backend.
+//! the driver needs: bind, accept, a label for the peer, the wall clock, connecting to a
+//! remote backend, and starting a task.
 
 use std::future::Future;
 use std::io;
@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
 
 use crate::backend::remote::RemoteAddr;
 use crate::config::ListenAddr;
@@ -35,6 +36,19 @@ pub trait Net: Send + Sync + 'static {
     /// Wall-clock time since the Unix epoch (real time here; simulated time in turmoil).
     fn wall_clock(&self) -> Duration {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+    }
+
+    /// Starts one of the driver's tasks (acceptors, connections, backend connectors, state
+    /// savers). Real servers use `tokio::spawn`. The simulation keeps every task of a host on
+    /// that host's local set: when the host crashes its tasks, and with them its sockets, are
+    /// dropped in the order they were spawned; tokio's own task list drops them in an order
+    /// that follows process-wide task numbers, so a world on another thread would change it.
+    fn spawn<F>(task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::spawn(task)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Listeners and streams are turmoil's; the wall clock is turmoil's simulated time since the
 //! world's fixed epoch ([`EPOCH_SECS`]), never the real clock. Unix-domain addresses do not
-//! exist in a simulated world: binding or connecting one fails with `Unsupported`.
+//! exist in a simulated world: binding or connecting one fails with `Unsupported`. Tasks run on
+//! the host's local set.
 
 use std::io;
 use std::net::SocketAddr;
@@ -82,6 +83,19 @@ impl Net for SimNet {
     fn wall_clock(&self) -> Duration {
         let back = self.back.as_ref().map_or(0, |b| b.load(Ordering::Relaxed));
         wall_clock().saturating_sub(Duration::from_millis(back))
+    }
+
+    /// On the host's local set (turmoil runs each host's software in one), not on tokio's
+    /// runtime: a crash drops a local set's tasks in the order they were spawned, the runtime's
+    /// in an order that follows task ids, which are numbered process-wide; with worlds on two
+    /// threads the ids of one world depend on the other, and so did the order in which a
+    /// crashed host's sockets closed, and the random delays turmoil drew for them.
+    fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::task::spawn_local(task)
     }
 }
 

@@ -149,7 +149,7 @@ impl RemoteBackend {
         let (tx, rx) = mpsc::unbounded_channel();
         let span = info_span!("backend", name = %cfg.name);
         let connector = Connector { net, cfg, sink: Arc::clone(&sink), events, rx };
-        let task = tokio::spawn(connector.run().instrument(span));
+        let task = N::spawn(connector.run().instrument(span));
         RemoteBackend { tx, task, sink }
     }
 
@@ -291,7 +291,7 @@ impl<N: Net> Connector<N> {
         let (mut rd, wr) = tokio::io::split(stream);
         let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
         let (werr_tx, mut werr_rx) = oneshot::channel::<io::Error>();
-        let writer = tokio::spawn(write_loop(wr, wrx, werr_tx).in_current_span());
+        let writer = N::spawn(write_loop(wr, wrx, werr_tx).in_current_span());
         let mut client = ZeoClient::new(ClientConfig {
             storage: self.cfg.storage.clone(),
             read_only: self.cfg.read_only,

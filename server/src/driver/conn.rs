@@ -19,7 +19,7 @@ use tracing::{debug, info_span, warn, Instrument, Span};
 use zeoraid_core::ids::ConnId;
 
 use super::Event;
-use crate::net::Listener;
+use crate::net::{Listener, Net};
 
 /// Bytes read at most per chunk forwarded to the driver.
 const READ_CHUNK: usize = 64 * 1024;
@@ -54,8 +54,8 @@ pub(crate) struct ConnHandle {
 
 /// Accepts connections on `listener` until aborted; a failed accept is logged and retried
 /// after a short pause (it is usually a lack of file descriptors).
-pub(crate) async fn accept_loop<L: Listener>(
-    mut listener: L,
+pub(crate) async fn accept_loop<N: Net>(
+    mut listener: N::Listener,
     events: mpsc::UnboundedSender<Event>,
     ids: Arc<AtomicU64>,
 ) {
@@ -64,7 +64,7 @@ pub(crate) async fn accept_loop<L: Listener>(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let conn = ConnId(ids.fetch_add(1, Ordering::Relaxed));
-                tokio::spawn(serve_conn(stream, conn, peer, events.clone()));
+                N::spawn(serve_conn::<N, _>(stream, conn, peer, events.clone()));
             }
             Err(e) => {
                 warn!("accept on {addr} failed: {e}");
@@ -75,8 +75,9 @@ pub(crate) async fn accept_loop<L: Listener>(
 }
 
 /// Announces the connection to the driver, then runs its reader (and spawns its writer).
-async fn serve_conn<S>(stream: S, conn: ConnId, peer: String, events: mpsc::UnboundedSender<Event>)
+async fn serve_conn<N, S>(stream: S, conn: ConnId, peer: String, events: mpsc::UnboundedSender<Event>)
 where
+    N: Net,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = info_span!("conn", id = conn.0, peer = %peer);
@@ -84,9 +85,8 @@ where
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let writer_task = tokio::spawn(
-        write_loop(wr, out_rx, conn, events.clone(), Arc::clone(&queued)).instrument(span.clone()),
-    );
+    let writer_task =
+        N::spawn(write_loop(wr, out_rx, conn, events.clone(), Arc::clone(&queued)).instrument(span.clone()));
     let handle = ConnHandle { span: span.clone(), writer: out_tx, stop: Some(stop_tx), writer_task, queued };
     // Sent before the reader starts, so that the driver knows the connection before its bytes.
     if events.send(Event::Connected { conn, peer, handle }).is_err() {

@@ -216,7 +216,7 @@ impl<N: Net> Driver<N> {
         let savers = storages
             .iter()
             .enumerate()
-            .map(|(i, u)| saver::spawn(StorageIdx(i), &u.raid_name(), u.state_file.clone(), tx.clone()))
+            .map(|(i, u)| saver::spawn::<N>(StorageIdx(i), &u.raid_name(), u.state_file.clone(), tx.clone()))
             .collect();
         let watches = storages.iter().map(progress::RecoveryWatch::new).collect();
         let mut state = Loop {
@@ -235,7 +235,7 @@ impl<N: Net> Driver<N> {
         let ids = Arc::new(AtomicU64::new(1));
         let mut acceptors: Vec<_> = listeners
             .into_iter()
-            .map(|l| tokio::spawn(conn::accept_loop(l, tx.clone(), ids.clone())))
+            .map(|l| N::spawn(conn::accept_loop::<N>(l, tx.clone(), ids.clone())))
             .collect();
         drop(tx);
         tokio::pin!(shutdown);

@@ -17,6 +17,7 @@ use zeoraid_core::raid::PersistedRaid;
 use zeoraid_core::zeo::events::StorageIdx;
 
 use super::Event;
+use crate::net::Net;
 use crate::raid_state::StateFile;
 
 /// Pause between attempts after a failed write.
@@ -35,7 +36,7 @@ impl SaverTx {
 }
 
 /// Starts the saver of `storage`. Without a file (tests) every state is acknowledged at once.
-pub(crate) fn spawn(
+pub(crate) fn spawn<N: Net>(
     storage: StorageIdx,
     name: &str,
     file: Option<StateFile>,
@@ -43,7 +44,7 @@ pub(crate) fn spawn(
 ) -> (SaverTx, tokio::task::JoinHandle<()>) {
     let (stx, rx) = watch::channel(None);
     let span = tracing::info_span!("raid_state", storage = %name);
-    let task = tokio::spawn(run(storage, file, rx, tx).instrument(span));
+    let task = N::spawn(run(storage, file, rx, tx).instrument(span));
     (SaverTx(stx), task)
 }
 
@@ -112,7 +113,7 @@ mod tests {
         let dir = MemDir::new();
         let file = StateFile::Mem { dir: dir.clone(), name: "1.raid-state".into() };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (saver, task) = spawn(StorageIdx(0), "1", Some(file), tx);
+        let (saver, task) = spawn::<crate::net::TokioNet>(StorageIdx(0), "1", Some(file), tx);
         saver.save(1, state(5));
         let ev = rx.recv().await.expect("acknowledged");
         assert!(matches!(ev, Event::StateSaved { storage: StorageIdx(0), version: 1 }));
