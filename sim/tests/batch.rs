@@ -1,6 +1,6 @@
 //! The CI batch: a fixed range of seeds, every invariant judged on each; the coverage of fault
 //! kinds and backend-state transitions over the batch. (The determinism self-check is in
-//! `determinism.rs`, a process of its own.)
+//! `determinism.rs`.)
 //!
 //! The batch runs on worker threads (one world per thread at a time; each world is
 //! single-threaded), so that both cores of the CI machine work on it.
