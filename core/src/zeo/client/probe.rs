@@ -139,13 +139,9 @@ impl ZeoClient {
                     return self.end_check(claimed, claimed);
                 }
                 if h.tid < at || h.tid > claimed {
-                    tracing::warn!(
-                        "could not check the backend's last transaction {claimed}: asked for the \
-                         first transaction at or after {at}, it answered {}; taking {claimed} at \
-                         its word, and reading iterators ahead with care",
-                        h.tid
-                    );
-                    return self.end_check(claimed, Tid::ZERO);
+                    let why =
+                        format!("asked for the first transaction at or after {at}, it answered {}", h.tid);
+                    return self.take_at_word(claimed, None, &why);
                 }
                 if let Some(p) = self.probe.as_mut() {
                     p.lo = Some(h.tid);
@@ -162,27 +158,24 @@ impl ZeoClient {
                 }
                 self.ask_next()
             }
-            (call, Err(e)) => {
-                if let ProbeCall::Next { iid, .. } = call {
-                    self.cast(Request::IteratorGc { iids: vec![iid] })?;
-                }
-                tracing::warn!(
-                    "could not check the backend's last transaction {claimed} by iterating ({e:?}); \
-                     taking it at its word, and reading iterators ahead with care"
-                );
-                self.end_check(claimed, Tid::ZERO)
-            }
+            (call, Err(e)) => self.take_at_word(claimed, Some(call), &format!("iterating failed ({e:?})")),
             (call, Ok(other)) => {
-                if let ProbeCall::Next { iid, .. } = call {
-                    self.cast(Request::IteratorGc { iids: vec![iid] })?;
-                }
-                tracing::warn!(
-                    "could not check the backend's last transaction {claimed}: {call:?} answered \
-                     {other:?}; taking it at its word, and reading iterators ahead with care"
-                );
-                self.end_check(claimed, Tid::ZERO)
+                self.take_at_word(claimed, Some(call), &format!("{call:?} answered {other:?}"))
             }
         }
+    }
+
+    /// Ends a check the server could not answer: `claimed` is taken at its word, and iterators
+    /// are read ahead with care (no bound). Frees the iterator of `call`, if it opened one.
+    fn take_at_word(&mut self, claimed: Tid, call: Option<ProbeCall>, why: &str) -> Result<(), ClientError> {
+        if let Some(ProbeCall::Next { iid, .. }) = call {
+            self.cast(Request::IteratorGc { iids: vec![iid] })?;
+        }
+        tracing::warn!(
+            "could not check the backend's last transaction {claimed}: {why}; taking it at its word, \
+             and reading iterators ahead with care"
+        );
+        self.end_check(claimed, Tid::ZERO)
     }
 
     /// The next question, or the end of the search.
