@@ -85,11 +85,8 @@ impl Net for SimNet {
         wall_clock().saturating_sub(Duration::from_millis(back))
     }
 
-    /// On the host's local set (turmoil runs each host's software in one), not on tokio's
-    /// runtime: a crash drops a local set's tasks in the order they were spawned, the runtime's
-    /// in an order that follows task ids, which are numbered process-wide; with worlds on two
-    /// threads the ids of one world depend on the other, and so did the order in which a
-    /// crashed host's sockets closed, and the random delays turmoil drew for them.
+    /// On the host's local set (turmoil runs each host's software in one), so that a crash
+    /// drops the host's tasks in spawn order whatever else runs in the process (why: [`Net::spawn`]).
     fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,

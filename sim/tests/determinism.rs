@@ -34,12 +34,10 @@ fn a_seed_gives_the_same_run_alone_twice_and_beside_other_worlds() {
     std::thread::scope(|scope| {
         // Another world the whole time, spawning tasks on the other thread.
         let other = scope.spawn(|| {
-            let mut n = 0u64;
-            loop {
-                run_seed(1_000 + n);
-                n += 1;
+            for seed in 1_000.. {
+                run_seed(seed);
                 if stop.load(Ordering::Relaxed) {
-                    return n;
+                    break;
                 }
             }
         });
